@@ -1,0 +1,99 @@
+"""The root command group and the one place errors become messages.
+
+The library raises ImagekitError subclasses; here each becomes one line on stderr
+(``imagekit: error: ...``), an optional hint, and the family's exit code. A traceback only
+with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .. import __version__
+from ..errors import ImagekitError
+from ..settings import Settings, load_settings
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class _State:
+    def __init__(self, config: Path | None, debug: bool) -> None:
+        self.config = config
+        self.debug = debug
+
+    def settings(self, **overrides: Any) -> Settings:
+        return load_settings(overrides, path=self.config)
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, prog_name="imagekit")
+@click.option("--config", type=click.Path(path_type=Path), help="config file (TOML)")
+@click.option("--debug", is_flag=True, help="log external commands; show tracebacks")
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None, debug: bool) -> None:
+    """Build, sign, publish and launch virtual-machine appliances.
+
+    \b
+    Example:
+      imagekit metadata disk.qcow2 --os debian --os-version 12 --os-arch x86_64 -o entry.xml
+      imagekit sign entry.xml --key me.key --cert me.crt
+      imagekit verify entry.xml --trust me.crt
+    """
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="imagekit: %(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+    ctx.obj = _State(config, debug)
+
+
+def state(ctx: click.Context | None = None) -> _State:
+    ctx = ctx or click.get_current_context()
+    obj = ctx.find_root().obj
+    assert isinstance(obj, _State)
+    return obj
+
+
+def settings(**overrides: Any) -> Settings:
+    """Settings for the running command, with its options as overrides (None = not given)."""
+    return state().settings(**overrides)
+
+
+def emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def info(message: str) -> None:
+    """A human message: stderr, so stdout stays data."""
+    click.echo(message, err=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the CLI, turning ImagekitError into one line and an exit code."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="imagekit", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("imagekit: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except ImagekitError as e:
+        if debug:
+            raise
+        click.echo(f"imagekit: error: {e}", err=True)
+        if e.hint:
+            click.echo(f"imagekit: hint: {e.hint}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("imagekit: interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(141)
