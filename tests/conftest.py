@@ -7,6 +7,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+# Each area's shared fixtures live in tests/plugins/<area>.py, one line here each.
+pytest_plugins: list[str] = [
+]
+
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
