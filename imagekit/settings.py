@@ -46,6 +46,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("policy", Path, None, "site policy file (TOML, or StratusLab policy.cfg)"),
     Setting("accel", str, "auto", "qemu accelerator: auto (probe), tcg or kvm"),
     Setting("email", str, None, "endorser e-mail when the certificate has none"),
+    Setting("allow_private_locations", bool, False,
+            "download images from private/loopback/link-local addresses (tests, local mirrors)"),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -64,6 +66,7 @@ class Settings:
     policy: Path | None
     accel: str
     email: str | None
+    allow_private_locations: bool = False
 
 
 def config_path(env: Mapping[str, str] = os.environ) -> Path:
@@ -77,6 +80,15 @@ def _coerce(setting: Setting, value: Any, source: str) -> Any:
         return None
     if setting.type is Path:
         return Path(os.path.expanduser(str(value)))
+    if setting.type is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise InputError(f"{source}: setting {setting.name!r} must be true or false")
     if not isinstance(value, str):
         raise InputError(f"{source}: setting {setting.name!r} must be a string")
     return value

@@ -9,6 +9,10 @@ from click.testing import CliRunner, Result
 
 # Each area's shared fixtures live in tests/plugins/<area>.py, one line here each.
 pytest_plugins: list[str] = [
+    "tests.plugins.media",
+    "tests.plugins.signing",
+    "tests.plugins.market",
+    "tests.plugins.launch",
 ]
 
 FIXTURES = Path(__file__).parent / "fixtures"

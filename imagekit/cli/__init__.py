@@ -10,6 +10,12 @@ from ._app import cli, main
 # One module per command group; importing it registers its commands on ``cli``.
 _COMMAND_MODULES = (
     "config_cmd",
+    "id_cmd",
+    "media_cmd",
+    "metadata_cmd",
+    "build_cmd",
+    "server_cmd",
+    "market_cmd",
 )
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}")

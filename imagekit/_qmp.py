@@ -1,0 +1,90 @@
+"""A minimal QMP (QEMU Machine Protocol) client over a unix socket.
+
+The socket lives in the instance directory; its absolute path may exceed the 107-byte limit
+of ``sun_path``, so we connect through ``/proc/self/fd/<dirfd>/<name>``, which is always
+short and names the same socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from .errors import EnvironmentProblem
+
+
+class QMPError(EnvironmentProblem):
+    pass
+
+
+class QMP:
+    def __init__(self, path: Path, *, timeout: float = 5.0) -> None:
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.settimeout(timeout)
+        dirfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            self._sock.connect(f"/proc/self/fd/{dirfd}/{path.name}")
+        except OSError as e:
+            self._sock.close()
+            raise QMPError(f"cannot connect to QMP socket {path}: {e}") from e
+        finally:
+            os.close(dirfd)
+        self._buf = b""
+        self.events: list[dict[str, Any]] = []
+        self._read()  # greeting
+        self.command("qmp_capabilities")
+
+    def _read(self) -> dict[str, Any]:
+        while b"\n" not in self._buf:
+            try:
+                chunk = self._sock.recv(65536)
+            except OSError as e:
+                raise QMPError(f"QMP read failed: {e}") from e
+            if not chunk:
+                raise QMPError("QMP connection closed")
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        msg: dict[str, Any] = json.loads(line)
+        return msg
+
+    def command(self, name: str, **arguments: Any) -> Any:
+        msg: dict[str, Any] = {"execute": name}
+        if arguments:
+            msg["arguments"] = arguments
+        try:
+            self._sock.sendall(json.dumps(msg).encode() + b"\n")
+        except OSError as e:
+            raise QMPError(f"QMP write failed: {e}") from e
+        while True:
+            reply = self._read()
+            if "event" in reply:
+                self.events.append(reply)
+                continue
+            if "error" in reply:
+                raise QMPError(f"QMP {name}: {reply['error'].get('desc', reply['error'])}")
+            return reply.get("return")
+
+    def wait_event(self, name: str) -> dict[str, Any]:
+        for i, ev in enumerate(self.events):
+            if ev.get("event") == name:
+                return self.events.pop(i)
+        while True:
+            msg = self._read()
+            if msg.get("event") == name:
+                return msg
+            if "event" in msg:
+                self.events.append(msg)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.close()
+
+    def __enter__(self) -> QMP:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

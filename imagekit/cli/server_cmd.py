@@ -1,0 +1,55 @@
+"""``imagekit serve``: run the marketplace registry (``marketplace_server``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ._app import cli, info, settings
+
+
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option("--port", default=8080, show_default=True, type=int, help="port to listen on")
+@click.option("--db", metavar="URL", help="postgresql://user@host/db (default: SQLite in the "
+              "data dir, WAL mode)")
+@click.option("--data-dir", type=click.Path(path_type=Path),
+              help="where the SQLite database lives (default: the data_dir setting)")
+@click.option("--trust", "trust", multiple=True, metavar="PATH",
+              help="accept only endorsers trusted by these PEM certificates/CA/CRLs "
+                   "(file or directory; repeat). Without it: any valid signature")
+@click.option("--files-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="serve this directory at /files/ (images published with --to DIR)")
+@click.option("--allow-sha1", is_flag=True, help="accept SHA-1 signatures (StratusLab era)")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="uvicorn worker processes")
+def serve_cmd(host: str, port: int, db: str | None, data_dir: Path | None,
+              trust: tuple[str, ...], files_dir: Path | None, allow_sha1: bool,
+              workers: int) -> None:
+    """Run the marketplace: StratusLab routes, JSON API (/api/, /docs) and web catalogue.
+
+    Uploads must be well-formed, valid, correctly signed entries whose endorser is the
+    signing certificate, newer than the latest endorsement of the same (ID, endorser).
+    Without --trust the registry is open ("any valid signature", like StratusLab's):
+    clients verify trust themselves. With --trust only those endorsers may publish.
+
+    \b
+    Example:
+      imagekit serve                                  # http://127.0.0.1:8080, SQLite
+      imagekit serve --db postgresql://mp@127.0.0.1/mp --files-dir /srv/images
+    """
+    from marketplace_server.__main__ import serve
+    from marketplace_server.config import ServerConfig
+
+    config = ServerConfig(
+        data_dir=data_dir or settings().data_dir,
+        db=db,
+        trust=trust,
+        files_dir=files_dir,
+        allow_sha1=allow_sha1,
+    )
+    mode = "any valid signature" if config.any_valid_signature else "trusted endorsers only"
+    where = "PostgreSQL" if db else str(config.data_dir)
+    info(f"marketplace on http://{host}:{port} ({where}; {mode})")
+    serve(config, host=host, port=port, workers=workers)

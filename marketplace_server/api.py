@@ -1,0 +1,367 @@
+"""Routes for programs: the StratusLab-compatible ones and the JSON API under ``/api/``.
+
+StratusLab routes answer with the signed XML by default (JSON or HTML by ``Accept`` or
+``?media=``); lists of XML are the entries' bytes, without their XML declarations, inside
+one ``<metadata>`` element. ``X-Total-Count`` carries the size of the unpaged result.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Request
+from fastapi import Query as Q
+from pydantic import BaseModel
+from starlette.responses import Response
+
+from imagekit.errors import InputError
+
+from .app import app_of
+from .config import ServerConfig
+from .errors import PayloadTooLarge
+from .media import wants
+from .storage import STATUSES, Endorser, Query, StoredEntry
+
+router = APIRouter(prefix="/api", tags=["JSON API"])
+compat_router = APIRouter(tags=["StratusLab-compatible (XML by default)"])
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+_XML_DECL = re.compile(rb"^\s*(\xef\xbb\xbf)?\s*<\?xml[^>]*\?>\s*")
+
+
+# --- models (the OpenAPI document describes these) ------------------------------------
+
+
+class EntryInfo(BaseModel):
+    identifier: str
+    email: str
+    created: str
+    latest: bool
+    status: Literal["valid", "expired", "deprecated"]
+    valid: str | None
+    deprecated: str | None
+    os: str | None
+    os_version: str | None
+    arch: str | None
+    kind: str | None
+    tag: str | None
+    title: str | None
+    description: str | None
+    locations: list[str]
+    sha1: str
+    bytes: int
+    etag: str
+    uploaded: str
+    path: str
+
+
+class EntryList(BaseModel):
+    total: int
+    offset: int
+    limit: int
+    entries: list[EntryInfo]
+
+
+class EndorserInfo(BaseModel):
+    email: str
+    entries: int
+    latest_created: str
+
+
+class EndorserDetail(EndorserInfo):
+    history: list[EntryInfo]
+
+
+# --- shared helpers -----------------------------------------------------------------------
+
+
+def filters(
+    identifier: str | None = None,
+    email: str | None = None,
+    created: str | None = None,
+    status: Annotated[str | None, Q(description="valid, expired or deprecated")] = None,
+    location: str | None = None,
+    os: str | None = None,
+    os_version: Annotated[str | None, Q(alias="os-version")] = None,
+    arch: str | None = None,
+    kind: str | None = None,
+    tag: str | None = None,
+    q: Annotated[str | None, Q(max_length=200, description="words, each a prefix")] = None,
+    history: bool = False,
+    limit: Annotated[int, Q(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Q(ge=0, le=10_000_000)] = 0,
+) -> Query:
+    """Filters shared by every listing (query parameters)."""
+    if status and status not in STATUSES:
+        raise InputError(f"invalid request: status must be one of {', '.join(STATUSES)}")
+    if created and not _DATE.match(created):
+        raise InputError("invalid request: created must look like 2024-01-31T12:00:00Z")
+    return Query(
+        identifier=identifier or None, email=email or None, created=created or None,
+        status=status or None, location=location or None, os=os or None,
+        os_version=os_version or None,
+        arch=arch or None, kind=kind or None, tag=tag or None, q=q or None, history=history,
+        limit=limit, offset=offset,
+    )
+
+
+Filters = Annotated[Query, Depends(filters)]
+
+
+def classify(query: Query, parts: list[str]) -> Query:
+    """Apply path parts of ``/metadata/{a}/{b}``: an e-mail has ``@``, a date looks like one,
+    anything else is an identifier (or a prefix of one)."""
+    values: dict[str, str] = {}
+    for part in parts:
+        if "@" in part:
+            name = "email"
+        elif _DATE.match(part):
+            name = "created"
+        else:
+            name = "identifier"
+        if name in values:
+            raise InputError(f"invalid request: two {name} parts in the path")
+        values[name] = part
+    return Query(**{**query.__dict__, **values})
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def info(entry: StoredEntry) -> dict[str, Any]:
+    return entry.to_dict(now())
+
+
+def xml_list(entries: list[StoredEntry]) -> bytes:
+    body = [b"<?xml version='1.0' encoding='UTF-8'?>\n<metadata>\n"]
+    for e in entries:
+        assert e.xml is not None
+        body.append(_XML_DECL.sub(b"", e.xml, count=1).rstrip() + b"\n")
+    body.append(b"</metadata>\n")
+    return b"".join(body)
+
+
+def entry_response(request: Request, entry: StoredEntry, *, status_code: int = 200) -> Response:
+    """One entry in the negotiated representation; the XML is the stored bytes."""
+    media = wants(request)
+    headers = {"Vary": "Accept", "Content-Location": entry.path}
+    if media == "html":
+        from .pages import entry_page
+
+        return entry_page(request, entry)
+    if media == "json":
+        from .render import entry_json
+
+        return Response(entry_json(entry, now()), media_type="application/json", headers=headers)
+    assert entry.xml is not None
+    headers["ETag"] = f'"{entry.etag}"'
+    headers["Cache-Control"] = "public, max-age=31536000, immutable"
+    if request.query_params.get("download"):
+        headers["Content-Disposition"] = f'attachment; filename="{entry.identifier}.xml"'
+    return Response(entry.xml, status_code=status_code, media_type="application/xml",
+                    headers=headers)
+
+
+def list_response(request: Request, query: Query) -> Response:
+    media = wants(request)
+    if media == "html":
+        from .pages import catalogue_page
+
+        return catalogue_page(request, query)
+    storage = app_of(request).storage
+    entries, total = storage.find(query, now=now(), with_xml=media == "xml")
+    headers = {"X-Total-Count": str(total), "Vary": "Accept"}
+    if media == "json":
+        return Response(
+            EntryList(total=total, offset=query.offset, limit=query.limit,
+                      entries=[EntryInfo(**info(e)) for e in entries]).model_dump_json(),
+            media_type="application/json", headers=headers,
+        )
+    return Response(xml_list(entries), media_type="application/xml", headers=headers)
+
+
+async def read_upload(request: Request, config: ServerConfig) -> bytes:
+    """The uploaded entry: the raw body, or the first file (or ``metadata`` field) of a
+    multipart form. Bodies past the limit are refused without reading them whole."""
+    limit = config.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit + 64 * 1024:
+        raise PayloadTooLarge(f"request body larger than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit + 64 * 1024:  # room for multipart framing
+            raise PayloadTooLarge(f"request body larger than {limit} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        request._body = body  # let Starlette parse what we already read
+        try:
+            form = await request.form()
+        except Exception as e:  # python-multipart raises its own types on broken framing
+            raise InputError(f"invalid request: malformed multipart body: {e}") from e
+        data = None
+        for name in ("metadata", "file", "metadatafile"):
+            value = form.get(name)
+            if value is not None:
+                data = value if isinstance(value, str) else await value.read()
+                break
+        if data is None:
+            for value in form.values():
+                if not isinstance(value, str):
+                    data = await value.read()
+                    break
+        if data is None:
+            raise InputError("invalid request: no metadata file in the form")
+        body = data.encode() if isinstance(data, str) else data
+    if len(body) > limit:
+        raise PayloadTooLarge(f"entry larger than {limit} bytes")
+    if not body.strip():
+        raise InputError("invalid metadata: empty body")
+    return body
+
+
+async def ingest(request: Request) -> StoredEntry:
+    app = app_of(request)
+    data = await read_upload(request, app.config)
+    from anyio.to_thread import run_sync
+
+    moment = now()
+    row = await run_sync(lambda: app.ingestor.ingest(data, now=moment))
+    return await run_sync(lambda: app.storage.add(row, now=moment))
+
+
+# --- StratusLab-compatible routes ---------------------------------------------------------
+
+
+@compat_router.post("/metadata", status_code=201, summary="Upload a signed entry")
+async def post_metadata(request: Request) -> Response:
+    """Raw XML body or a multipart form; 201 with ``Location`` of the stored entry."""
+    entry = await ingest(request)
+    media = wants(request, default="text")
+    if media == "json":
+        return Response(EntryInfo(**info(entry)).model_dump_json(), status_code=201,
+                        media_type="application/json", headers={"Location": entry.path})
+    return Response(entry.path + "\n", status_code=201, media_type="text/plain",
+                    headers={"Location": entry.path})
+
+
+@compat_router.get("/metadata", summary="List entries")
+def list_all(request: Request, query: Filters) -> Response:
+    return list_response(request, query)
+
+
+@compat_router.get("/metadata/{a}", summary="List entries of an ID, endorser or date")
+def list_one(request: Request, a: str, query: Filters) -> Response:
+    return list_response(request, classify(query, [a]))
+
+
+@compat_router.get("/metadata/{a}/{b}", summary="List entries of two of ID, endorser, date")
+def list_two(request: Request, a: str, b: str, query: Filters) -> Response:
+    return list_response(request, classify(query, [a, b]))
+
+
+@compat_router.get("/metadata/{identifier}/{email}/{created}", summary="One signed entry")
+def get_entry(request: Request, identifier: str, email: str, created: str) -> Response:
+    """The original signed bytes (XML), or JSON/HTML by ``Accept``/``?media=``.
+    ``identifier`` may be a unique prefix."""
+    entry = app_of(request).storage.get(identifier, email, created)
+    return entry_response(request, entry)
+
+
+@compat_router.get("/tag/{email}/{tag}", summary="The endorser's newest entry with a tag")
+def get_tag(request: Request, email: str, tag: str) -> Response:
+    """Newest current, non-deprecated entry whose ``dcterms:alternative`` is ``tag``."""
+    return entry_response(request, app_of(request).storage.by_tag(email, tag))
+
+
+@compat_router.get("/endorsers", summary="Endorsers")
+def get_endorsers(request: Request) -> Response:
+    endorsers = app_of(request).storage.endorsers()
+    if wants(request, default="json") == "html":
+        from .pages import endorsers_page
+
+        return endorsers_page(request, endorsers)
+    return Response(
+        "[" + ",".join(EndorserInfo(**e.__dict__).model_dump_json() for e in endorsers) + "]",
+        media_type="application/json",
+    )
+
+
+@compat_router.get("/endorsers/{email}", summary="One endorser and their entries")
+def get_endorser(request: Request, email: str, query: Filters) -> Response:
+    storage = app_of(request).storage
+    endorser = storage.endorser(email)
+    if wants(request, default="json") == "html":
+        from .pages import endorser_page
+
+        return endorser_page(request, endorser, query)
+    entries, _ = storage.find(Query(email=email, history=True, limit=query.limit,
+                                    offset=query.offset), now=now())
+    return Response(_endorser_detail(endorser, entries).model_dump_json(),
+                    media_type="application/json")
+
+
+def _endorser_detail(endorser: Endorser, entries: list[StoredEntry]) -> EndorserDetail:
+    return EndorserDetail(**endorser.__dict__, history=[EntryInfo(**info(e)) for e in entries])
+
+
+# --- JSON API -------------------------------------------------------------------------------
+
+
+@router.get("/entries", response_model=EntryList, summary="Search entries")
+def api_entries(request: Request, query: Filters) -> EntryList:
+    """Current entries (each (ID, endorser)'s newest endorsement; ``history=true`` for all),
+    newest first. ``q``: words, each matching the start of a word of the title,
+    description, tag, OS, e-mail or ID."""
+    entries, total = app_of(request).storage.find(query, now=now())
+    return EntryList(total=total, offset=query.offset, limit=query.limit,
+                     entries=[EntryInfo(**info(e)) for e in entries])
+
+
+@router.post("/entries", response_model=EntryInfo, status_code=201, summary="Upload")
+async def api_upload(request: Request) -> Response:
+    """Upload a signed entry (raw XML body); 201 with the stored entry's summary."""
+    entry = await ingest(request)
+    return Response(EntryInfo(**info(entry)).model_dump_json(), status_code=201,
+                    media_type="application/json", headers={"Location": entry.path})
+
+
+@router.get("/entries/{identifier}", response_model=list[EntryInfo], summary="Entries of an ID")
+def api_entries_of(request: Request, identifier: str, history: bool = False) -> list[EntryInfo]:
+    """Every endorser's current entry for the ID (or a unique prefix); all with history."""
+    entries, _ = app_of(request).storage.find(
+        Query(identifier=identifier, history=history, limit=1000), now=now()
+    )
+    return [EntryInfo(**info(e)) for e in entries]
+
+
+@router.get("/entries/{identifier}/{email}/{created}", summary="One entry, every term")
+def api_entry(request: Request, identifier: str, email: str, created: str) -> Response:
+    """The index columns plus ``entry``: every term of the verified entry."""
+    from .render import entry_json
+
+    entry = app_of(request).storage.get(identifier, email, created)
+    return Response(entry_json(entry, now()), media_type="application/json")
+
+
+@router.get("/tag/{email}/{tag}", response_model=EntryInfo, summary="Resolve a tag")
+def api_tag(request: Request, email: str, tag: str) -> EntryInfo:
+    return EntryInfo(**info(app_of(request).storage.by_tag(email, tag)))
+
+
+@router.get("/endorsers", response_model=list[EndorserInfo], summary="Endorsers")
+def api_endorsers(request: Request) -> list[EndorserInfo]:
+    return [EndorserInfo(**e.__dict__) for e in app_of(request).storage.endorsers()]
+
+
+@router.get("/endorsers/{email}", response_model=EndorserDetail, summary="One endorser")
+def api_endorser(request: Request, email: str, query: Filters) -> EndorserDetail:
+    storage = app_of(request).storage
+    endorser = storage.endorser(email)
+    entries, _ = storage.find(Query(email=email, history=True, limit=query.limit,
+                                    offset=query.offset), now=now())
+    return _endorser_detail(endorser, entries)

@@ -1,0 +1,45 @@
+"""The server's configuration: one frozen value built by ``__main__`` or by tests."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+#: Largest entry accepted by ``POST /metadata`` (413 above it). Real entries are ~5 KB.
+MAX_UPLOAD_BYTES = 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerConfig:
+    """How one marketplace server runs.
+
+    ``db``: an SQLAlchemy URL (``postgresql://...``) or None for SQLite in ``data_dir``.
+    ``trust``: PEM files or directories (pinned endorser certificates, CA certificates, CRLs);
+    empty means the open-registry mode ``any valid signature`` (the StratusLab default): any
+    correctly signed entry whose endorser matches its certificate is accepted, and trust is
+    left to the clients, which verify every entry locally anyway.
+    ``files_dir``: a directory served read-only at ``/files/`` (image bytes from
+    ``imagekit publish --to DIR``).
+    """
+
+    data_dir: Path
+    db: str | None = None
+    trust: tuple[str, ...] = ()
+    files_dir: Path | None = None
+    allow_sha1: bool = False
+    max_upload_bytes: int = MAX_UPLOAD_BYTES
+    cache_entries: int = 4096
+
+    @property
+    def any_valid_signature(self) -> bool:
+        return not self.trust
+
+    @property
+    def database_url(self) -> str:
+        if self.db:
+            url = self.db
+            # psycopg 3 is the installed driver; plain postgresql:// would ask for psycopg2.
+            if url.startswith("postgresql://") or url.startswith("postgres://"):
+                url = "postgresql+psycopg://" + url.split("://", 1)[1]
+            return url
+        return f"sqlite:///{self.data_dir / 'marketplace.sqlite3'}"

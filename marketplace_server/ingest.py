@@ -1,0 +1,85 @@
+"""Accept an uploaded entry: every check is the library's, none is re-implemented here.
+
+``imagekit.verify.verify_entry`` parses the bytes safely (``imagekit.xmlsafe``), validates
+the StratusLab profile (``imagekit.entry.parse_entry``), checks the one enveloped signature,
+that the endorser is the certificate, and the certificate's trust. The server adds only
+what is its own: the columns it indexes, and (in storage) "not older than the latest".
+
+Expired entries are accepted (a registry mirrors history; lists report them as ``expired``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any
+
+from imagekit.errors import InvalidMetadata
+from imagekit.trust import TrustStore, UnsafeAcceptAnyCertificate
+from imagekit.verify import verify_entry
+
+from .config import ServerConfig
+from .storage import NewEntry, format_time
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    value = getattr(value, "value", value)  # StrEnum members (Kind, ...)
+    return str(value)
+
+
+def _date(value: datetime | None) -> str | None:
+    return None if value is None else format_time(value)
+
+
+class Ingestor:
+    """Verifies uploads according to the server's trust configuration."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self._trust = _make_trust(config)
+
+    @property
+    def mode(self) -> str:
+        return "any valid signature" if self.config.any_valid_signature else "trusted endorsers"
+
+    def ingest(self, data: bytes, *, now: datetime) -> NewEntry:
+        """Verify ``data`` and return the row to store; raise InputError/VerificationError."""
+        trust = self._trust if self._trust is not None else UnsafeAcceptAnyCertificate()
+        verified = verify_entry(
+            data, trust, now=now, allow_sha1=self.config.allow_sha1, allow_expired=True
+        )
+        entry = verified.entry
+        email = entry.endorser_email
+        created = entry.endorsement_created
+        if not email or created is None:
+            raise InvalidMetadata("endorsement", "a published entry needs an endorser and a date")
+        return NewEntry(
+            identifier=entry.identifier,
+            email=email,
+            created=format_time(created),
+            xml=data,
+            etag=hashlib.sha256(data).hexdigest(),
+            sha1=entry.sha1,
+            bytes=entry.bytes,
+            valid=_date(entry.valid),
+            deprecated=entry.deprecated,
+            os=_text(entry.os),
+            os_version=_text(entry.os_version),
+            arch=_text(entry.os_arch),
+            kind=_text(entry.kind),
+            tag=entry.tag,
+            title=entry.title,
+            description=entry.description,
+            locations=tuple(entry.locations),
+        )
+
+
+def _make_trust(config: ServerConfig) -> TrustStore | None:
+    """None in the open-registry mode: each upload is then checked against the certificate
+    it carries (signature, endorser = certificate, certificate validity), trust being left
+    to the clients, which verify every entry locally anyway."""
+    if config.any_valid_signature:
+        return None
+    return TrustStore.from_paths(list(config.trust))

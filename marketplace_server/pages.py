@@ -1,0 +1,113 @@
+"""Server-rendered HTML: catalogue, entry, endorser pages and the upload form.
+
+Plain forms and links, no JavaScript; Jinja2 with autoescaping on, so titles and
+descriptions written by strangers are shown as text.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from . import __version__
+from .api import Filters, ingest
+from .app import app_of
+from .storage import STATUSES, Endorser, Query, StoredEntry
+
+router = APIRouter(include_in_schema=False)
+
+_ENV = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_STATIC = (Path(__file__).parent / "static" / "style.css").read_text()
+
+
+def render(
+    request: Request,
+    template: str,
+    context: dict[str, Any],
+    *,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    html = _ENV.get_template(template).render(
+        request=request, version=__version__, css=_STATIC, now=datetime.now(UTC), **context
+    )
+    return HTMLResponse(html, status_code=status_code, headers=headers)
+
+
+def _qs(query: Query, **changes: Any) -> str:
+    values = {
+        "email": query.email, "os": query.os, "os-version": query.os_version,
+        "arch": query.arch, "kind": query.kind, "status": query.status, "q": query.q,
+        "tag": query.tag, "identifier": query.identifier, "location": query.location,
+        "created": query.created, "history": "true" if query.history else None,
+        "limit": query.limit if query.limit != 100 else None,
+        "offset": query.offset or None,
+    }
+    values.update(changes)
+    return urlencode({k: v for k, v in values.items() if v not in (None, "")})
+
+
+def catalogue_page(request: Request, query: Query) -> Response:
+    storage = app_of(request).storage
+    now = datetime.now(UTC)
+    entries, total = storage.find(query, now=now)
+    prev_qs = _qs(query, offset=max(query.offset - query.limit, 0)) if query.offset else None
+    next_qs = _qs(query, offset=query.offset + query.limit) if query.offset + len(
+        entries) < total else None
+    return render(request, "catalogue.html", {
+        "entries": entries, "total": total, "query": query, "statuses": STATUSES,
+        "prev_qs": prev_qs, "next_qs": next_qs, "endorsers": storage.endorsers()[:200],
+    })
+
+
+def entry_page(request: Request, entry: StoredEntry) -> Response:
+    from .render import entry_dict
+
+    now = datetime.now(UTC)
+    history = app_of(request).storage.history(entry.identifier)
+    terms = entry_dict(entry, now)["entry"]
+    return render(request, "entry.html", {
+        "entry": entry, "status": entry.status(now), "history": history, "terms": terms,
+        "xml_text": (entry.xml or b"").decode("utf-8", "replace"),
+    })
+
+
+def endorsers_page(request: Request, endorsers: list[Endorser]) -> Response:
+    return render(request, "endorsers.html", {"endorsers": endorsers})
+
+
+def endorser_page(request: Request, endorser: Endorser, query: Query) -> Response:
+    entries, total = app_of(request).storage.find(
+        Query(email=endorser.email, history=True, limit=query.limit, offset=query.offset),
+        now=datetime.now(UTC),
+    )
+    return render(request, "endorser.html",
+                  {"endorser": endorser, "entries": entries, "total": total})
+
+
+@router.get("/")
+@router.get("/browse")
+def browse(request: Request, query: Filters) -> Response:
+    return catalogue_page(request, query)
+
+
+@router.get("/upload")
+def upload_form(request: Request) -> Response:
+    return render(request, "upload.html", {"mode": app_of(request).ingestor.mode})
+
+
+@router.post("/upload")
+async def upload(request: Request) -> Response:
+    entry = await ingest(request)
+    return RedirectResponse(entry.path + "?media=html", status_code=303)

@@ -1,0 +1,561 @@
+"""Entries on disk: SQLAlchemy models and the queries the routes need.
+
+Rows are keyed by (identifier, endorser e-mail, endorsement created) and never change except
+for the ``latest`` flag, which marks the newest endorsement of each (identifier, endorser).
+The signed XML is stored byte-for-byte; every other column is an index derived from the
+verified entry at ingest time.
+
+Text search: the words of title, description, tag, OS, e-mail and ID, lower-cased and split
+on anything not alphanumeric; a query matches when each of its words is a prefix of some
+word. SQLite answers with an FTS5 table, PostgreSQL with a GIN index on a ``simple``
+tsvector: both index the same normalized text, so both backends agree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql import Select
+
+from imagekit.errors import Ambiguous, InvalidState, NotFound
+
+# IDs are case-sensitive and prefix lookups are byte ranges: PostgreSQL must compare bytes.
+_ID = String(27).with_variant(String(27, collation="C"), "postgresql")
+_DATE = String(20)
+# SQLite wants INTEGER PRIMARY KEY, an alias of the rowid (FTS5's content_rowid needs it).
+_PK = BigInteger().with_variant(Integer(), "sqlite")  # yyyy-MM-ddTHH:mm:ssZ sorts as time does
+
+STATUSES = ("valid", "expired", "deprecated")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class EntryRow(Base):
+    __tablename__ = "entries"
+
+    pk: Mapped[int] = mapped_column(_PK, primary_key=True)
+    identifier: Mapped[str] = mapped_column(_ID)
+    email: Mapped[str] = mapped_column(String(320))
+    created: Mapped[str] = mapped_column(_DATE)
+    latest: Mapped[bool] = mapped_column(Boolean)
+    valid: Mapped[str | None] = mapped_column(_DATE)
+    deprecated: Mapped[str | None] = mapped_column(Text)
+    os: Mapped[str | None] = mapped_column(String(200))
+    os_version: Mapped[str | None] = mapped_column(String(200))
+    arch: Mapped[str | None] = mapped_column(String(100))
+    kind: Mapped[str | None] = mapped_column(String(50))
+    tag: Mapped[str | None] = mapped_column(String(200))
+    title: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    locations: Mapped[str] = mapped_column(Text)  # newline-separated, in document order
+    sha1: Mapped[str] = mapped_column(String(40))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    etag: Mapped[str] = mapped_column(String(64))  # sha256 of the signed XML
+    search: Mapped[str] = mapped_column(Text)
+    uploaded: Mapped[str] = mapped_column(_DATE)
+    xml: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (
+        UniqueConstraint("identifier", "email", "created", name="uq_entry_key"),
+        # At most one latest row per (identifier, endorser), even under racing uploads.
+        Index(
+            "uq_entry_latest",
+            "identifier",
+            "email",
+            unique=True,
+            sqlite_where=text("latest"),
+            postgresql_where=text("latest"),
+        ),
+        Index("ix_entry_latest_created", "latest", "created"),
+        Index("ix_entry_email_created", "email", "created"),
+        Index("ix_entry_os", "os", "os_version"),
+        Index("ix_entry_arch", "arch"),
+        Index("ix_entry_kind", "kind"),
+        Index("ix_entry_tag", "email", "tag"),
+        Index("ix_entry_sha1", "sha1"),
+        Index(
+            "ix_entry_search",
+            func.to_tsvector(text("'simple'"), text("search")),
+            postgresql_using="gin",
+        ).ddl_if(dialect="postgresql"),
+    )
+
+
+class LocationRow(Base):
+    __tablename__ = "locations"
+
+    pk: Mapped[int] = mapped_column(_PK, primary_key=True)
+    entry_pk: Mapped[int] = mapped_column(ForeignKey("entries.pk"), index=True)
+    url: Mapped[str] = mapped_column(Text, index=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class NewEntry:
+    """What ingest hands to storage: the signed bytes and the columns derived from them."""
+
+    identifier: str
+    email: str
+    created: str
+    xml: bytes
+    etag: str
+    sha1: str
+    bytes: int
+    valid: str | None = None
+    deprecated: str | None = None
+    os: str | None = None
+    os_version: str | None = None
+    arch: str | None = None
+    kind: str | None = None
+    tag: str | None = None
+    title: str | None = None
+    description: str | None = None
+    locations: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredEntry:
+    """One stored endorsement, as lists and pages show it (``xml`` only when asked for)."""
+
+    identifier: str
+    email: str
+    created: str
+    latest: bool
+    valid: str | None
+    deprecated: str | None
+    os: str | None
+    os_version: str | None
+    arch: str | None
+    kind: str | None
+    tag: str | None
+    title: str | None
+    description: str | None
+    locations: tuple[str, ...]
+    sha1: str
+    bytes: int
+    etag: str
+    uploaded: str
+    xml: bytes | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.identifier, self.email, self.created)
+
+    @property
+    def path(self) -> str:
+        return f"/metadata/{self.identifier}/{self.email}/{self.created}"
+
+    def status(self, now: datetime) -> str:
+        if self.deprecated is not None:
+            return "deprecated"
+        if self.valid is not None and self.valid < format_time(now):
+            return "expired"
+        return "valid"
+
+    def to_dict(self, now: datetime) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "xml"}
+        out["locations"] = list(self.locations)
+        out["status"] = self.status(now)
+        out["path"] = self.path
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Query:
+    """Filters of a listing. ``identifier`` may be a unique prefix; ``history`` includes
+    superseded endorsements (otherwise only each (ID, endorser)'s latest)."""
+
+    identifier: str | None = None
+    email: str | None = None
+    created: str | None = None
+    status: str | None = None
+    location: str | None = None
+    os: str | None = None
+    os_version: str | None = None
+    arch: str | None = None
+    kind: str | None = None
+    tag: str | None = None
+    q: str | None = None
+    history: bool = False
+    limit: int = 100
+    offset: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Endorser:
+    email: str
+    entries: int
+    latest_created: str
+
+
+def format_time(dt: datetime) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_WORD = re.compile(r"[^\W_]+")
+
+
+def search_words(text_: str) -> list[str]:
+    """The normalized words of ``text_``, as indexed and as queried."""
+    return _WORD.findall(text_.lower())
+
+
+def search_text(entry: NewEntry) -> str:
+    parts = (
+        entry.title, entry.description, entry.tag, entry.os, entry.os_version, entry.arch,
+        entry.kind, entry.identifier, entry.email,
+    )
+    return " ".join(search_words(" ".join(p for p in parts if p)))
+
+
+_COLUMNS = [c for c in EntryRow.__table__.c if c.name not in ("pk", "search", "xml")]
+
+
+def _to_stored(row: Any, *, with_xml: bool = False) -> StoredEntry:
+    m = row._mapping
+    return StoredEntry(
+        identifier=m["identifier"],
+        email=m["email"],
+        created=m["created"],
+        latest=bool(m["latest"]),
+        valid=m["valid"],
+        deprecated=m["deprecated"],
+        os=m["os"],
+        os_version=m["os_version"],
+        arch=m["arch"],
+        kind=m["kind"],
+        tag=m["tag"],
+        title=m["title"],
+        description=m["description"],
+        locations=tuple(m["locations"].split("\n")) if m["locations"] else (),
+        sha1=m["sha1"],
+        bytes=m["bytes"],
+        etag=m["etag"],
+        uploaded=m["uploaded"],
+        xml=bytes(m["xml"]) if with_xml else None,
+    )
+
+
+class Storage:
+    """All database access of the server. Thread-safe; one instance per process."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            self.engine: Engine = create_engine(
+                url, connect_args={"check_same_thread": False, "timeout": 30}
+            )
+            event.listen(self.engine, "connect", _sqlite_connect)
+            event.listen(self.engine, "begin", _sqlite_begin)
+        else:
+            self.engine = create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+        # SQLite has one writer; serialize ours so read-then-write never hits SQLITE_BUSY.
+        self._write_lock = threading.Lock()
+
+    def create_schema(self) -> None:
+        Base.metadata.create_all(self.engine)
+        if self.is_sqlite:
+            with self.engine.begin() as conn:
+                conn.execute(text(
+                    "CREATE VIRTUAL TABLE IF NOT EXISTS entries_fts USING fts5("
+                    "search, content='entries', content_rowid='pk', tokenize='unicode61')"
+                ))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- writes ------------------------------------------------------------------------
+
+    def add(self, entry: NewEntry, *, now: datetime) -> StoredEntry:
+        """Append ``entry``; raise InvalidState when it is not newer than the latest
+        endorsement of its (identifier, endorser)."""
+        with self._write_lock:
+            try:
+                return self._add(entry, now)
+            except IntegrityError as e:
+                # A concurrent upload of the same key, or of a newer one, won the race.
+                raise InvalidState(
+                    f"an endorsement of {entry.identifier} by {entry.email} at or after "
+                    f"{entry.created} already exists"
+                ) from e
+
+    def _add(self, entry: NewEntry, now: datetime) -> StoredEntry:
+        t = EntryRow.__table__
+        with self.engine.begin() as conn:
+            latest = conn.execute(
+                select(t.c.pk, t.c.created)
+                .where(t.c.identifier == entry.identifier, t.c.email == entry.email, t.c.latest)
+                .with_for_update()
+            ).first()
+            if latest is not None and latest.created >= entry.created:
+                raise InvalidState(
+                    f"not newer than the latest endorsement of {entry.identifier} by "
+                    f"{entry.email} ({latest.created}); entries are append-only"
+                )
+            if latest is not None:
+                conn.execute(update(t).where(t.c.pk == latest.pk).values(latest=False))
+            values = dataclasses.asdict(entry)
+            values["locations"] = "\n".join(entry.locations)
+            values.update(latest=True, search=search_text(entry), uploaded=format_time(now))
+            pk = conn.execute(t.insert().values(**values)).inserted_primary_key[0]
+            if entry.locations:
+                conn.execute(
+                    LocationRow.__table__.insert(),
+                    [{"entry_pk": pk, "url": url} for url in entry.locations],
+                )
+            if self.is_sqlite:
+                conn.execute(
+                    text("INSERT INTO entries_fts(rowid, search) VALUES (:pk, :s)"),
+                    {"pk": pk, "s": values["search"]},
+                )
+        return self._stored(values)
+
+    def add_many(self, entries: Iterable[NewEntry], *, now: datetime) -> int:
+        """Bulk load (benchmarks, imports): each must be the first of its (ID, endorser)."""
+        n = 0
+        batch: list[NewEntry] = []
+        for entry in entries:
+            batch.append(entry)
+            if len(batch) >= 2000:
+                n += self._add_batch(batch, now)
+                batch = []
+        if batch:
+            n += self._add_batch(batch, now)
+        return n
+
+    def _add_batch(self, batch: Sequence[NewEntry], now: datetime) -> int:
+        t = EntryRow.__table__
+        uploaded = format_time(now)
+        rows = []
+        for entry in batch:
+            values = dataclasses.asdict(entry)
+            values["locations"] = "\n".join(entry.locations)
+            values.update(latest=True, search=search_text(entry), uploaded=uploaded)
+            rows.append(values)
+        with self._write_lock, self.engine.begin() as conn:
+            conn.execute(t.insert(), rows)
+            keys = conn.execute(
+                select(t.c.pk, t.c.search, t.c.locations).where(
+                    t.c.identifier.in_([e.identifier for e in batch])
+                )
+            ).all()
+            locs = [
+                {"entry_pk": k.pk, "url": url} for k in keys if k.locations
+                for url in k.locations.split("\n")
+            ]
+            if locs:
+                conn.execute(LocationRow.__table__.insert(), locs)
+            if self.is_sqlite:
+                conn.execute(
+                    text("INSERT INTO entries_fts(rowid, search) VALUES (:pk, :s)"),
+                    [{"pk": k.pk, "s": k.search} for k in keys],
+                )
+        return len(batch)
+
+    @staticmethod
+    def _stored(values: dict[str, Any]) -> StoredEntry:
+        fields = {f.name for f in dataclasses.fields(StoredEntry)} - {"xml", "locations"}
+        return StoredEntry(
+            **{k: values[k] for k in fields},
+            locations=tuple(values["locations"].split("\n")) if values["locations"] else (),
+        )
+
+    # --- reads -------------------------------------------------------------------------
+
+    def get(self, identifier: str, email: str, created: str) -> StoredEntry:
+        """The entry with this exact key (ID may be a unique prefix); NotFound otherwise."""
+        identifier = self.resolve_identifier(identifier)
+        t = EntryRow.__table__
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(*_COLUMNS, t.c.xml).where(
+                    t.c.identifier == identifier, t.c.email == email, t.c.created == created
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"no entry {identifier}/{email}/{created}")
+        return _to_stored(row, with_xml=True)
+
+    def get_xml(self, identifier: str, email: str, created: str) -> tuple[bytes, str] | None:
+        """(signed bytes, etag) for an exact key, or None: the hot path, one indexed read."""
+        t = EntryRow.__table__
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(t.c.xml, t.c.etag).where(
+                    t.c.identifier == identifier, t.c.email == email, t.c.created == created
+                )
+            ).first()
+        return None if row is None else (bytes(row.xml), row.etag)
+
+    def resolve_identifier(self, prefix: str) -> str:
+        """The one identifier starting with ``prefix``; NotFound or Ambiguous otherwise."""
+        t = EntryRow.__table__
+        if not prefix or len(prefix) > 27 or not re.fullmatch(r"[A-Za-z0-9_-]+", prefix):
+            raise NotFound(f"not an identifier: {prefix!r}")
+        with self.engine.connect() as conn:
+            if len(prefix) == 27:
+                found = conn.execute(
+                    select(t.c.identifier).where(t.c.identifier == prefix).limit(1)
+                ).scalars().all()
+            else:
+                found = conn.execute(
+                    select(t.c.identifier)
+                    .where(t.c.identifier >= prefix, t.c.identifier < prefix + "\x7f")
+                    .distinct()
+                    .limit(2)
+                ).scalars().all()
+        if not found:
+            raise NotFound(f"no entry with identifier {prefix}" if len(prefix) == 27 else
+                           f"no entry with an identifier starting with {prefix!r}")
+        if len(found) > 1:
+            raise Ambiguous(f"ambiguous identifier prefix {prefix!r}: {', '.join(found)}, ...")
+        return found[0]
+
+    def find(
+        self, query: Query, *, now: datetime, with_xml: bool = False
+    ) -> tuple[list[StoredEntry], int]:
+        """Entries matching ``query`` (newest endorsement first) and the total count."""
+        t = EntryRow.__table__
+        conds: list[Any] = []
+        if query.identifier:
+            identifier = self.resolve_identifier(query.identifier)
+            conds.append(t.c.identifier == identifier)
+        if not query.history:
+            conds.append(t.c.latest)
+        for name, column in (
+            ("email", t.c.email), ("created", t.c.created), ("os", t.c.os),
+            ("os_version", t.c.os_version), ("arch", t.c.arch), ("kind", t.c.kind),
+            ("tag", t.c.tag),
+        ):
+            value = getattr(query, name)
+            if value is not None:
+                conds.append(column == value)
+        if query.tag is not None:
+            conds.append(t.c.deprecated.is_(None))
+        if query.status is not None:
+            stamp = format_time(now)
+            if query.status == "deprecated":
+                conds.append(t.c.deprecated.is_not(None))
+            elif query.status == "expired":
+                conds += [t.c.deprecated.is_(None), t.c.valid < stamp]
+            else:
+                conds += [t.c.deprecated.is_(None), (t.c.valid.is_(None)) | (t.c.valid >= stamp)]
+        if query.location is not None:
+            loc = LocationRow.__table__
+            conds.append(t.c.pk.in_(select(loc.c.entry_pk).where(loc.c.url == query.location)))
+        if query.q:
+            words = search_words(query.q)
+            if words:
+                conds.append(self._text_condition(words))
+        columns = [*_COLUMNS, t.c.xml] if with_xml else _COLUMNS
+        stmt: Select[Any] = (
+            select(*columns)
+            .where(*conds)
+            .order_by(t.c.created.desc(), t.c.identifier, t.c.email)
+            .limit(query.limit)
+            .offset(query.offset)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+            if query.offset == 0 and len(rows) < query.limit:
+                total = len(rows)
+            else:
+                total = conn.execute(select(func.count()).select_from(t).where(*conds)).scalar_one()
+        return [_to_stored(r, with_xml=with_xml) for r in rows], total
+
+    def _text_condition(self, words: list[str]) -> Any:
+        t = EntryRow.__table__
+        if self.is_sqlite:
+            match = " AND ".join(f'"{w}"*' for w in words)
+            return t.c.pk.in_(
+                text("SELECT rowid FROM entries_fts WHERE entries_fts MATCH :m").bindparams(m=match)
+            )
+        tsquery = " & ".join(f"{w}:*" for w in words)
+        return func.to_tsvector(text("'simple'"), t.c.search).op("@@")(
+            func.to_tsquery(text("'simple'"), tsquery)
+        )
+
+    def by_tag(self, email: str, tag: str) -> StoredEntry:
+        """The endorser's newest current, non-deprecated entry tagged ``tag``."""
+        t = EntryRow.__table__
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(*_COLUMNS, t.c.xml)
+                .where(t.c.email == email, t.c.tag == tag, t.c.latest, t.c.deprecated.is_(None))
+                .order_by(t.c.created.desc())
+                .limit(1)
+            ).first()
+        if row is None:
+            raise NotFound(f"no current entry tagged {tag!r} by {email}")
+        return _to_stored(row, with_xml=True)
+
+    def endorsers(self) -> list[Endorser]:
+        t = EntryRow.__table__
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.c.email, func.count(), func.max(t.c.created))
+                .group_by(t.c.email)
+                .order_by(t.c.email)
+            ).all()
+        return [Endorser(r[0], r[1], r[2]) for r in rows]
+
+    def endorser(self, email: str) -> Endorser:
+        t = EntryRow.__table__
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(func.count(), func.max(t.c.created)).where(t.c.email == email)
+            ).first()
+        if row is None or not row[0]:
+            raise NotFound(f"no endorser {email}")
+        return Endorser(email, row[0], row[1])
+
+    def history(self, identifier: str, email: str | None = None) -> list[StoredEntry]:
+        """Every endorsement of an ID (optionally by one endorser), newest first."""
+        identifier = self.resolve_identifier(identifier)
+        entries, _ = self.find(
+            Query(identifier=identifier, email=email, history=True, limit=10_000),
+            now=datetime.now(UTC),
+        )
+        return entries
+
+
+def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+    # Let SQLAlchemy, not pysqlite, decide where transactions begin (SQLAlchemy's recipe).
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN")

@@ -1,0 +1,90 @@
+"""MarketplaceClient against a real server: raw signed bytes out, typed errors."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+from imagekit.client import MarketplaceClient
+from imagekit.errors import Ambiguous, InvalidMetadata, InvalidState, NetworkError, NotFound
+from tests.plugins.market import draft_entry, sign
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture
+def client(marketplace):
+    with MarketplaceClient(marketplace.url) as c:
+        yield c
+
+
+def test_upload_get_and_search(client, make_endorser, make_signed):
+    me = make_endorser()
+    data = make_signed(me, ago=60, title="client box", tag="cb", os_name="fedora")
+    path = client.upload(data)
+    ident, email, created = path.split("/")[2:5]
+    assert email == me.email
+    assert client.get_entry(ident, email, created) == data
+    assert client.get_entry(ident[:22], email, created) == data
+    assert client.get_path(path) == data
+    assert client.by_tag(me.email, "cb") == data
+    result = client.search(email=me.email, os="fedora")
+    assert result.total == 1
+    summary = result.entries[0]
+    assert (summary.identifier, summary.title, summary.status) == (ident, "client box", "valid")
+    assert client.current_entries(ident) == [data]
+    assert client.entry_json(ident, email, created)["entry"]["alternative"] == "cb"
+    assert me.email in {e.email for e in client.endorsers()}
+
+
+def test_history_and_paging(client, make_endorser):
+    me = make_endorser()
+    image = os.urandom(50)
+    for i, ago in enumerate((300, 200, 100)):
+        client.upload(sign(draft_entry(image, title=f"v{i}"), me, ago=ago))
+    ident = client.search(email=me.email).entries[0].identifier
+    assert [e.title for e in client.history(ident)] == ["v2", "v1", "v0"]
+    assert [e.title for e in client.iter_search(email=me.email, history=True, page=2)] == [
+        "v2", "v1", "v0"]
+
+
+def test_errors_are_typed(client, make_endorser, make_signed):
+    me = make_endorser()
+    data = make_signed(me, ago=60)
+    client.upload(data)
+    with pytest.raises(InvalidState):
+        client.upload(data)
+    with pytest.raises(InvalidMetadata):
+        client.upload(b"<nope")
+    with pytest.raises(NotFound):
+        client.by_tag(me.email, "missing")
+    with pytest.raises(NotFound):
+        client.current("A" * 27)
+    idents = [e.identifier for e in client.search(limit=1000).entries]
+    firsts = [i[0] for i in idents]
+    shared = next((c for c in firsts if firsts.count(c) > 1), None)
+    if shared is None:  # make two IDs share a first character
+        import hashlib
+
+        from imagekit.identifier import sha1_to_id
+
+        while shared is None:
+            image = os.urandom(16)
+            ident = sha1_to_id(hashlib.sha1(image).hexdigest())
+            if ident[0] in firsts:
+                client.upload(sign(draft_entry(image), me, ago=30))
+                shared = ident[0]
+    with pytest.raises(Ambiguous):
+        client.current(shared)
+
+
+def test_unreachable_server_is_a_network_error():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with MarketplaceClient(f"http://127.0.0.1:{port}", timeout=2) as c, pytest.raises(
+        NetworkError
+    ):
+        c.search()

@@ -1,0 +1,196 @@
+"""Downloading images: resume, decompression, hashing in one pass, bounds, address checks.
+
+Faults come from a real HTTP server on loopback (tests/plugins/launch.py), so these tests
+allow private locations except where the refusal itself is tested.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import os
+from pathlib import Path
+
+import pytest
+
+from imagekit.digests import DigestAlgorithm
+from imagekit.errors import ChecksumMismatch, InputError, NetworkError, SizeMismatch
+from imagekit.fetch import PrivateAddress, fetch_image, is_public_address, resolve_host
+from tests.plugins.launch import Fault
+
+SHA256 = [DigestAlgorithm.SHA256]
+DATA = os.urandom(3 << 20) + b"tail"
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+def test_download_verifies_and_renames(http_files, image_entry, tmp_path: Path):
+    entry = image_entry(DATA, locations=[http_files.add("img", DATA)])
+    seen: list[int] = []
+    dest = tmp_path / "cache" / "image"
+    fetched = fetch_image(entry, dest, algorithms=SHA256, allow_private=True,
+                          progress=seen.append)  # fmt: skip
+    assert dest.read_bytes() == DATA
+    assert fetched.digests.size == len(DATA)
+    assert fetched.digests.values[DigestAlgorithm.SHA256] == entry.checksum("SHA-256").hex
+    assert sum(seen) == len(DATA)
+    assert leftovers(dest.parent) == ["image"]
+
+
+def test_dropped_connection_resumes_with_range(http_files, image_entry, tmp_path: Path):
+    url = http_files.add("img", DATA, Fault(drop_after=1_000_000, drops=2))
+    entry = image_entry(DATA, locations=[url])
+    dest = tmp_path / "image"
+    fetch_image(entry, dest, algorithms=SHA256, allow_private=True)
+    assert dest.read_bytes() == DATA
+    ranges = [r for _, r in http_files.requests]
+    assert ranges[0] is None
+    assert ranges[1:] == ["bytes=1000000-", "bytes=2000000-"]
+
+
+def test_server_ignoring_range_restarts_cleanly(http_files, image_entry, tmp_path: Path):
+    url = http_files.add("img", DATA, Fault(drop_after=1_500_000, ignore_range=True))
+    entry = image_entry(DATA, locations=[url])
+    fetch_image(entry, tmp_path / "image", algorithms=SHA256, allow_private=True)
+    assert (tmp_path / "image").read_bytes() == DATA
+    # the Range request got the whole file (200): start over from byte 0
+    assert [r for _, r in http_files.requests] == [None, "bytes=1500000-", None]
+
+
+def test_wrong_bytes_checksum_mismatch_nothing_left(http_files, image_entry, tmp_path: Path):
+    tampered = bytearray(DATA)
+    tampered[12345] ^= 1
+    entry = image_entry(DATA, locations=[http_files.add("img", bytes(tampered))])
+    dest = tmp_path / "cache" / "image"
+    with pytest.raises(ChecksumMismatch, match="SHA-256"):
+        fetch_image(entry, dest, algorithms=SHA256, allow_private=True)
+    assert leftovers(dest.parent) == []
+
+
+def test_oversize_download_stops_early(http_files, image_entry, tmp_path: Path):
+    small = DATA[:100_000]
+    entry = image_entry(small, locations=[http_files.add("img", DATA)])
+    with pytest.raises(SizeMismatch, match="exceeds"):
+        fetch_image(entry, tmp_path / "image", algorithms=SHA256, allow_private=True)
+    assert leftovers(tmp_path) == []
+
+
+def test_short_download_is_size_mismatch(http_files, image_entry, tmp_path: Path):
+    entry = image_entry(DATA, locations=[http_files.add("img", DATA[:-1])])
+    with pytest.raises(SizeMismatch):
+        fetch_image(entry, tmp_path / "image", algorithms=SHA256, allow_private=True)
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "compression, compress",
+    [("gz", gzip.compress), ("bz2", bz2.compress), ("xz", lzma.compress)],
+    ids=["gz", "bz2", "xz"],
+)
+def test_compressed_location_decompressed_while_streaming(
+    compression, compress, http_files, image_entry, tmp_path: Path
+):
+    data = DATA[:200_000] * 4  # compressible
+    url = http_files.add(f"img.{compression}", compress(data), Fault(drop_after=100_000))
+    entry = image_entry(data, locations=[url], compression=compression)
+    fetched = fetch_image(entry, tmp_path / "image", algorithms=SHA256, allow_private=True)
+    assert (tmp_path / "image").read_bytes() == data
+    assert fetched.digests.size == len(data)
+
+
+def test_decompression_bomb_stopped(http_files, image_entry, tmp_path: Path):
+    bomb = gzip.compress(b"\0" * (256 << 20), compresslevel=9)  # ~250 KB -> 256 MiB
+    entry = image_entry(b"\0" * 1000, locations=[http_files.add("bomb.gz", bomb)],
+                        compression="gz")  # fmt: skip
+    with pytest.raises(SizeMismatch):
+        fetch_image(entry, tmp_path / "image", algorithms=SHA256, allow_private=True)
+    assert leftovers(tmp_path) == []
+
+
+def test_corrupt_compressed_data_is_a_mismatch(http_files, image_entry, tmp_path: Path):
+    entry = image_entry(DATA[:1000], locations=[http_files.add("x.gz", b"\x1f\x8bnot gzip")],
+                        compression="gz")  # fmt: skip
+    with pytest.raises(ChecksumMismatch, match="gzip"):
+        fetch_image(entry, tmp_path / "image", algorithms=SHA256, allow_private=True)
+
+
+def test_locations_tried_in_order(http_files, image_entry, tmp_path: Path):
+    bad = bytearray(DATA)
+    bad[0] ^= 0xFF
+    urls = [f"{http_files.base}/missing", http_files.add("bad", bytes(bad)),
+            http_files.add("good", DATA)]  # fmt: skip
+    entry = image_entry(DATA, locations=urls)
+    fetched = fetch_image(entry, tmp_path / "image", algorithms=SHA256, allow_private=True)
+    assert fetched.location == urls[2]
+    assert [p for p, _ in http_files.requests] == ["missing", "bad", "good"]
+
+
+def test_all_locations_bad_reports_the_verification_failure(http_files, image_entry, tmp_path):
+    urls = [f"{http_files.base}/missing", http_files.add("bad", DATA[::-1])]
+    entry = image_entry(DATA, locations=urls)
+    with pytest.raises(ChecksumMismatch):
+        fetch_image(entry, tmp_path / "image", algorithms=SHA256, allow_private=True)
+
+
+def test_private_address_refused_before_connecting(http_files, image_entry, tmp_path: Path):
+    entry = image_entry(DATA, locations=[http_files.add("img", DATA)])
+    with pytest.raises(PrivateAddress, match="127.0.0.1"):
+        fetch_image(entry, tmp_path / "image", algorithms=SHA256)
+    assert http_files.requests == []
+    assert leftovers(tmp_path) == []
+
+
+def test_host_name_resolving_to_loopback_refused():
+    with pytest.raises(PrivateAddress, match="localhost"):
+        resolve_host("localhost", 80, allow_private=False)
+    assert resolve_host("localhost", 80, allow_private=True)
+
+
+@pytest.mark.parametrize(
+    "address, public",
+    [
+        ("127.0.0.1", False), ("10.1.2.3", False), ("192.168.0.1", False),
+        ("172.16.5.4", False), ("169.254.169.254", False), ("100.64.0.1", False),
+        ("0.0.0.0", False), ("::1", False), ("fe80::1", False), ("fc00::1", False),
+        ("::ffff:127.0.0.1", False), ("224.0.0.1", False),
+        ("8.8.8.8", True), ("2001:4860:4860::8888", True),
+    ],
+)  # fmt: skip
+def test_address_classification(address: str, public: bool):
+    assert is_public_address(address) is public
+
+
+def test_file_location(image_entry, tmp_path: Path):
+    src = tmp_path / "src.img"
+    src.write_bytes(DATA)
+    entry = image_entry(DATA, locations=[src.as_uri()])
+    fetch_image(entry, tmp_path / "out", algorithms=SHA256)
+    assert (tmp_path / "out").read_bytes() == DATA
+
+
+def test_file_location_must_be_regular(image_entry, tmp_path: Path):
+    entry = image_entry(DATA[:10], locations=["file:///dev/zero"])
+    with pytest.raises(NetworkError, match="regular file"):
+        fetch_image(entry, tmp_path / "out", algorithms=SHA256)
+
+
+def test_unknown_scheme_and_no_location(image_entry, tmp_path: Path):
+    with pytest.raises(InputError, match="ftp"):
+        fetch_image(image_entry(DATA, locations=["ftp://x/y"]), tmp_path / "o", algorithms=SHA256)
+    with pytest.raises(InputError, match="no location"):
+        fetch_image(image_entry(DATA), tmp_path / "o", algorithms=SHA256)
+
+
+@pytest.mark.slow
+def test_s3_location(s3_endpoint, image_entry, tmp_path: Path):
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    client.create_bucket(Bucket="images")
+    client.put_object(Bucket="images", Key="a/disk.img", Body=DATA)
+    entry = image_entry(DATA, locations=["s3://images/a/disk.img"])
+    fetch_image(entry, tmp_path / "out", algorithms=SHA256)
+    assert (tmp_path / "out").read_bytes() == DATA

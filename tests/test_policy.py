@@ -1,0 +1,271 @@
+"""Site policy: rules, composition, filters, the TOML format and StratusLab's policy.cfg."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imagekit.digests import DigestAlgorithm
+from imagekit.entry import Checksum, Endorsement, Endorser, Entry, entry_to_bytes
+from imagekit.errors import Deprecated, Expired, InputError, PolicyRefused
+from imagekit.identifier import sha1_to_id
+from imagekit.policy import (
+    AllOf,
+    EndorserAllowed,
+    EndorserDenied,
+    IdAllowed,
+    IdDenied,
+    MinDigest,
+    NotDeprecated,
+    NotExpired,
+    Policy,
+    Sha1Denied,
+    TrustedCertFor,
+    UnsafeAcceptAll,
+    default_policy,
+    load_policy,
+    parse_policy_toml,
+    parse_stratuslab_policy,
+)
+from imagekit.trust import TrustStore
+from imagekit.verify import verify_entry
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@dataclasses.dataclass(frozen=True)
+class Subject:
+    """What rules see (VerifiedEntry has the same two attributes)."""
+
+    entry: Any
+    certificate: Any = None
+
+
+def make(
+    *,
+    sha1: str | None = None,
+    email: str = "jane.tester@example.org",
+    algorithms: tuple[str, ...] = ("SHA-1", "SHA-256"),
+    valid: datetime | None = NOW + timedelta(days=1),
+    deprecated: str | None = None,
+    seed: str = "x",
+) -> Subject:
+    sha1 = sha1 or hashlib.sha1(seed.encode()).hexdigest()
+    sums = [Checksum("SHA-1", sha1)]
+    if "SHA-256" in algorithms:
+        sums.append(Checksum("SHA-256", hashlib.sha256(seed.encode()).hexdigest()))
+    if "SHA-512" in algorithms:
+        sums.append(Checksum("SHA-512", hashlib.sha512(seed.encode()).hexdigest()))
+    endorser = Endorser(email, f"CN=Someone,EMAILADDRESS={email}", "CN=Some CA")
+    entry = Entry(
+        identifier=sha1_to_id(sha1),
+        bytes=1,
+        checksums=tuple(sums),
+        endorsement=Endorsement(NOW - timedelta(days=1), endorser),
+        valid=valid,
+        deprecated=deprecated,
+    )
+    return Subject(entry)
+
+
+def test_empty_allof_refuses():
+    with pytest.raises(PolicyRefused, match="no rules"):
+        AllOf().check(make(), now=NOW)
+    assert not Policy(AllOf()).is_allowed(make(), now=NOW)
+
+
+def test_default_policy_accepts_a_fresh_sha256_entry():
+    default_policy().check(make(), now=NOW)
+
+
+def test_expired_entry_refused_as_expired():
+    with pytest.raises(Expired):
+        default_policy().check(make(valid=NOW - timedelta(seconds=1)), now=NOW)
+
+
+def test_deprecated_entry_refused_as_deprecated_even_with_empty_reason():
+    with pytest.raises(Deprecated):
+        default_policy().check(make(deprecated=""), now=NOW)
+    with pytest.raises(Deprecated, match="use v2"):
+        NotDeprecated().check(make(deprecated="use v2"), now=NOW)
+
+
+def test_min_digest_refuses_sha1_only_entry():
+    with pytest.raises(PolicyRefused, match="SHA-256 or stronger"):
+        default_policy().check(make(algorithms=("SHA-1",)), now=NOW)
+
+
+def test_digest_algorithms_are_those_meeting_the_floor():
+    subject = make(algorithms=("SHA-1", "SHA-256", "SHA-512"))
+    assert default_policy().digest_algorithms(subject.entry) == [
+        DigestAlgorithm.SHA256,
+        DigestAlgorithm.SHA512,
+    ]
+    strict = Policy(AllOf(MinDigest("sha512")))
+    assert strict.digest_algorithms(subject.entry) == [DigestAlgorithm.SHA512]
+    with pytest.raises(PolicyRefused):
+        strict.check(make(algorithms=("SHA-1", "SHA-256")), now=NOW)
+
+
+def test_endorser_lists_match_email_case_insensitively_or_dn():
+    allowed = EndorserAllowed(["Jane.Tester@Example.org"])
+    allowed.check(make(), now=NOW)
+    with pytest.raises(PolicyRefused, match="not on the allowed list"):
+        allowed.check(make(email="mallory@example.org"), now=NOW)
+    by_dn = EndorserAllowed(["CN=Someone, EMAILADDRESS=jane.tester@example.org"])
+    by_dn.check(make(), now=NOW)
+    with pytest.raises(PolicyRefused, match="denied"):
+        EndorserDenied(["jane.tester@example.org"]).check(make(), now=NOW)
+
+
+def test_id_lists():
+    s = make()
+    IdAllowed([s.entry.identifier]).check(s, now=NOW)
+    with pytest.raises(PolicyRefused):
+        IdAllowed(["MMZu9WvwKIro-rtBQfDk4PsKO7_"]).check(s, now=NOW)
+    with pytest.raises(PolicyRefused, match="denied"):
+        IdDenied([s.entry.identifier]).check(s, now=NOW)
+
+
+def test_sha1_denied_compares_numerically():
+    s = make(sha1="0" + hashlib.sha1(b"q").hexdigest()[1:])
+    stripped = s.entry.sha1.lstrip("0")
+    with pytest.raises(PolicyRefused, match="denied"):
+        Sha1Denied([stripped.upper()]).check(s, now=NOW)
+
+
+def test_filter_rejects_consecutive_entries_and_leaves_input_alone():
+    """StratusLab removed rejected entries from the list it iterated, so of two consecutive
+    rejected entries the second was skipped (and kept)."""
+    bad = [make(email="hackers@example.org", seed=str(i)) for i in range(4)]
+    good = [make(seed="good1"), make(seed="good2")]
+    entries = [bad[0], bad[1], good[0], bad[2], bad[3], good[1]]
+    before = list(entries)
+    policy = Policy(AllOf(EndorserDenied(["hackers@example.org"]), NotExpired()))
+    assert policy.filter(entries, now=NOW) == good
+    assert entries == before
+    accepted, rejected = policy.partition(entries, now=NOW)
+    assert accepted == good
+    assert [r.subject for r in rejected] == bad
+    assert all(isinstance(r.reason, PolicyRefused) for r in rejected)
+
+
+def test_unsafe_accept_all_warns(caplog):
+    with caplog.at_level(logging.WARNING, logger="imagekit.policy"):
+        rule = UnsafeAcceptAll()
+    assert "UnsafeAcceptAll" in caplog.text
+    rule.check(make(valid=NOW - timedelta(days=9)), now=NOW)
+
+
+# --- StratusLab policy.cfg -----------------------------------------------------------
+
+
+def test_stratuslab_policy_cfg_imported(asset):
+    policy = load_policy(asset("stratuslab/policy.cfg"))
+    assert policy.allow_sha1_signatures
+    listed = make(sha1="c319bbd5afc0a22ba3eaed0507c39383ec28eeff")  # MMZu9WvwKIro-rtBQfDk4PsKO7_
+    policy.check(listed, now=NOW)
+    # a whitelisted endorser with trailing spaces in the file still matches
+    policy.check(make(sha1="c319bbd5afc0a22ba3eaed0507c39383ec28eeff",
+                      email="Konstantin.Skaburskas@cern.ch"), now=NOW)  # fmt: skip
+    with pytest.raises(PolicyRefused, match="not on the allowed list"):
+        policy.check(make(sha1="c319bbd5afc0a22ba3eaed0507c39383ec28eeff",
+                          email="someone@else.org"), now=NOW)  # fmt: skip
+    with pytest.raises(PolicyRefused, match="image .* is not on the allowed list"):
+        policy.check(make(), now=NOW)
+    # imagekit's additions apply to imported policies too
+    with pytest.raises(Expired):
+        policy.check(make(sha1="c319bbd5afc0a22ba3eaed0507c39383ec28eeff",
+                          valid=NOW - timedelta(days=1)), now=NOW)  # fmt: skip
+
+
+def test_stratuslab_blacklists(asset):
+    text = asset("stratuslab/policy.cfg").read_text()
+    text = text.replace("whitelistimages=", "whitelistimagesX=")  # drop the ID whitelist
+    policy = parse_stratuslab_policy(text)
+    with pytest.raises(PolicyRefused, match="denied"):
+        policy.check(make(sha1="639ac4915da045efa809bd02b2609d9d3f932e85"), now=NOW)
+    policy.check(make(), now=NOW)
+
+
+def test_stratuslab_policy_garbage_is_input_error():
+    with pytest.raises(InputError):
+        parse_stratuslab_policy("whitelistendorsers = a\n")
+
+
+# --- TOML ----------------------------------------------------------------------------
+
+
+def test_toml_policy_round(tmp_path: Path):
+    path = tmp_path / "policy.toml"
+    path.write_text(
+        '[endorsers]\nallow = ["jane.tester@example.org"]\n'
+        '[images]\ndeny = ["GOaxJFdoEXvqAm9ArJgnZ0_GGG"]\n'
+        '[digests]\nminimum = "SHA-512"\n'
+    )
+    policy = load_policy(path)
+    assert not policy.allow_sha1_signatures
+    policy.check(make(algorithms=("SHA-1", "SHA-512")), now=NOW)
+    with pytest.raises(PolicyRefused, match="SHA-512"):
+        policy.check(make(), now=NOW)
+    with pytest.raises(Expired):
+        policy.check(make(algorithms=("SHA-1", "SHA-512"), valid=NOW), now=NOW)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[endorser]\nallow = []\n", "unknown table"),
+        ("[endorsers]\nalow = []\n", "unknown key 'alow'"),
+        ('[endorsers]\nallow = "a@b.c"\n', "list of strings"),
+        ('[digests]\nminimum = "MD5"\n', "weaker than SHA-256"),
+        ("[unsafe]\nallow-expired = 1\n", "true or false"),
+        ("[endorsers\n", "policy"),
+    ],
+    ids=["table", "key", "type", "weak-digest", "unsafe-type", "syntax"],
+)
+def test_toml_policy_refuses_bad_files(text: str, message: str):
+    with pytest.raises(InputError, match=message):
+        parse_policy_toml(text)
+
+
+def test_toml_unsafe_switches_are_named_and_logged(caplog):
+    with caplog.at_level(logging.WARNING, logger="imagekit.policy"):
+        policy = parse_policy_toml("[unsafe]\nallow-expired = true\nallow-deprecated = true\n")
+    assert "UNSAFE allow-expired" in caplog.text
+    policy.check(make(valid=NOW - timedelta(days=1), deprecated="old"), now=NOW)
+
+
+# --- pinned certificates per endorser (real signatures) ------------------------------
+
+
+def test_trusted_cert_for_endorser_refuses_another_certificate(
+    signer, make_signer, sign_xml, image_entry, tmp_path: Path
+):
+    impostor = make_signer(email=signer.email, name="Impostor", key_type="rsa")
+    trust = TrustStore.from_paths([signer.cert_path, impostor.cert_path])
+    draft = entry_to_bytes(image_entry(b"payload"))
+    now = datetime.now(UTC)
+    genuine = verify_entry(sign_xml(draft), trust, now=now)
+    forged = verify_entry(sign_xml(draft, signer=impostor), trust, now=now)
+    assert genuine.entry.endorser_email == forged.entry.endorser_email
+    policy = Policy(AllOf(TrustedCertFor(signer.email, [signer.cert_path.read_bytes()]),
+                          *default_policy().rule.rules))  # fmt: skip
+    policy.check(genuine)
+    with pytest.raises(PolicyRefused, match="not signed with a certificate the policy trusts"):
+        policy.check(forged)
+    # and through the TOML form, certificates relative to the policy file
+    (tmp_path / "pins").mkdir()
+    (tmp_path / "pins" / "me.pem").write_bytes(signer.cert_path.read_bytes())
+    path = tmp_path / "p.toml"
+    path.write_text(f'[trusted-certificates]\n"{signer.email}" = ["pins/me.pem"]\n')
+    toml_policy = load_policy(path)
+    toml_policy.check(genuine)
+    with pytest.raises(PolicyRefused):
+        toml_policy.check(forged)

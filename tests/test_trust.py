@@ -1,0 +1,181 @@
+"""Trust decisions: pinned certificates, CA chains, CRLs, validity, weak hashes."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import re
+
+import pytest
+from cryptography import x509
+
+from imagekit.errors import (
+    CertificateExpired,
+    CertificateRevoked,
+    InputError,
+    NotFound,
+    Untrusted,
+    WeakAlgorithm,
+)
+from imagekit.trust import TrustStore
+from tests.plugins.signing import make_cert, make_crl, pem
+
+NOW = dt.datetime.now(dt.UTC)
+AS_OF_CA_FIXTURE = dt.datetime(2012, 2, 15, tzinfo=dt.UTC)
+
+
+def embedded_cert(path) -> x509.Certificate:
+    text = path.read_text()
+    b64 = re.search(r"<X509Certificate>(.*?)</X509Certificate>", text, re.S).group(1)
+    return x509.load_der_x509_certificate(base64.b64decode("".join(b64.split())))
+
+
+@pytest.fixture
+def jim(asset) -> x509.Certificate:
+    return embedded_cert(asset("stratuslab/valid-ca-signed.xml"))
+
+
+def test_classifies_pinned_and_anchors(tmp_path, asset):
+    _, leaf = make_cert("Leaf")
+    (tmp_path / "leaf.pem").write_bytes(pem(leaf))
+    store = TrustStore.from_paths([tmp_path / "leaf.pem", asset("stratuslab/test-ca.pem")])
+    assert store.pinned == (leaf,)
+    assert len(store.anchors) == 1 and not store.crls
+
+
+def test_directory_with_ca_and_crl(tmp_path, asset, jim):
+    (tmp_path / "ca.pem").write_bytes(asset("stratuslab/test-ca.pem").read_bytes())
+    (tmp_path / "ca.r0").write_bytes(asset("stratuslab/test-crl-empty.pem").read_bytes())
+    (tmp_path / "README").write_text("ignored: not a certificate suffix")
+    store = TrustStore.from_paths([tmp_path])
+    assert len(store.anchors) == 1 and len(store.crls) == 1
+    path = store.verify_certificate(jim, now=AS_OF_CA_FIXTURE, allow_sha1=True)
+    assert path[0] == jim and path[-1] == store.anchors[0]
+
+
+def test_ca_chain_needs_sha1_opt_in(asset, jim):
+    store = TrustStore.from_paths([asset("stratuslab/test-ca.pem")])
+    with pytest.raises(WeakAlgorithm):
+        store.verify_certificate(jim, now=AS_OF_CA_FIXTURE)
+
+
+def test_revoked_by_crl(asset, jim):
+    store = TrustStore.from_paths(
+        [asset("stratuslab/test-ca.pem"), asset("stratuslab/test-crl-revoked.pem")]
+    )
+    with pytest.raises(CertificateRevoked):
+        store.verify_certificate(jim, now=AS_OF_CA_FIXTURE, allow_sha1=True)
+
+
+def test_ca_certificate_expired(asset, jim):
+    store = TrustStore.from_paths([asset("stratuslab/test-ca.pem")])
+    with pytest.raises(CertificateExpired):
+        store.verify_certificate(jim, now=dt.datetime(2014, 1, 1, tzinfo=dt.UTC), allow_sha1=True)
+    with pytest.raises(CertificateExpired):
+        store.verify_certificate(jim, now=dt.datetime(2011, 1, 1, tzinfo=dt.UTC), allow_sha1=True)
+
+
+def test_pinned_exact_match_only(tmp_path):
+    key, cert = make_cert("Endorser", email="e@example.org")
+    # same key and subject, different certificate: not the pinned one
+    _, twin = make_cert("Endorser", email="e@example.org", key=key)
+    (tmp_path / "e.pem").write_bytes(pem(cert))
+    store = TrustStore.from_paths([tmp_path / "e.pem"])
+    assert store.verify_certificate(cert, now=NOW) == (cert,)
+    with pytest.raises(Untrusted):
+        store.verify_certificate(twin, now=NOW)
+
+
+def test_pinned_certificate_expired(tmp_path):
+    _, cert = make_cert("Old", not_before=NOW - dt.timedelta(days=60), days=30)
+    (tmp_path / "old.pem").write_bytes(pem(cert))
+    with pytest.raises(CertificateExpired):
+        TrustStore.from_paths([tmp_path / "old.pem"]).verify_certificate(cert, now=NOW)
+
+
+def test_empty_store_is_untrusted():
+    _, cert = make_cert("Anyone")
+    with pytest.raises(Untrusted, match="no trusted certificates"):
+        TrustStore().verify_certificate(cert, now=NOW)
+
+
+def test_intermediate_from_chain(tmp_path):
+    root = make_cert("Root CA", ca=True)
+    inter = make_cert("Intermediate CA", ca=True, issuer=root)
+    _, leaf = make_cert("Leaf", issuer=inter)
+    (tmp_path / "root.pem").write_bytes(pem(root[1]))
+    store = TrustStore.from_paths([tmp_path / "root.pem"])
+    assert store.verify_certificate(leaf, [inter[1]], now=NOW) == (leaf, inter[1], root[1])
+    with pytest.raises(Untrusted):
+        store.verify_certificate(leaf, now=NOW)  # intermediate not supplied
+
+
+def test_intermediate_must_be_a_ca(tmp_path):
+    root = make_cert("Root CA", ca=True)
+    not_ca = make_cert("Plain", ca=False, issuer=root)
+    _, leaf = make_cert("Leaf", issuer=not_ca)
+    (tmp_path / "root.pem").write_bytes(pem(root[1]))
+    with pytest.raises(Untrusted):
+        TrustStore.from_paths([tmp_path / "root.pem"]).verify_certificate(
+            leaf, [not_ca[1]], now=NOW
+        )
+
+
+def test_path_length_constraint(tmp_path):
+    root = make_cert("Root CA", ca=True, path_length=0)
+    inter = make_cert("Intermediate CA", ca=True, issuer=root)
+    _, leaf = make_cert("Leaf", issuer=inter)
+    (tmp_path / "root.pem").write_bytes(pem(root[1]))
+    with pytest.raises(Untrusted):
+        TrustStore.from_paths([tmp_path / "root.pem"]).verify_certificate(
+            leaf, [inter[1]], now=NOW
+        )
+
+
+def test_crl_of_own_ca(tmp_path):
+    root = make_cert("Root CA", ca=True)
+    _, leaf = make_cert("Leaf", issuer=root)
+    _, other = make_cert("Other", issuer=root)
+    (tmp_path / "root.pem").write_bytes(pem(root[1]))
+    (tmp_path / "root.crl").write_bytes(pem(make_crl(root, [leaf])))
+    store = TrustStore.from_paths([tmp_path])
+    with pytest.raises(CertificateRevoked):
+        store.verify_certificate(leaf, now=NOW)
+    store.verify_certificate(other, now=NOW)
+
+
+def test_forged_crl_is_refused(tmp_path):
+    root = make_cert("Root CA", ca=True)
+    impostor = make_cert("Root CA", ca=True)  # same name, different key
+    _, leaf = make_cert("Leaf", issuer=root)
+    (tmp_path / "root.pem").write_bytes(pem(root[1]))
+    (tmp_path / "forged.crl").write_bytes(pem(make_crl(impostor, [])))
+    with pytest.raises(Untrusted, match="invalid signature"):
+        TrustStore.from_paths([tmp_path]).verify_certificate(leaf, now=NOW)
+
+
+def test_sha1_signed_leaf_needs_opt_in(asset, jim):
+    # Jim's certificate is signed with SHA-1 by the test CA (cryptography can no longer
+    # make such certificates, so the genuine one is used)
+    store = TrustStore.from_paths([asset("stratuslab/test-ca.pem")])
+    with pytest.raises(WeakAlgorithm):
+        store.verify_certificate(jim, now=AS_OF_CA_FIXTURE)
+    assert jim.signature_hash_algorithm.name == "sha1"
+    store.verify_certificate(jim, now=AS_OF_CA_FIXTURE, allow_sha1=True)
+
+
+def test_wrong_ca_with_same_name(tmp_path, jim):
+    impostor = make_cert("Certificate Authority", ca=True)
+    (tmp_path / "ca.pem").write_bytes(pem(impostor[1]))
+    with pytest.raises(Untrusted):
+        TrustStore.from_paths([tmp_path]).verify_certificate(
+            jim, now=AS_OF_CA_FIXTURE, allow_sha1=True
+        )
+
+
+def test_bad_paths(tmp_path):
+    with pytest.raises(NotFound):
+        TrustStore.from_paths([tmp_path / "nope.pem"])
+    (tmp_path / "junk.pem").write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    with pytest.raises(InputError):
+        TrustStore.from_paths([tmp_path / "junk.pem"])
