@@ -10,12 +10,14 @@ ranges) and finally the one ``dcterms:type`` the profile requires.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 from lxml import etree
 
+from .digests import DigestAlgorithm
 from .entry import (
     TEXT_TERMS,
     Checksum,
@@ -83,15 +85,15 @@ _HEAD = {
     _q("slreq", "checksum"),
     _q("slreq", "endorsement"),
 }
-_KNOWN = (
-    set(_TEXT_BY_TAG) | set(_DATE_TERMS) | set(_ENUM_TERMS) | set(_REPEATED) | set(_INT_TERMS)
-)
-_RANGE_RULES = {
-    "inbound_ports": ("bad-port", "port-out-of-range"),
-    "outbound_ports": ("bad-port", "port-out-of-range"),
-    "icmp": ("bad-icmp", "icmp-out-of-range"),
-}
-_PROFILE_NAMESPACES = {SLREQ, SLTERMS}
+_KNOWN = set(_TEXT_BY_TAG) | set(_DATE_TERMS) | set(_ENUM_TERMS) | set(_REPEATED) | set(_INT_TERMS)
+# Rule for a repeated number that is not one (ranges are the Entry's to check).
+_NOT_A_NUMBER = {"inbound_ports": "bad-port", "outbound_ports": "bad-port", "icmp": "bad-icmp"}
+# Namespaces whose every element the profile defines: anything unknown there is an error.
+_CLOSED_NAMESPACES = (RDF, SLREQ, SLTERMS, DSIG)
+
+
+def _in_profile_namespace(tag: str) -> bool:
+    return any(tag.startswith("{" + ns + "}") for ns in _CLOSED_NAMESPACES)
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -151,9 +153,7 @@ def _root_description(root: etree._Element) -> etree._Element:
     if not children or children[0].tag != f"{{{RDF}}}Description":
         if any(c.tag == f"{{{RDF}}}Description" for c in children):
             raise InvalidMetadata(
-                "signature-not-last"
-                if children[0].tag == signature
-                else "unexpected-root-child",
+                "signature-not-last" if children[0].tag == signature else "unexpected-root-child",
                 f"{_name(str(children[0].tag))} before rdf:Description",
             )
         raise InvalidMetadata("no-description", "rdf:RDF holds no rdf:Description")
@@ -234,9 +234,7 @@ def _read_description(desc: etree._Element) -> Entry:
         if tag in _KNOWN:
             _read_term(child, fields)
             types += tag == _q("dcterms", "type")
-        elif tag.startswith("{" + RDF + "}") or any(
-            tag.startswith("{" + ns + "}") for ns in _PROFILE_NAMESPACES
-        ):
+        elif _in_profile_namespace(tag):
             raise InvalidMetadata("unknown-term", f"{_name(tag)} is not a term of the profile")
         else:
             _check_property(child)
@@ -300,7 +298,15 @@ def _read_checksum(el: etree._Element) -> Checksum:
     parts = _resource_children(el, {algorithm_tag, value_tag})
     if algorithm_tag not in parts or value_tag not in parts:
         raise InvalidMetadata("incomplete-checksum", "checksum needs an algorithm and a value")
-    return Checksum(_literal(parts[algorithm_tag]).strip(), _literal(parts[value_tag]).strip())
+    name = _literal(parts[algorithm_tag]).strip()
+    try:
+        algorithm = DigestAlgorithm(name)  # the XML spelling only: "SHA-1", not "sha1"
+    except ValueError:
+        known = ", ".join(a.value for a in DigestAlgorithm)
+        raise InvalidMetadata(
+            "bad-algorithm", f"algorithm {name!r} is not one of {known}"
+        ) from None
+    return Checksum(algorithm, _literal(parts[value_tag]).strip())
 
 
 def _read_endorsement(el: etree._Element) -> Endorsement:
@@ -328,11 +334,12 @@ def _read_term(el: etree._Element, fields: dict[str, Any]) -> None:
         if field == "locations":
             fields[field].append(text.strip())
             return
-        kind_rule, range_rule = _RANGE_RULES[field]
-        value = text.strip()
-        if not (value.isascii() and value.isdigit()):
-            raise InvalidMetadata(kind_rule, f"{_name(tag)} {value!r} is not a whole number")
-        fields[field].append(int(value))
+        number = text.strip()
+        if not (number.isascii() and number.isdigit()):
+            raise InvalidMetadata(
+                _NOT_A_NUMBER[field], f"{_name(tag)} {number!r} is not a whole number"
+            )
+        fields[field].append(int(number))
         return
     if tag in _TEXT_BY_TAG:
         field = _TEXT_BY_TAG[tag]
@@ -405,6 +412,29 @@ def _check_node(el: etree._Element) -> None:
         raise InvalidMetadata("rdf-resource", f"node element {name} holds text")
     for child in _elements(el):
         _check_property(child)
+
+
+@functools.lru_cache(maxsize=4096)
+def canonical_fragment(text: str) -> str:
+    """Check an extra element given as XML text and return its canonical form.
+
+    Entry uses this on every ``extra`` item, so fragments built in code (or from JSON) are
+    held to the same rules as those read from a document. Raises UnsafeXML or
+    InvalidMetadata ("not-well-formed", "bad-extra", "unknown-term", "misplaced-signature",
+    or an RDF/XML rule).
+    """
+    if not isinstance(text, str):
+        raise TypeError("an extra element is XML text")
+    root = parse_xml(text.encode("utf-8"))
+    tag = str(root.tag)
+    if tag in _HEAD or tag in _KNOWN:
+        raise InvalidMetadata("bad-extra", f"{_name(tag)} is a term of the profile, not an extra")
+    if _in_profile_namespace(tag):
+        raise InvalidMetadata("unknown-term", f"{_name(tag)} is not a term of the profile")
+    if next(root.iter(f"{{{DSIG}}}Signature"), None) is not None:
+        raise InvalidMetadata("misplaced-signature", "a Signature inside an extra element")
+    _check_property(root)
+    return _fragment(root)
 
 
 def _fragment(el: etree._Element) -> str:

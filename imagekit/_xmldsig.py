@@ -226,10 +226,8 @@ def parse_dn(text: str) -> NormalizedDN:
                     raise ValueError(f"unknown attribute type {key!r}")
                 oid = key.removeprefix("OID.")
             raw = raw.strip()
-            if raw.startswith("#"):
-                value = _der_string(bytes.fromhex(raw[1:]))
-            else:
-                value = _unescape(raw)
+            # '#hex' is the DER encoding of the value (RFC 4514 2.4)
+            value = _der_string(bytes.fromhex(raw[1:])) if raw.startswith("#") else _unescape(raw)
             attrs.append((oid, _norm_value(value)))
         rdns.append(tuple(sorted(attrs)))
     return tuple(rdns)

@@ -72,8 +72,7 @@ class Compression(StrEnum):
             return _SUFFIXES[suffix]
         if suffix in _UNSUPPORTED_SUFFIXES:
             raise InputError(
-                f"{os.fspath(path)}: {_UNSUPPORTED_SUFFIXES[suffix]} compression is not "
-                "supported",
+                f"{os.fspath(path)}: {_UNSUPPORTED_SUFFIXES[suffix]} compression is not supported",
                 hint="recompress with gzip, bzip2 or xz",
             )
         return cls.NONE
@@ -265,9 +264,7 @@ class Decompressor:
     def _count(self, out: bytes) -> bytes:
         self.output_size += len(out)
         if self.max_output is not None and self.output_size > self.max_output:
-            raise SizeMismatch(
-                f"decompressed data exceeds the expected {self.max_output} bytes"
-            )
+            raise SizeMismatch(f"decompressed data exceeds the expected {self.max_output} bytes")
         return out
 
 

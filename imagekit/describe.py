@@ -79,7 +79,8 @@ def describe_image(
     if isinstance(valid_days, bool) or not isinstance(valid_days, int) or valid_days < 1:
         raise InputError(f"valid_days must be a positive whole number, not {valid_days!r}")
 
-    chosen = {DigestAlgorithm.parse(a) for a in algorithms} | {DigestAlgorithm.SHA1}
+    chosen: set[DigestAlgorithm] = {DigestAlgorithm.parse(a) for a in algorithms}
+    chosen.add(DigestAlgorithm.SHA1)
     resolved = (
         Compression.from_suffix(image) if compression is None else Compression.parse(compression)
     )
@@ -97,10 +98,9 @@ def describe_image(
     values.update(format=format, compression=resolved, kind=kind)
     _check_fields(values)
 
-    digests = digest_file(image, sorted(chosen, key=_order), compression=resolved, progress=progress)
-    checksums = tuple(
-        Checksum(algorithm, digests.values[algorithm]) for algorithm in sorted(chosen, key=_order)
-    )
+    ordered = sorted(chosen, key=_order)
+    digests = digest_file(image, ordered, compression=resolved, progress=progress)
+    checksums = tuple(Checksum(a, digests.values[a]) for a in ordered)
     return Entry(
         identifier=sha1_to_id(digests.values[DigestAlgorithm.SHA1]),
         bytes=digests.size,

@@ -17,9 +17,11 @@ the uncompressed bytes, as metadata requires.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import threading
 import types
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -39,6 +41,9 @@ __all__ = [
     "compute_digests",
     "digest_file",
 ]
+
+# What compute_digests reads: a binary file object (readinto is used when it has one).
+Readable = BinaryIO | io.RawIOBase | io.BufferedIOBase
 
 # Bytes per chunk handed to the hashes: large enough that hashlib releases the GIL and the
 # per-chunk locking is noise, small enough that a chunk is still in cache for the next hash.
@@ -233,10 +238,14 @@ class _Pipeline:
 
     def abort(self) -> None:
         """Stop the workers after their current chunk and wait for them."""
+        self.stop()
+        self._join()
+
+    def stop(self) -> None:
+        """Tell the workers to stop after their current chunk, without waiting."""
         with self._cond:
             self._aborted = True
             self._cond.notify_all()
-        self._join()
 
     def _check(self) -> None:
         if self._error is not None:
@@ -264,9 +273,9 @@ class _Pipeline:
                 return None
             best = None
             for i, position in enumerate(self._position):
-                if not self._busy[i] and position < self._produced:
-                    if best is None or position < self._position[best]:
-                        best = i
+                free = not self._busy[i] and position < self._produced
+                if free and (best is None or position < self._position[best]):
+                    best = i
             if best is not None:
                 return best
             if self._closed and all(p == self._produced for p in self._position):
@@ -334,6 +343,9 @@ class MultiHasher:
         self._result: Digests | None = None
         self._closed = False
         self.size = 0
+        # A hasher dropped without close() must not leave its threads parked forever. Only a
+        # signal to stop: the collector may run this in any thread, even a worker.
+        weakref.finalize(self, self._pipeline.stop)
 
     def __enter__(self) -> MultiHasher:
         return self
@@ -372,7 +384,7 @@ class MultiHasher:
             self.close()
             raise
 
-    def read_from(self, fp: BinaryIO, *, progress: Progress | None = None) -> None:
+    def read_from(self, fp: Readable, *, progress: Progress | None = None) -> None:
         """Add everything ``fp`` yields, reading straight into the chunk buffers."""
         if self._closed:
             raise ValueError("MultiHasher is finished or closed")
@@ -419,7 +431,8 @@ class MultiHasher:
             raise
         self._closed = True
         self._result = Digests(
-            self.size, {a: h.hexdigest() for a, h in zip(self.algorithms, self._hashes)}
+            self.size,
+            {a: h.hexdigest() for a, h in zip(self.algorithms, self._hashes, strict=True)},
         )
         return self._result
 
@@ -440,7 +453,7 @@ class MultiHasher:
             self._pipeline.give_back(buffer)
 
 
-def _fill(fp: BinaryIO, buffer: bytearray, readinto: Callable[[Any], int] | None) -> int:
+def _fill(fp: Readable, buffer: bytearray, readinto: Callable[[Any], int] | None) -> int:
     """Read until ``buffer`` is full or the file ends; the number of bytes read."""
     view = memoryview(buffer)
     filled = 0
@@ -461,7 +474,7 @@ def _fill(fp: BinaryIO, buffer: bytearray, readinto: Callable[[Any], int] | None
 
 
 def compute_digests(
-    fp: BinaryIO,
+    fp: Readable,
     algorithms: Iterable[DigestAlgorithm | str] = ALL_ALGORITHMS,
     *,
     progress: Progress | None = None,
@@ -509,22 +522,22 @@ def digest_file(
             # One sequential pass: ask for aggressive read-ahead.
             os.posix_fadvise(fp.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
         if resolved is Compression.NONE:
-            return compute_digests(fp, algorithms, progress=progress)  # type: ignore[arg-type]
+            return compute_digests(fp, algorithms, progress=progress)
         with MultiHasher(algorithms) as hasher:
-            for piece in _decompressed_pieces(fp, resolved, progress):  # type: ignore[arg-type]
+            for piece in _decompressed_pieces(fp, resolved, progress):
                 hasher.update(piece)
             return hasher.finish()
 
 
 def _decompressed_pieces(
-    fp: BinaryIO, compression: Compression, progress: Progress | None
+    fp: io.RawIOBase, compression: Compression, progress: Progress | None
 ) -> Iterator[bytes]:
     """Decompress in the calling thread, yielding pieces the hashing threads take over."""
     decompressor = Decompressor(compression)
     buffer = bytearray(1 << 20)
     view = memoryview(buffer)
     while True:
-        n = fp.readinto(view)  # type: ignore[attr-defined]
+        n = fp.readinto(view)
         if not n:
             break
         if progress is not None:

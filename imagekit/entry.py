@@ -317,6 +317,10 @@ class Entry:
             if isinstance(value, str | bytes):
                 raise TypeError(f"Entry.{name} must be a sequence, not a single value")
             _set(self, name, tuple(value))
+        if self.extra:
+            from ._entry_xml import canonical_fragment
+
+            _set(self, "extra", tuple(canonical_fragment(x) for x in self.extra))
         for name in TEXT_TERMS:
             value = getattr(self, name)
             if value == "" and name != "deprecated":

@@ -10,7 +10,9 @@ deterministic: ISO 9660 names upper-cased, characters outside ``A-Z0-9_`` become
 truncated to 30 characters (31 for directories), clashes get ``_<n>`` suffixes; Joliet
 names keep the name where UCS-2 allows (forbidden ``*/:;?\\`` and non-BMP characters
 become ``_``), truncated to 64, clashes (case-insensitive) get ``_<n>``. Directories deeper
-than ISO 9660's 8 levels are relocated by pycdlib (Rock Ridge ``RR_MOVED``).
+than ISO 9660's 8 levels are relocated by pycdlib into ``/rr_moved`` (Rock Ridge CL/PL
+links, as genisoimage does; kernels and xorriso show the empty ``rr_moved``, imagekit's own
+listing hides it).
 
 Reproducible: every date on the image (volume descriptors, directory records, Rock Ridge
 time stamps) is ``SOURCE_DATE_EPOCH`` when set, else :data:`DEFAULT_EPOCH`, in UTC; owners
@@ -313,7 +315,8 @@ def _place(nodes: list[_Node], *, joliet: bool) -> list[_Placed]:
     """Assign unique ISO 9660 and Joliet paths; ``nodes`` has parents before children."""
     iso_dir: dict[tuple[str, ...], str] = {(): ""}
     jol_dir: dict[tuple[str, ...], str] = {(): ""}
-    iso_used: dict[tuple[str, ...], set[str]] = {}
+    # RR_MOVED is where pycdlib relocates directories deeper than 8 levels
+    iso_used: dict[tuple[str, ...], set[str]] = {(): {"RR_MOVED"}}
     jol_used: dict[tuple[str, ...], set[str]] = {}
     placed = []
     for node in nodes:
@@ -735,17 +738,21 @@ def list_iso(path: Path) -> list[IsoMember]:
 
 
 def _check_symlink(rel: str, target: str) -> None:
-    """Refuse a symlink that is absolute or climbs out of the extraction root."""
+    """Refuse a symlink that is absolute or may leave the extraction root.
+
+    Allowed: leading ``..`` components (no more than the link's depth), then names only.
+    A ``..`` after a name is refused, since that name may itself be a symlink (``a -> .``
+    makes ``a/a/../..`` climb out although it looks balanced).
+    """
     if not target or target.startswith("/"):
         raise IsoError(f"refusing symlink {rel!r} -> {target!r}: absolute target")
     depth = len(PurePosixPath(rel).parts) - 1
-    for part in PurePosixPath(target).parts:
-        if part == "..":
-            depth -= 1
-            if depth < 0:
-                raise IsoError(f"refusing symlink {rel!r} -> {target!r}: points outside")
-        elif part != ".":
-            depth += 1
+    parts = [p for p in target.split("/") if p not in ("", ".")]
+    ups = 0
+    while ups < len(parts) and parts[ups] == "..":
+        ups += 1
+    if ups > depth or ".." in parts[ups:]:
+        raise IsoError(f"refusing symlink {rel!r} -> {target!r}: points outside")
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -37,9 +37,7 @@ class Signer:
     def __post_init__(self) -> None:
         if not isinstance(self.private_key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
             raise InputError("only RSA and EC (ECDSA) keys can sign entries")
-        if _public_der(self.private_key.public_key()) != _public_der(
-            self.certificate.public_key()
-        ):
+        if _public_der(self.private_key.public_key()) != _public_der(self.certificate.public_key()):
             raise InputError("the private key does not belong to the certificate")
 
     @property

@@ -20,6 +20,7 @@ Endorsement fill rules (StratusLab corpus README):
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import xmlsec
 from lxml import etree
@@ -68,16 +69,25 @@ def _format_date(when: dt.datetime) -> str:
 
 
 def _remove(element: etree._Element) -> None:
-    """Remove ``element``; its tail text stays where it was unless it is only whitespace."""
+    """Remove ``element``, keeping the text around it sensible.
+
+    Text after it that is only whitespace replaces the whitespace before it (so what
+    follows keeps its indentation); any other text is kept where it was.
+    """
     parent = element.getparent()
     if parent is None:
         raise ValueError("cannot remove the root")
-    if element.tail and element.tail.strip():
-        previous = element.getprevious()
-        if previous is not None:
-            previous.tail = (previous.tail or "") + element.tail
-        else:
-            parent.text = (parent.text or "") + element.tail
+    previous = element.getprevious()
+    tail = element.tail or ""
+    before = previous.tail if previous is not None else parent.text
+    if tail.strip() or (before or "").strip():
+        joined = (before or "") + tail
+    else:
+        joined = tail or before
+    if previous is not None:
+        previous.tail = joined
+    else:
+        parent.text = joined
     parent.remove(element)
 
 
@@ -172,7 +182,7 @@ def _description(root: etree._Element) -> etree._Element:
     return descriptions[0]
 
 
-def _sign_method(signer: Signer) -> tuple[object, str]:
+def _sign_method(signer: Signer) -> tuple[Any, str]:
     if signer.key_type == "rsa":
         return xmlsec.constants.TransformRsaSha256, X.RSA_SHA256
     return xmlsec.constants.TransformEcdsaSha256, X.ECDSA_SHA256
@@ -187,9 +197,7 @@ def append_signature(root: etree._Element, signer: Signer) -> etree._Element:
         last.tail = (last.tail or "").rstrip(" \t") or "\n"
         if not last.tail.endswith("\n"):
             last.tail += "\n"
-    sig = xmlsec.template.create(
-        root, xmlsec.constants.TransformInclC14NWithComments, transform
-    )
+    sig = xmlsec.template.create(root, xmlsec.constants.TransformInclC14NWithComments, transform)
     root.append(sig)
     ref = xmlsec.template.add_reference(sig, xmlsec.constants.TransformSha256, uri="")
     xmlsec.template.add_transform(ref, xmlsec.constants.TransformEnveloped)
@@ -209,9 +217,7 @@ def append_signature(root: etree._Element, signer: Signer) -> etree._Element:
     return sig
 
 
-def sign_entry(
-    data: bytes, signer: Signer, *, now: dt.datetime, email: str | None = None
-) -> bytes:
+def sign_entry(data: bytes, signer: Signer, *, now: dt.datetime, email: str | None = None) -> bytes:
     """Return ``data`` re-signed by ``signer`` at ``now`` (see the module docstring).
 
     Old signatures are removed, the endorsement filled, the entry validated

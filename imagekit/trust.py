@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -113,9 +114,7 @@ def _signature_ok(issuer: x509.Certificate, signed: object, tbs: bytes) -> bool:
 
 
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    return cert.issuer == issuer.subject and _signature_ok(
-        issuer, cert, cert.tbs_certificate_bytes
-    )
+    return cert.issuer == issuer.subject and _signature_ok(issuer, cert, cert.tbs_certificate_bytes)
 
 
 def _key_usage(cert: x509.Certificate) -> x509.KeyUsage | None:
@@ -268,7 +267,9 @@ class TrustStore:
                 )
 
 
-def _load_trust_file(path: Path) -> tuple[list[x509.Certificate], list[x509.CertificateRevocationList]]:
+def _load_trust_file(
+    path: Path,
+) -> tuple[list[x509.Certificate], list[x509.CertificateRevocationList]]:
     data = path.read_bytes()
     certs: list[x509.Certificate] = []
     crls: list[x509.CertificateRevocationList] = []
@@ -279,9 +280,7 @@ def _load_trust_file(path: Path) -> tuple[list[x509.Certificate], list[x509.Cert
             if b"X509 CRL-----" in data:
                 for block in data.split(b"-----END X509 CRL-----")[:-1]:
                     start = block.index(b"-----BEGIN X509 CRL-----")
-                    crls.append(
-                        x509.load_pem_x509_crl(block[start:] + b"-----END X509 CRL-----\n")
-                    )
+                    crls.append(x509.load_pem_x509_crl(block[start:] + b"-----END X509 CRL-----\n"))
         elif path.suffix.lower() in _CRL_SUFFIXES:
             crls = [x509.load_der_x509_crl(data)]
         else:
@@ -311,3 +310,16 @@ class UnsafeAcceptAnyCertificate(TrustStore):
         check_key_strength(cert)
         check_validity(cert, now)
         return (cert, *chain)
+
+
+def trust_paths(options: Iterable[Path | str] = (), setting: str | None = None) -> list[Path]:
+    """Trust locations: the given ones, else the ``trust`` setting (``os.pathsep``-separated)."""
+    paths = [Path(p) for p in options]
+    if not paths and setting:
+        paths = [Path(os.path.expanduser(p)) for p in setting.split(os.pathsep) if p]
+    return paths
+
+
+def load_trust(options: Iterable[Path | str] = (), setting: str | None = None) -> TrustStore:
+    """``TrustStore.from_paths(trust_paths(options, setting))``; empty if none configured."""
+    return TrustStore.from_paths(trust_paths(options, setting))

@@ -202,7 +202,9 @@ def _check_maths(shape: _SignatureShape) -> None:
     try:
         ctx.verify(shape.signature)
     except xmlsec.Error as e:
-        raise SignatureInvalid("the signature does not verify (content or signature changed)") from e
+        raise SignatureInvalid(
+            "the signature does not verify (content or signature changed)"
+        ) from e
 
 
 def _signed_content(root: etree._Element, shape: _SignatureShape) -> bytes:
@@ -216,7 +218,9 @@ def _signed_content(root: etree._Element, shape: _SignatureShape) -> bytes:
         else:
             root.text = (root.text or "") + sig.tail
     root.remove(sig)
-    content = etree.tostring(root.getroottree(), method="c14n", exclusive=False, with_comments=False)
+    content = etree.tostring(
+        root.getroottree(), method="c14n", exclusive=False, with_comments=False
+    )
     if not hmac.compare_digest(X.digest(shape.digest_method, content), shape.digest_value):
         raise SignatureInvalid("the signed content does not match the digest")
     return content
@@ -267,8 +271,7 @@ def verify_entry(
     sig = _find_signature(root)
     shape = _check_shape(sig, allow_sha1=allow_sha1)
     leaf = shape.certificates[0]
-    if not allow_sha1:
-        check_key_strength(leaf)
+    check_key_strength(leaf)
     _check_maths(shape)
     content = _signed_content(root, shape)
     signed_root = parse_xml(content)
@@ -281,12 +284,11 @@ def verify_entry(
         )
     entry = parse_entry(signed_root)
     _check_endorser(entry, leaf)
-    path = trust.verify_certificate(
-        leaf, shape.certificates[1:], now=now, allow_sha1=allow_sha1
-    )
+    path = trust.verify_certificate(leaf, shape.certificates[1:], now=now, allow_sha1=allow_sha1)
     if not allow_expired and entry.is_expired(now):
+        valid = entry.valid.strftime("%Y-%m-%dT%H:%M:%SZ") if entry.valid else "?"
         raise Expired(
-            f"the entry expired (dcterms:valid {getattr(entry, 'valid', None)})",
+            f"the entry expired at {valid} (dcterms:valid)",
             hint="--allow-expired accepts it anyway",
         )
     return VerifiedEntry(

@@ -52,9 +52,10 @@ def test_customize_element_runs_files_then_scripts_in_order(project: Path) -> No
         "32-imagekit-script-plain-sh",
     ]
     files_hook = (element / "post-install.d" / "20-imagekit-files").read_text()
-    # The source file's own mode unless one is given.
-    assert "-m 0640 /tmp/in_target.d/imagekit-files/000 /etc/motd" in files_hook
-    assert "-m 0755 /tmp/in_target.d/imagekit-files/001 /usr/local/bin/tool" in files_hook
+    assert "cp /tmp/in_target.d/imagekit-files/000 /etc/motd\n" in files_hook
+    assert "chmod 0640 /etc/motd\n" in files_hook  # the source file's own mode
+    assert "mkdir -p /usr/local/bin\n" in files_hook
+    assert "chmod 0755 /usr/local/bin/tool\n" in files_hook
     assert (element / "files" / "000").read_text() == "hello\n"
     plain = element / "post-install.d" / "32-imagekit-script-plain-sh"
     assert plain.read_text().startswith("#!/bin/sh -e\n")
@@ -99,7 +100,8 @@ def test_dib_environment_puts_stand_ins_first(tmp_path: Path) -> None:
     assert env["DIB_CLOUD_INIT_DATASOURCES"] == "NoCloud, ConfigDrive, OpenNebula"
     assert env["DIB_IMAGE_CACHE"] == str(tmp_path / "cache")
     assert env["ELEMENTS_PATH"] == f"{tmp_path / 'e1'}:{tmp_path / 'e2'}"
-    assert "TMPDIR" not in env  # it would leak into the chroot
+    assert env["TMP_DIR"] == str(tmp_path / "tmp")
+    assert env["TMPDIR"] == "/tmp"  # it leaks into the chroot, where only /tmp surely exists
     assert sorted(p.name for p in stand_ins.iterdir()) == ["dmsetup", "kpartx", "sudo"]
     assert "PATH" not in os.environ or str(stand_ins) not in os.environ["PATH"]
 
@@ -235,3 +237,173 @@ def test_mount_root_finds_the_root_partition_and_unmounts(tmp_path: Path) -> Non
         assert (root / "etc" / "os-release").read_text() == "ID=test\n"
     assert baseimport.cleanup_workdir(work) == []
     assert subprocess.run(["losetup", "-j", image], capture_output=True, text=True).stdout == ""
+    baseimport.export_rootfs(image, tmp_path / "root.tar.gz", workdir=work)
+    listing = subprocess.run(["tar", "-tzf", tmp_path / "root.tar.gz"], capture_output=True,
+                             text=True, check=True).stdout.split()
+    assert "./etc/os-release" in listing
+    assert subprocess.run(["losetup", "-j", image], capture_output=True, text=True).stdout == ""
+
+
+# --- the customization stage end to end, on a tiny busybox image (seconds, no DIB) ---------
+
+APPLETS = ("sh", "mkdir", "cp", "chown", "chmod", "rm", "find", "truncate", "cat",
+           "echo", "kill", "sleep", "wc", "ls")
+
+
+def _tiny_base(tmp_path: Path) -> Path:
+    """A qcow2 image: MBR, one ext4 partition holding busybox and some machine identity."""
+    raw = tmp_path / "tiny.raw"
+    _partitioned_image(raw)
+    subprocess.run(["sfdisk", "-q", raw], input="label: dos\n,,L\n", text=True, check=True)
+    loop = subprocess.run(["losetup", "--find", "--show", raw], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    try:
+        subprocess.run(["partx", "-a", loop], check=True)
+        subprocess.run(["mkfs.ext4", "-q", f"{loop}p1"], check=True)
+        subprocess.run(["mount", f"{loop}p1", mnt], check=True)
+        try:
+            for d in ("bin", "etc/ssh", "tmp", "usr/sbin", "var/log", "root", "proc", "sys",
+                      "dev"):
+                (mnt / d).mkdir(parents=True, exist_ok=True)
+            subprocess.run(["cp", "/bin/busybox", mnt / "bin" / "busybox"], check=True)
+            for applet in APPLETS:
+                (mnt / "bin" / applet).symlink_to("busybox")
+            (mnt / "bin" / "bash").write_text('#!/bin/sh\nexec /bin/busybox sh "$@"\n')
+            (mnt / "bin" / "bash").chmod(0o755)
+            (mnt / "etc" / "machine-id").write_text("0123456789abcdef0123456789abcdef\n")
+            (mnt / "etc" / "ssh" / "ssh_host_ed25519_key").write_text("secret\n")
+            (mnt / "etc" / "resolv.conf").write_text("nameserver 192.0.2.1\n")
+            (mnt / "var" / "log" / "build.log").write_text("noise\n")
+            (mnt / "root" / ".bash_history").write_text("echo secret\n")
+        finally:
+            subprocess.run(["umount", mnt], check=True)
+    finally:
+        subprocess.run(["partx", "-d", loop], check=False)
+        subprocess.run(["losetup", "-d", loop], check=True)
+    qcow2 = tmp_path / "tiny.qcow2"
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, qcow2], check=True)
+    raw.unlink()
+    return qcow2
+
+
+def _no_leftovers(cache: Path, out: Path) -> None:
+    assert not list(out.parent.glob(f".{out.name}*.part"))
+    assert list((cache / "build" / "work").iterdir()) == []
+    assert str(cache) not in Path("/proc/self/mountinfo").read_text()
+    backing = subprocess.run(["losetup", "-l", "-n", "-O", "BACK-FILE"], capture_output=True,
+                             text=True, check=True).stdout
+    assert str(cache) not in backing
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> dict:
+    if os.geteuid() != 0:
+        pytest.skip("needs root for loop devices and mounts")
+    base = _tiny_base(tmp_path)
+    (tmp_path / "motd").write_text("tiny appliance\n")
+    (tmp_path / "motd").chmod(0o600)
+    return {"base": base, "cache": tmp_path / "cache", "dir": tmp_path}
+
+
+def test_build_on_an_image_places_files_runs_scripts_and_generalizes(tiny: dict) -> None:
+    from imagekit.build import build_image
+
+    work: Path = tiny["dir"]
+    (work / "one.sh").write_text("#!/bin/sh\necho one > /etc/marker\n")
+    (work / "two.sh").write_text("echo two >> /etc/marker\ncat /etc/motd >> /etc/marker\n")
+    recipe = Recipe.make(base=str(tiny["base"]), files=["/etc/motd=motd"],
+                         scripts=["one.sh", "two.sh"], format="raw", title="tiny",
+                         relative_to=work)
+    out = work / "out.raw"
+    phases: list[tuple[str, float | None]] = []
+    result = build_image(recipe, out, cache_dir=tiny["cache"],
+                         phase=lambda n, s: phases.append((n, s)))
+    assert result.image == out and not result.layer_cached
+    assert [n for n, s in phases if s is None] == [
+        "hash base", "import base image", "copy layer",
+        "customize (files, scripts, generalize)", "convert to raw", "describe",
+    ]
+    assert "=== phase: customize" in result.log_path.read_text()
+    _no_leftovers(tiny["cache"], out)
+    mounts = work / "check"
+    mounts.mkdir()
+    with baseimport.mount_root(out, read_only=True, workdir=mounts) as root:
+        assert (root / "etc" / "marker").read_text() == "one\ntwo\ntiny appliance\n"
+        assert (root / "etc" / "motd").stat().st_mode & 0o7777 == 0o600
+        assert (root / "etc" / "machine-id").read_text() == ""
+        assert not list((root / "etc" / "ssh").iterdir())
+        assert (root / "var" / "log" / "build.log").read_text() == ""
+        assert not (root / "root" / ".bash_history").exists()
+        # What the chroot needed is gone again; what the image had is back.
+        assert (root / "etc" / "resolv.conf").read_text() == "nameserver 192.0.2.1\n"
+        assert not (root / "usr" / "sbin" / "policy-rc.d").exists()
+        assert not (root / "tmp" / "in_target.d").exists()
+    if result.entry_path is not None:
+        from imagekit.entry import parse_entry_bytes
+
+        entry = parse_entry_bytes(result.entry_path.read_bytes())
+        assert entry.identifier == result.identifier
+        assert str(entry.format) == "raw" and entry.title == "tiny"
+        assert '"scripts": ["one.sh", "two.sh"]' in (entry.description or "")
+    # The same base again: the imported layer comes from the cache.
+    again = build_image(recipe, work / "again.raw", cache_dir=tiny["cache"])
+    assert again.layer_cached
+    assert "import base image" not in [n for n, _ in again.phases]
+
+
+def test_failing_script_leaves_no_image_and_names_the_log(tiny: dict) -> None:
+    from imagekit.build import build_image
+    from imagekit.errors import EnvironmentProblem
+
+    work: Path = tiny["dir"]
+    (work / "fail.sh").write_text("#!/bin/sh\necho about to fail\nexit 3\n")
+    recipe = Recipe.make(base=str(tiny["base"]), scripts=["fail.sh"], relative_to=work)
+    out = work / "out.qcow2"
+    with pytest.raises(EnvironmentProblem) as info:
+        build_image(recipe, out, cache_dir=tiny["cache"])
+    log_path = work / "out.qcow2.build.log"
+    assert str(info.value) == (
+        f"31-imagekit-script-fail-sh exited with 3 (log: {log_path})"
+    )
+    assert "about to fail" in log_path.read_text()
+    assert not out.exists() and not (work / "out.qcow2.xml").exists()
+    _no_leftovers(tiny["cache"], out)
+
+
+def test_interrupt_during_a_script_cleans_up(tiny: dict) -> None:
+    """Ctrl-C while a script runs in the chroot: mounts and loop devices are undone."""
+    from imagekit.build import build_image
+    from imagekit.errors import Interrupted
+
+    work: Path = tiny["dir"]
+    (work / "slow.sh").write_text(f"#!/bin/sh\nkill -INT {os.getpid()}\nsleep 30\n")
+    recipe = Recipe.make(base=str(tiny["base"]), scripts=["slow.sh"], relative_to=work)
+    out = work / "out.qcow2"
+    with pytest.raises(Interrupted):
+        build_image(recipe, out, cache_dir=tiny["cache"])
+    assert not out.exists()
+    assert "interrupted; cleaning up" in (work / "out.qcow2.build.log").read_text()
+    _no_leftovers(tiny["cache"], out)
+
+
+def test_cli_builds_from_a_recipe_file_and_prints_the_id(tiny: dict, cli) -> None:
+    from imagekit.identifier import is_identifier
+
+    work: Path = tiny["dir"]
+    (work / "tune.sh").write_text("#!/bin/sh\necho tuned > /etc/tuned\n")
+    (work / "appliance.yaml").write_text(
+        f"base: {tiny['base'].name}\nscripts: [tune.sh]\nformat: qcow2\ntag: tiny\n"
+    )
+    out = work / "tuned.qcow2"
+    result = cli("build", "-f", work / "appliance.yaml", "-o", out, "--cache-dir", tiny["cache"])
+    assert result.exit_code == 0, result.stderr
+    identifier = result.stdout.strip()
+    assert is_identifier(identifier)
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"imagekit: build log: {work / 'tuned.qcow2.build.log'}"
+    assert "imagekit: build: customize (files, scripts, generalize) ..." in lines
+    assert any(line.startswith("imagekit: build: convert to qcow2: ") for line in lines)
+    assert out.read_bytes()[:4] == b"QFI\xfb"
+    assert identifier in (work / "tuned.qcow2.xml").read_text()

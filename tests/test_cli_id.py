@@ -109,8 +109,10 @@ def test_corrupt_compressed_file_is_one_line_error(cli, tmp_path: Path) -> None:
     ("args", "message"),
     [
         ((), "give exactly one of FILE, --decode ID or --sha1 HEX\n"),
-        (("--decode", ID, "--sha1", SHA1), "give exactly one of FILE, --decode ID or --sha1 "
-         "HEX (got --decode, --sha1)\n"),
+        (
+            ("--decode", ID, "--sha1", SHA1),
+            "give exactly one of FILE, --decode ID or --sha1 HEX (got --decode, --sha1)\n",
+        ),
         (("--sha1", SHA1, "--compression", "gz"), "--compression applies to FILE only\n"),
     ],
     ids=["nothing", "two", "compression-without-file"],

@@ -142,7 +142,7 @@ def test_decompressor_none_passes_data_through() -> None:
 def test_truncated_data_is_refused_at_flush(compression: Compression) -> None:
     compressed = _compressed(compression)
     dec = Decompressor(compression)
-    with pytest.raises(CorruptData, match="truncated|corrupt"):
+    with pytest.raises(CorruptData, match=r"truncated|corrupt"):
         dec.feed(compressed[: len(compressed) // 2])
         dec.flush()
 

@@ -38,7 +38,9 @@ def pinned_store(asset, name, tmp_path) -> TrustStore:
     if name == "valid-ca-signed.xml":
         return TrustStore.from_paths([asset("stratuslab/test-ca.pem")])
     text = asset(f"stratuslab/{name}").read_text()
-    b64 = re.search(r"<X509Certificate>(.*?)</X509Certificate>", text, re.S).group(1)
+    match = re.search(r"<X509Certificate>(.*?)</X509Certificate>", text, re.S)
+    assert match is not None
+    b64 = match.group(1)
     der = base64.b64decode("".join(b64.split()))
     (tmp_path / "pinned.der").write_bytes(der)
     return TrustStore.from_paths([tmp_path / "pinned.der"])
@@ -47,7 +49,9 @@ def pinned_store(asset, name, tmp_path) -> TrustStore:
 @pytest.mark.parametrize("name", GENUINE)
 def test_genuine_signature_verifies(asset, tmp_path, name):
     data = asset(f"stratuslab/{name}").read_bytes()
-    verified = verify_entry(data, pinned_store(asset, name, tmp_path), now=AS_OF[name], allow_sha1=True)
+    verified = verify_entry(
+        data, pinned_store(asset, name, tmp_path), now=AS_OF[name], allow_sha1=True
+    )
     assert verified.xml == data
     endorser = verified.entry.endorsement.endorser
     assert endorser is not None

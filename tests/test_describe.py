@@ -101,11 +101,20 @@ def test_progress_reports_every_byte_read(tmp_path: Path) -> None:
 def test_defaults_fill_the_terms_older_clients_require(tmp_path: Path) -> None:
     machine = describe_image(_write(tmp_path / "m.img", b"m"), now=NOW)
     assert (machine.kind, machine.type, machine.os, machine.os_arch) == (
-        Kind.MACHINE, "machine", "unknown", "unknown")
+        Kind.MACHINE,
+        "machine",
+        "unknown",
+        "unknown",
+    )
     assert machine.version == "1.0" and machine.description == "machine image m.img"
     disk = describe_image(_write(tmp_path / "d.iso", b"d"), kind="disk", now=NOW)
     assert (disk.kind, disk.type, disk.os, disk.os_version, disk.os_arch) == (
-        Kind.DISK, "disk", "none", "none", "none")
+        Kind.DISK,
+        "disk",
+        "none",
+        "none",
+        "none",
+    )
 
 
 def test_fields_are_passed_through(tmp_path: Path) -> None:

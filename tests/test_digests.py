@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bz2
+import gc
 import gzip
 import hashlib
 import io
@@ -38,7 +39,9 @@ SPARSE = os.urandom(100_000) + bytes(CHUNK_SIZE + (1 << 19)) + os.urandom(1000)
 
 
 def _expected(data: bytes, algorithms=ALL_ALGORITHMS) -> Digests:
-    return Digests(len(data), {a: hashlib.new(a.hashlib_name, data).hexdigest() for a in algorithms})
+    return Digests(
+        len(data), {a: hashlib.new(a.hashlib_name, data).hexdigest() for a in algorithms}
+    )
 
 
 def _digest_threads() -> list[threading.Thread]:
@@ -342,8 +345,12 @@ def test_slowest_hash_is_never_left_waiting() -> None:
     # 1 slow + 3 fast on 2 threads: total work 4.5 units over 2 threads, slow alone 3.0.
     # Longest-behind-first keeps the slow one busy, so the wall time stays near 3.0 units.
     unit = 0.002
-    hashes = [RecordingHash(3 * unit), RecordingHash(0.5 * unit), RecordingHash(0.5 * unit),
-              RecordingHash(0.5 * unit)]
+    hashes = [
+        RecordingHash(3 * unit),
+        RecordingHash(0.5 * unit),
+        RecordingHash(0.5 * unit),
+        RecordingHash(0.5 * unit),
+    ]
     pipeline = _Pipeline(hashes, threads=2, chunk_size=16)  # type: ignore[arg-type]
     n = 100
     start = time.perf_counter()
@@ -388,4 +395,16 @@ def test_hash_error_in_a_worker_reaches_the_caller() -> None:
             pipeline.submit(i.to_bytes(4, "big"))
         pipeline.close()
     pipeline.abort()
+    assert not _digest_threads()
+
+
+def test_a_dropped_hasher_stops_its_threads() -> None:
+    hasher = MultiHasher()
+    hasher.update(DATA)
+    threads = _digest_threads()
+    assert threads
+    del hasher
+    gc.collect()
+    for thread in threads:
+        thread.join(timeout=10)
     assert not _digest_threads()

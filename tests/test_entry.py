@@ -67,7 +67,7 @@ def full() -> Entry:
         valid=WHEN + timedelta(days=365),
         title="Debian 12 base",
         alternative="debian-base",
-        description="A minimal Debian with cloud-init & <friends>",
+        description="Debian & <friends>",
         creator="Jane Tester",
         created=WHEN - timedelta(hours=1),
         publisher="Example Lab",
@@ -115,8 +115,8 @@ xmlns:slterms="http://mp.stratuslab.eu/slterms#" xml:base="http://mp.stratuslab.
       <dcterms:created>2026-01-02T03:04:05Z</dcterms:created>
       <slreq:endorser rdf:parseType="Resource">
         <slreq:email>jane.tester@example.org</slreq:email>
-        <slreq:subject>CN=Jane Tester,OU=Testing Department,O=StratusLab Project,C=EU</slreq:subject>
-        <slreq:issuer>CN=Jane Tester,OU=Testing Department,O=StratusLab Project,C=EU</slreq:issuer>
+        <slreq:subject>{JANE.subject}</slreq:subject>
+        <slreq:issuer>{JANE.issuer}</slreq:issuer>
       </slreq:endorser>
     </slreq:endorsement>
     <dcterms:type>machine</dcterms:type>
@@ -124,7 +124,7 @@ xmlns:slterms="http://mp.stratuslab.eu/slterms#" xml:base="http://mp.stratuslab.
     <dcterms:valid>2027-01-02T03:04:05Z</dcterms:valid>
     <dcterms:title>Debian 12 base</dcterms:title>
     <dcterms:alternative>debian-base</dcterms:alternative>
-    <dcterms:description>A minimal Debian with cloud-init &amp; &lt;friends&gt;</dcterms:description>
+    <dcterms:description>Debian &amp; &lt;friends&gt;</dcterms:description>
     <dcterms:creator>Jane Tester</dcterms:creator>
     <dcterms:created>2026-01-02T02:04:05Z</dcterms:created>
     <dcterms:publisher>Example Lab</dcterms:publisher>
@@ -175,8 +175,17 @@ def test_minimal_entry_still_writes_the_terms_older_clients_require() -> None:
     desc = root[0]
     names = [etree.QName(el).localname for el in desc]
     assert names[:4] == ["identifier", "bytes", "checksum", "endorsement"]
-    for required in ("valid", "type", "created", "description", "compression", "os",
-                     "os-version", "os-arch", "version"):
+    for required in (
+        "valid",
+        "type",
+        "created",
+        "description",
+        "compression",
+        "os",
+        "os-version",
+        "os-arch",
+        "version",
+    ):
         assert names.count(required) == 1, required
     assert parse_entry_bytes(entry_to_bytes(minimal())) == minimal()
 
@@ -234,7 +243,8 @@ def test_parse_entry_takes_a_parsed_root() -> None:
 
 
 def test_unknown_elements_in_other_namespaces_are_kept_and_rewritten() -> None:
-    entry = parse_entry_bytes(_doc('<ex:a>1</ex:a><ex:b rdf:parseType="Resource"><ex:c>2</ex:c></ex:b>'))
+    body = '<ex:a>1</ex:a><ex:b rdf:parseType="Resource"><ex:c>2</ex:c></ex:b>'
+    entry = parse_entry_bytes(_doc(body))
     assert len(entry.extra) == 2
     written = entry_to_bytes(entry)
     assert b"<ex:c>2</ex:c>" in written
@@ -255,17 +265,37 @@ def test_empty_signature_as_last_child_is_ignored() -> None:
 @pytest.mark.parametrize(
     ("body", "after", "rule"),
     [
-        pytest.param("", '<ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#"/>'
-                     '<ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#"/>',
-                     "multiple-signatures", id="two-signatures"),
-        pytest.param("", '<Signature xmlns="http://example.org/wrong"/>',
-                     "unexpected-root-child", id="signature-in-wrong-namespace"),
-        pytest.param("", '<ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#"/><ex:x/>',
-                     "unexpected-root-child", id="signature-not-last"),
-        pytest.param('<ex:wrap><ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#"/>'
-                     "</ex:wrap>", "", "misplaced-signature", id="signature-inside-extra"),
-        pytest.param('<ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#"/>', "",
-                     "misplaced-signature", id="signature-inside-description"),
+        pytest.param(
+            "",
+            '<ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#"/>'
+            '<ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#"/>',
+            "multiple-signatures",
+            id="two-signatures",
+        ),
+        pytest.param(
+            "",
+            '<Signature xmlns="http://example.org/wrong"/>',
+            "unexpected-root-child",
+            id="signature-in-wrong-namespace",
+        ),
+        pytest.param(
+            "",
+            '<ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#"/><ex:x/>',
+            "unexpected-root-child",
+            id="signature-not-last",
+        ),
+        pytest.param(
+            '<ex:wrap><ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#"/></ex:wrap>',
+            "",
+            "misplaced-signature",
+            id="signature-inside-extra",
+        ),
+        pytest.param(
+            '<ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#"/>',
+            "",
+            "misplaced-signature",
+            id="signature-inside-description",
+        ),
     ],
 )
 def test_signature_placement_rules(body: str, after: str, rule: str) -> None:
@@ -279,31 +309,50 @@ def test_signature_placement_rules(body: str, after: str, rule: str) -> None:
     [
         pytest.param("<slterms:kind>vm</slterms:kind>", "bad-kind", id="kind"),
         pytest.param("<dcterms:format>floppy</dcterms:format>", "bad-format", id="format"),
-        pytest.param("<dcterms:compression>zip</dcterms:compression>", "bad-compression",
-                     id="compression"),
-        pytest.param("<slterms:inbound-port>-1</slterms:inbound-port>", "bad-port",
-                     id="negative-port"),
+        pytest.param(
+            "<dcterms:compression>zip</dcterms:compression>", "bad-compression", id="compression"
+        ),
+        pytest.param(
+            "<slterms:inbound-port>-1</slterms:inbound-port>", "bad-port", id="negative-port"
+        ),
         pytest.param("<slterms:icmp>256</slterms:icmp>", "icmp-out-of-range", id="icmp"),
-        pytest.param("<dcterms:valid>2026-01-02T03:04:05.5Z</dcterms:valid>", "bad-date",
-                     id="date-with-fraction"),
-        pytest.param("<dcterms:valid>2026-02-30T03:04:05Z</dcterms:valid>", "bad-date",
-                     id="impossible-date"),
+        pytest.param(
+            "<dcterms:valid>2026-01-02T03:04:05.5Z</dcterms:valid>",
+            "bad-date",
+            id="date-with-fraction",
+        ),
+        pytest.param(
+            "<dcterms:valid>2026-02-30T03:04:05Z</dcterms:valid>", "bad-date", id="impossible-date"
+        ),
         pytest.param("<dcterms:type>disk</dcterms:type>", "repeated-term", id="two-types"),
-        pytest.param("<slterms:hypervisor>a</slterms:hypervisor>"
-                     "<slterms:hypervisor>b</slterms:hypervisor>", "repeated-term",
-                     id="two-hypervisors"),
-        pytest.param('<dcterms:title rdf:resource="http://x/">t</dcterms:title>',
-                     "rdf-attribute", id="rdf-resource-on-known-term"),
-        pytest.param('<dcterms:title ex:a="b">t</dcterms:title>', "rdf-attribute",
-                     id="foreign-attribute-on-known-term"),
+        pytest.param(
+            "<slterms:hypervisor>a</slterms:hypervisor><slterms:hypervisor>b</slterms:hypervisor>",
+            "repeated-term",
+            id="two-hypervisors",
+        ),
+        pytest.param(
+            '<dcterms:title rdf:resource="http://x/">t</dcterms:title>',
+            "rdf-attribute",
+            id="rdf-resource-on-known-term",
+        ),
+        pytest.param(
+            '<dcterms:title ex:a="b">t</dcterms:title>',
+            "rdf-attribute",
+            id="foreign-attribute-on-known-term",
+        ),
         pytest.param("<slreq:bytes>20</slreq:bytes>", "head-order", id="head-term-after-head"),
-        pytest.param("<dcterms:identifier>x</dcterms:identifier>", "head-order",
-                     id="second-identifier"),
+        pytest.param(
+            "<dcterms:identifier>x</dcterms:identifier>", "head-order", id="second-identifier"
+        ),
         pytest.param("<plain>x</plain>", "unqualified-element", id="no-namespace"),
-        pytest.param("<ex:a><ex:Node>text</ex:Node></ex:a>", "rdf-resource",
-                     id="node-element-with-text"),
-        pytest.param('<ex:a rdf:parseType="Other"><ex:b/></ex:a>', "bad-parsetype",
-                     id="unknown-parsetype-on-extra"),
+        pytest.param(
+            "<ex:a><ex:Node>text</ex:Node></ex:a>", "rdf-resource", id="node-element-with-text"
+        ),
+        pytest.param(
+            '<ex:a rdf:parseType="Other"><ex:b/></ex:a>',
+            "bad-parsetype",
+            id="unknown-parsetype-on-extra",
+        ),
         pytest.param("<slterms:location/>", "bad-location", id="empty-location"),
     ],
 )
@@ -397,8 +446,9 @@ def test_sha1_is_compared_as_a_number() -> None:
     [
         pytest.param((), "missing-checksum", id="none"),
         pytest.param((Checksum("SHA-256", SHA256),), "missing-sha1", id="no-sha1"),
-        pytest.param((Checksum("SHA-1", SHA1), Checksum("SHA-1", SHA1)), "duplicate-algorithm",
-                     id="two-sha1"),
+        pytest.param(
+            (Checksum("SHA-1", SHA1), Checksum("SHA-1", SHA1)), "duplicate-algorithm", id="two-sha1"
+        ),
     ],
 )
 def test_checksum_set_rules(checksums: tuple[Checksum, ...], rule: str) -> None:
@@ -474,8 +524,9 @@ def test_strings_become_enums_and_lists_become_tuples() -> None:
     entry = minimal(kind="disk", format="raw", compression="xz", locations=["http://a/"])
     assert entry.kind is Kind.DISK and entry.format is DiskFormat.RAW
     assert entry.compression is Compression.XZ and entry.locations == ("http://a/",)
-    assert hash(entry) == hash(minimal(kind="disk", format="raw", compression="xz",
-                                       locations=("http://a/",)))
+    assert hash(entry) == hash(
+        minimal(kind="disk", format="raw", compression="xz", locations=("http://a/",))
+    )
 
 
 def test_empty_strings_mean_absent() -> None:
@@ -526,8 +577,15 @@ def test_date_round_trip() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["2011-01-24X09:59:42Z", "2011-01-24T99:59:42Z", "2011-01-24T09:59:42", "2011-1-24T09:59:42Z",
-             "2011-01-24T09:59:42+00:00", ""]
+    "text",
+    [
+        "2011-01-24X09:59:42Z",
+        "2011-01-24T99:59:42Z",
+        "2011-01-24T09:59:42",
+        "2011-1-24T09:59:42Z",
+        "2011-01-24T09:59:42+00:00",
+        "",
+    ],
 )
 def test_bad_dates_are_refused(text: str) -> None:
     with pytest.raises(InvalidMetadata) as e:
@@ -551,3 +609,60 @@ def test_dict_form_refuses_unknown_fields() -> None:
     with pytest.raises(InvalidMetadata) as e:
         entry_from_dict(data)
     assert e.value.rule == "unknown-field"
+
+
+# --- extra elements built in code ----------------------------------------------------------
+
+
+def test_extra_fragments_are_normalised_so_round_trips_hold() -> None:
+    loose = '<ex:b xmlns:ex="http://example.org/" xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"\n rdf:parseType="Resource">\n  <ex:c>2</ex:c>\n</ex:b>'  # noqa: E501
+    entry = minimal(extra=[loose])
+    assert entry.extra == (
+        '<ex:b xmlns:ex="http://example.org/" xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"'
+        ' rdf:parseType="Resource"><ex:c>2</ex:c></ex:b>',
+    )
+    assert parse_entry_bytes(entry_to_bytes(entry)) == entry
+
+
+@pytest.mark.parametrize(
+    ("fragment", "rule"),
+    [
+        pytest.param(
+            '<dcterms:title xmlns:dcterms="http://purl.org/dc/terms/">t</dcterms:title>',
+            "bad-extra",
+            id="known-term",
+        ),
+        pytest.param(
+            '<s:os xmlns:s="http://mp.stratuslab.eu/slterms#">x</s:os>',
+            "bad-extra",
+            id="known-slterms-term",
+        ),
+        pytest.param(
+            '<s:colour xmlns:s="http://mp.stratuslab.eu/slterms#">x</s:colour>',
+            "unknown-term",
+            id="unknown-profile-term",
+        ),
+        pytest.param(
+            '<ex:a xmlns:ex="http://example.org/"><ds:Signature '
+            'xmlns:ds="http://www.w3.org/2000/09/xmldsig#"/></ex:a>',
+            "misplaced-signature",
+            id="signature",
+        ),
+        pytest.param("<ex:a>", "not-well-formed", id="malformed"),
+        pytest.param(
+            '<ex:a xmlns:ex="http://example.org/" ex:x="1">text</ex:a>',
+            "rdf-attribute",
+            id="rdf-attribute",
+        ),
+    ],
+)
+def test_extra_fragments_built_in_code_are_validated(fragment: str, rule: str) -> None:
+    with pytest.raises(InvalidMetadata) as e:
+        minimal(extra=[fragment])
+    assert e.value.rule == rule
+
+
+def test_extra_fragment_with_an_entity_is_refused() -> None:
+    fragment = '<!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]><a xmlns="urn:x">&x;</a>'
+    with pytest.raises(UnsafeXML):
+        minimal(extra=[fragment])

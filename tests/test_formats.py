@@ -37,8 +37,17 @@ def _qemu_img(path: Path, fmt: str, *options: str) -> Path:
         ("vhdx", (), DiskFormat.VHDX),
         ("raw", (), DiskFormat.RAW),
     ],
-    ids=["qcow2", "vmdk", "vmdk-stream", "vmdk-descriptor", "vdi", "vhd", "vhd-fixed", "vhdx",
-         "raw"],
+    ids=[
+        "qcow2",
+        "vmdk",
+        "vmdk-stream",
+        "vmdk-descriptor",
+        "vdi",
+        "vhd",
+        "vhd-fixed",
+        "vhdx",
+        "raw",
+    ],
 )
 def test_detects_images_made_by_qemu_img(
     tmp_path: Path, qemu_format: str, options: tuple[str, ...], expected: DiskFormat
@@ -97,8 +106,10 @@ def test_detects_through_compression(tmp_path: Path) -> None:
         (b"KDMV\1\0\0\0", DiskFormat.VMDK),
         (b"COWD\1\0\0\0", DiskFormat.VMDK),
         (b"# Disk DescriptorFile\nversion=1\n", DiskFormat.VMDK),
-        (b"<<< Oracle VM VirtualBox Disk Image >>>\n".ljust(0x40, b"\0") + b"\x7f\x10\xda\xbe",
-         DiskFormat.VDI),
+        (
+            b"<<< Oracle VM VirtualBox Disk Image >>>\n".ljust(0x40, b"\0") + b"\x7f\x10\xda\xbe",
+            DiskFormat.VDI,
+        ),
         (b"conectix\0\0\0\2", DiskFormat.VHD),
         (b"vhdxfile", DiskFormat.VHDX),
         (bytes(0x8001) + b"CD001\1", DiskFormat.ISO),
@@ -106,8 +117,19 @@ def test_detects_through_compression(tmp_path: Path) -> None:
         (b"", DiskFormat.RAW),
         (b"QFI", DiskFormat.RAW),  # too short to be anything
     ],
-    ids=["qcow2", "vmdk-sparse", "vmdk-cowd", "vmdk-descriptor", "vdi", "vhd", "vhdx", "iso",
-         "mbr", "empty", "short"],
+    ids=[
+        "qcow2",
+        "vmdk-sparse",
+        "vmdk-cowd",
+        "vmdk-descriptor",
+        "vdi",
+        "vhd",
+        "vhdx",
+        "iso",
+        "mbr",
+        "empty",
+        "short",
+    ],
 )
 def test_detect_format_by_magic(head: bytes, expected: DiskFormat) -> None:
     assert detect_format(head) is expected

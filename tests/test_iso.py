@@ -99,7 +99,8 @@ def test_round_trip_read_by_xorriso(tree: Path, tmp_path: Path) -> None:
             assert (twin.stat().st_mode & 0o777) == (path.stat().st_mode & 0o777)
         else:
             assert twin.is_dir()
-    assert sorted(p.relative_to(out) for p in out.rglob("*")) == \
+    # deep trees get a Rock Ridge relocation directory at the root, as with genisoimage
+    assert sorted(p.relative_to(out) for p in out.rglob("*") if p.name != "rr_moved") == \
         sorted(p.relative_to(tree) for p in tree.rglob("*"))
 
 
@@ -202,7 +203,7 @@ def test_no_joliet_long_label(tmp_path: Path) -> None:
     iso = make_iso(tmp_path / "src", tmp_path / "o.iso", label="L" * 32, joliet=False)
     info = isoinfo("-d", "-i", str(iso))
     assert f"Volume id: {'L' * 32}" in info
-    assert "Joliet" not in info
+    assert "NO Joliet present" in info
 
 
 def test_special_file_refused_and_no_output(tmp_path: Path) -> None:

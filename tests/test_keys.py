@@ -13,10 +13,14 @@ from imagekit import keys
 from imagekit.errors import InputError, NotFound
 
 
-@pytest.mark.parametrize(("key_type", "key_class"), [("rsa", rsa.RSAPrivateKey), ("ec", ec.EllipticCurvePrivateKey)])
+@pytest.mark.parametrize(
+    ("key_type", "key_class"), [("rsa", rsa.RSAPrivateKey), ("ec", ec.EllipticCurvePrivateKey)]
+)
 def test_make_self_signed_certificate_fields(tmp_path, key_type, key_class):
     now = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
-    key_pem, cert_pem = keys.make_self_signed("me@example.org", "Me Myself", 10, key_type=key_type, now=now)
+    key_pem, cert_pem = keys.make_self_signed(
+        "me@example.org", "Me Myself", 10, key_type=key_type, now=now
+    )
     (tmp_path / "k").write_bytes(key_pem)
     (tmp_path / "c").write_bytes(cert_pem)
     signer = keys.load_signer(key=tmp_path / "k", cert=tmp_path / "c")

@@ -116,7 +116,7 @@ def test_non_empty_endorsement_left_as_is(asset, signer):
     before = etree.tostring(root)
     assert not fill_endorsement(root.find(X.RDF_DESCRIPTION), signer, now=NOW)
     assert etree.tostring(root) == before
-    assert root.find(f".//{{http://example.org/}}marker") is not None
+    assert root.find(".//{http://example.org/}marker") is not None
 
 
 def test_missing_endorsement_is_created_after_checksums(asset, signer):
@@ -137,9 +137,9 @@ def test_certificate_without_email_needs_one(draft):
 
 
 def test_email_must_be_the_certificates(draft, signer):
-    with pytest.raises(InputError, match="not someone@example.org"):
+    with pytest.raises(InputError, match=r"not someone@example\.org"):
         sign_entry(draft, signer, now=NOW, email="someone@example.org")
-    signed = sign_entry(draft, signer, now=NOW, email="ENDORSER@EXAMPLE.ORG".lower())
+    signed = sign_entry(draft, signer, now=NOW, email="endorser@EXAMPLE.ORG")
     assert parse_entry_bytes(signed).endorser_email == "endorser@example.org"
 
 

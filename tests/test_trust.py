@@ -17,7 +17,8 @@ from imagekit.errors import (
     Untrusted,
     WeakAlgorithm,
 )
-from imagekit.trust import TrustStore
+from imagekit._xmldsig import dn_matches, parse_dn
+from imagekit.trust import TrustStore, trust_paths
 from tests.plugins.signing import make_cert, make_crl, pem
 
 NOW = dt.datetime.now(dt.UTC)
@@ -26,7 +27,9 @@ AS_OF_CA_FIXTURE = dt.datetime(2012, 2, 15, tzinfo=dt.UTC)
 
 def embedded_cert(path) -> x509.Certificate:
     text = path.read_text()
-    b64 = re.search(r"<X509Certificate>(.*?)</X509Certificate>", text, re.S).group(1)
+    match = re.search(r"<X509Certificate>(.*?)</X509Certificate>", text, re.S)
+    assert match is not None
+    b64 = match.group(1)
     return x509.load_der_x509_certificate(base64.b64decode("".join(b64.split())))
 
 
@@ -127,9 +130,7 @@ def test_path_length_constraint(tmp_path):
     _, leaf = make_cert("Leaf", issuer=inter)
     (tmp_path / "root.pem").write_bytes(pem(root[1]))
     with pytest.raises(Untrusted):
-        TrustStore.from_paths([tmp_path / "root.pem"]).verify_certificate(
-            leaf, [inter[1]], now=NOW
-        )
+        TrustStore.from_paths([tmp_path / "root.pem"]).verify_certificate(leaf, [inter[1]], now=NOW)
 
 
 def test_crl_of_own_ca(tmp_path):
@@ -165,7 +166,8 @@ def test_sha1_signed_leaf_needs_opt_in(asset, jim):
 
 
 def test_wrong_ca_with_same_name(tmp_path, jim):
-    impostor = make_cert("Certificate Authority", ca=True)
+    impostor = make_cert(jim.issuer, ca=True)  # the test CA's exact name, another key
+    assert impostor[1].subject == jim.issuer
     (tmp_path / "ca.pem").write_bytes(pem(impostor[1]))
     with pytest.raises(Untrusted):
         TrustStore.from_paths([tmp_path]).verify_certificate(
@@ -176,6 +178,56 @@ def test_wrong_ca_with_same_name(tmp_path, jim):
 def test_bad_paths(tmp_path):
     with pytest.raises(NotFound):
         TrustStore.from_paths([tmp_path / "nope.pem"])
-    (tmp_path / "junk.pem").write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    (tmp_path / "junk.pem").write_text(
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+    )
     with pytest.raises(InputError):
         TrustStore.from_paths([tmp_path / "junk.pem"])
+
+
+JIM_SUBJECT = "CN=Jim Tester,OU=Testing Department,O=StratusLab Project,C=EU"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        JIM_SUBJECT,
+        "CN=Jim Tester, OU=Testing Department, O=StratusLab Project, C=EU",
+        "cn=jim tester,ou=testing department,o=stratuslab project,c=eu",
+        "CN=Jim\\20Tester,OU=Testing Department,O=StratusLab Project,C=EU",
+        "2.5.4.3=Jim Tester,OU=Testing Department,O=StratusLab Project,C=EU",
+        # Java writes attributes without a keyword as #DER-hex (here a PrintableString)
+        "CN=#130a4a696d20546573746572,OU=Testing Department,O=StratusLab Project,C=EU",
+    ],
+)
+def test_dn_equivalent_forms(jim, text):
+    assert dn_matches(text, jim.subject)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "CN=Jim Tester,OU=Testing Department,O=StratusLab Project",  # missing RDN
+        "C=EU,O=StratusLab Project,OU=Testing Department,CN=Jim Tester",  # reversed
+        "CN=Jim Tester+OU=Testing Department,O=StratusLab Project,C=EU",  # merged RDN
+        "CN=Jim Tester\\,OU=Testing Department,O=StratusLab Project,C=EU",  # escaped comma
+        "CN=Jim,Tester,OU=Testing Department,O=StratusLab Project,C=EU",
+        "XX=Jim Tester,OU=Testing Department,O=StratusLab Project,C=EU",  # unknown type
+        "not a dn",
+    ],
+)
+def test_dn_different_forms(jim, text):
+    assert not dn_matches(text, jim.subject)
+
+
+def test_dn_multivalued_rdn_order_is_irrelevant():
+    assert parse_dn("CN=a+UID=b,DC=x") == parse_dn("UID=b+CN=a,DC=x")
+
+
+def test_trust_paths_from_setting(tmp_path):
+    import os
+
+    setting = f"{tmp_path / 'a.pem'}{os.pathsep}{tmp_path / 'dir'}"
+    assert trust_paths((), setting) == [tmp_path / "a.pem", tmp_path / "dir"]
+    assert trust_paths([tmp_path / "x.pem"], setting) == [tmp_path / "x.pem"]
+    assert trust_paths((), None) == []

@@ -343,4 +343,6 @@ def test_image_digest_algorithms_must_overlap(asset):
 
     entry = parse_entry_bytes(asset("stratuslab/valid-minimal.xml").read_bytes())  # SHA-1 only
     with pytest.raises(ChecksumMismatch, match="none of the entry"):
-        check_image_digests(entry, Digests(size=entry.bytes, values={DigestAlgorithm.SHA256: "0" * 64}))
+        check_image_digests(
+            entry, Digests(size=entry.bytes, values={DigestAlgorithm.SHA256: "0" * 64})
+        )

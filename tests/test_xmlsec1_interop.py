@@ -45,7 +45,9 @@ def test_imagekit_chain_verifies_with_xmlsec1(draft, tmp_path):
     root_ca = make_cert("Root CA", ca=True)
     inter = make_cert("Intermediate CA", ca=True, issuer=root_ca)
     key, leaf = make_cert("Endorser", issuer=inter, email="chain@example.org")
-    (tmp_path / "entry.xml").write_bytes(sign_entry(draft, signer_from(key, leaf, inter[1]), now=NOW))
+    (tmp_path / "entry.xml").write_bytes(
+        sign_entry(draft, signer_from(key, leaf, inter[1]), now=NOW)
+    )
     (tmp_path / "root.pem").write_bytes(pem(root_ca[1]))
     result = xmlsec1("--verify", "--trusted-pem", tmp_path / "root.pem", tmp_path / "entry.xml")
     assert result.returncode == 0, result.stderr

@@ -10,6 +10,8 @@ from ._app import cli, main
 # One module per command group; importing it registers its commands on ``cli``.
 _COMMAND_MODULES = (
     "config_cmd",
+    "keys_cmd",
+    "sign_cmd",
     "id_cmd",
     "media_cmd",
     "metadata_cmd",

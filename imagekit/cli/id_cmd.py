@@ -42,8 +42,11 @@ def id_command(
       imagekit id --decode MMZu9WvwKIro-rtBQfDk4PsKO7_
       imagekit id --sha1 c319bbd5afc0a22ba3eaed0507c39383ec28eeff --json
     """
-    given = [name for name, value in (("FILE", file), ("--decode", decode), ("--sha1", sha1))
-             if value is not None]
+    given = [
+        name
+        for name, value in (("FILE", file), ("--decode", decode), ("--sha1", sha1))
+        if value is not None
+    ]
     if len(given) != 1:
         raise InputError(
             "give exactly one of FILE, --decode ID or --sha1 HEX"

@@ -36,6 +36,10 @@ class _Hashes:
             self._sha1.update(chunk)
             self._sha256.update(chunk)
 
+    def close(self) -> None:
+        if self._multi is not None:
+            self._multi.close()
+
     def finish(self) -> dict[str, str]:
         if self._multi is not None:
             digests = self._multi.finish()
@@ -118,10 +122,13 @@ def cdrom(
         raise IsoError(f"{directory} is not a directory")
     check_label(label, joliet=not no_joliet)
     hashes = _Hashes()
-    with ProgressBar("writing ISO", _tree_bytes(directory)) as bar:
-        make_iso(directory, output, label=label, joliet=not no_joliet, progress=bar,
-                 sink=hashes.update)
-    digests = hashes.finish()
+    try:
+        with ProgressBar("writing ISO", _tree_bytes(directory)) as bar:
+            make_iso(directory, output, label=label, joliet=not no_joliet, progress=bar,
+                     sink=hashes.update)
+        digests = hashes.finish()
+    finally:
+        hashes.close()
     identifier = _identifier(digests["sha1"])
     if as_json:
         emit_json({"path": str(output), "label": check_label(label, joliet=not no_joliet),

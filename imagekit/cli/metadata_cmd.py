@@ -53,47 +53,93 @@ def _valid_until(text: str) -> datetime:
 
 @cli.command("metadata")
 @click.argument("image", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
-              help="write the entry here (atomically); default: standard output")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="write the entry here (atomically); default: standard output",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the entry as JSON on stdout")
 @click.option("--os", "os_", metavar="NAME", help="slterms:os (default: unknown, none for a disk)")
 @click.option("--os-version", metavar="VERSION", help="slterms:os-version")
 @click.option("--os-arch", metavar="ARCH", help="slterms:os-arch (x86_64, i686, ...)")
 @click.option("--title", help="dcterms:title")
 @click.option("--description", help="dcterms:description")
-@click.option("--tag", metavar="TAG",
-              help="dcterms:alternative: the name people follow across rebuilds")
-@click.option("--location", "locations", multiple=True, metavar="URL",
-              help="slterms:location, where the image bytes can be fetched (repeatable)")
-@click.option("--valid-days", metavar="DAYS",
-              help=f"dcterms:valid = now + DAYS (default {DEFAULT_VALID_DAYS})")
-@click.option("--valid-until", metavar="DATE",
-              help="dcterms:valid as yyyy-mm-dd or yyyy-mm-ddTHH:MM:SSZ (UTC)")
+@click.option(
+    "--tag", metavar="TAG", help="dcterms:alternative: the name people follow across rebuilds"
+)
+@click.option(
+    "--location",
+    "locations",
+    multiple=True,
+    metavar="URL",
+    help="slterms:location, where the image bytes can be fetched (repeatable)",
+)
+@click.option(
+    "--valid-days",
+    metavar="DAYS",
+    help=f"dcterms:valid = now + DAYS (default {DEFAULT_VALID_DAYS})",
+)
+@click.option(
+    "--valid-until",
+    metavar="DATE",
+    help="dcterms:valid as yyyy-mm-dd or yyyy-mm-ddTHH:MM:SSZ (UTC)",
+)
 @click.option("--kind", metavar="machine|disk", help="slterms:kind (default machine)")
-@click.option("--format", "disk_format", metavar="FORMAT",
-              help="dcterms:format (default: from the magic bytes)")
-@click.option("--compression", metavar="gz|bz2|xz|none",
-              help="dcterms:compression (default: from the file suffix)")
+@click.option(
+    "--format",
+    "disk_format",
+    metavar="FORMAT",
+    help="dcterms:format (default: from the magic bytes)",
+)
+@click.option(
+    "--compression",
+    metavar="gz|bz2|xz|none",
+    help="dcterms:compression (default: from the file suffix)",
+)
 @click.option("--version", metavar="VERSION", help="slterms:version (default 1.0)")
 @click.option("--serial-number", metavar="N", help="slterms:serial-number")
 @click.option("--hypervisor", metavar="NAME", help="slterms:hypervisor (kvm, ...)")
 @click.option("--disks-bus", metavar="BUS", help="slterms:disks-bus (virtio, scsi, ...)")
-@click.option("--inbound-port", "inbound_ports", multiple=True, metavar="PORT",
-              help="slterms:inbound-port, 0-65535 (repeatable)")
-@click.option("--outbound-port", "outbound_ports", multiple=True, metavar="PORT",
-              help="slterms:outbound-port, 0-65535 (repeatable)")
-@click.option("--icmp", "icmp", multiple=True, metavar="TYPE",
-              help="slterms:icmp, an ICMP type 0-255 (repeatable)")
+@click.option(
+    "--inbound-port",
+    "inbound_ports",
+    multiple=True,
+    metavar="PORT",
+    help="slterms:inbound-port, 0-65535 (repeatable)",
+)
+@click.option(
+    "--outbound-port",
+    "outbound_ports",
+    multiple=True,
+    metavar="PORT",
+    help="slterms:outbound-port, 0-65535 (repeatable)",
+)
+@click.option(
+    "--icmp",
+    "icmp",
+    multiple=True,
+    metavar="TYPE",
+    help="slterms:icmp, an ICMP type 0-255 (repeatable)",
+)
 @click.option("--creator", help="dcterms:creator")
 @click.option("--publisher", help="dcterms:publisher")
 @click.option("--replaces", metavar="ID", help="dcterms:replaces: the entry this one supersedes")
 @click.option("--is-replaced-by", metavar="ID", help="dcterms:isReplacedBy")
-@click.option("--deprecated", metavar="REASON",
-              help="slterms:deprecated: mark the image deprecated, with a reason")
+@click.option(
+    "--deprecated",
+    metavar="REASON",
+    help="slterms:deprecated: mark the image deprecated, with a reason",
+)
 @click.option("--type", "entry_type", metavar="TYPE", help="dcterms:type (default: the kind)")
-@click.option("--algorithm", "algorithms", multiple=True, metavar="ALG",
-              help="checksum algorithm: MD5, SHA-1, SHA-256, SHA-512 (repeatable; "
-                   "default all; SHA-1 is always included, it makes the ID)")
+@click.option(
+    "--algorithm",
+    "algorithms",
+    multiple=True,
+    metavar="ALG",
+    help="checksum algorithm: MD5, SHA-1, SHA-256, SHA-512 (repeatable; "
+    "default all; SHA-1 is always included, it makes the ID)",
+)
 def metadata(
     image: Path,
     output: Path | None,

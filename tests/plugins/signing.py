@@ -47,9 +47,7 @@ def _write_signer(tmp: Path, key_pem: bytes, cert_pem: bytes, email: str) -> Sig
     key_path.chmod(0o600)
     cert_path.write_bytes(cert_pem)
     base = keys.load_signer(key=key_path, cert=cert_path)
-    return SignerFiles(
-        base.private_key, base.certificate, base.chain, key_path, cert_path, email
-    )
+    return SignerFiles(base.private_key, base.certificate, base.chain, key_path, cert_path, email)
 
 
 @pytest.fixture(scope="session")
@@ -109,8 +107,9 @@ def sign_xml(signer: SignerFiles) -> Callable[..., bytes]:
 
 # --- a tiny PKI for trust tests -----------------------------------------------------------
 
+
 def make_cert(
-    subject_cn: str,
+    subject_cn: str | x509.Name,
     *,
     issuer: tuple[object, x509.Certificate] | None = None,
     ca: bool = False,
@@ -124,7 +123,11 @@ def make_cert(
 ) -> tuple[object, x509.Certificate]:
     """A (key, certificate) pair; self-signed unless ``issuer=(key, cert)`` is given."""
     key = key or ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject_cn)])
+    name = (
+        subject_cn
+        if isinstance(subject_cn, x509.Name)
+        else x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject_cn)])
+    )
     start = not_before or dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
     issuer_key, issuer_cert = issuer if issuer else (key, None)
     builder = (

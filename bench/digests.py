@@ -1,0 +1,128 @@
+"""Checksums: imagekit's four digests in one pass against the machine's limit and coreutils.
+
+On one file (2 GiB; ``BENCH_DIGEST_BYTES`` overrides, ``--quick`` uses 256 MiB) in the page
+cache, measured in the same run:
+
+* imagekit: MD5, SHA-1, SHA-256 and SHA-512 in one read (``digest_file``, in a child process,
+  timed inside it so interpreter start-up is not counted; peak RSS from the child);
+* each digest alone with plain hashlib on one core (read and hash, 4 MiB at a time);
+* coreutils: ``md5sum``, ``sha1sum``, ``sha256sum``, ``sha512sum`` one after another.
+
+The limit is ``max(slowest single digest, sum of the single digests / cores)``: no schedule
+can beat the slowest hash (it is sequential), nor spread the total work over more cores than
+there are. Targets: imagekit / limit <= 1.2; coreutils / imagekit is reported.
+Alone: ``.venv/bin/python -m bench digests``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+from imagekit.digests import DigestAlgorithm
+
+from ._common import (
+    BenchArgs,
+    Row,
+    bench_dir,
+    cores,
+    env_bytes,
+    human_bytes,
+    make_test_file,
+    time_call,
+    time_command,
+    warm_page_cache,
+)
+
+NAME = "digests"
+DEFAULT_BYTES = 2 << 30
+QUICK_BYTES = 256 << 20
+COREUTILS = {
+    DigestAlgorithm.MD5: "md5sum",
+    DigestAlgorithm.SHA1: "sha1sum",
+    DigestAlgorithm.SHA256: "sha256sum",
+    DigestAlgorithm.SHA512: "sha512sum",
+}
+_CHILD = """
+import json, sys, time
+from imagekit.digests import digest_file
+start = time.perf_counter()
+digests = digest_file(sys.argv[1])
+print(json.dumps({"seconds": time.perf_counter() - start, **digests.to_dict()}))
+"""
+
+
+def hashlib_alone(path: Path, algorithm: DigestAlgorithm) -> str:
+    """One digest of the file, the plain way: read 4 MiB, update, repeat, on one thread."""
+    h = hashlib.new(algorithm.hashlib_name)
+    buffer = bytearray(4 << 20)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as fp:
+        while n := fp.readinto(buffer):
+            h.update(view[:n])
+    return h.hexdigest()
+
+
+def run(args: BenchArgs) -> list[Row]:
+    size = env_bytes("BENCH_DIGEST_BYTES", QUICK_BYTES if args.quick else DEFAULT_BYTES)
+    repeat = args.repeat
+    with bench_dir(NAME, need=size, keep=args.keep) as work:
+        path = make_test_file(work / "image.raw", size)
+        warm_page_cache(path)
+        print(f"   {human_bytes(size)} file at {path}", file=sys.stderr, flush=True)
+
+        singles: dict[DigestAlgorithm, float] = {}
+        expected: dict[DigestAlgorithm, str] = {}
+        for algorithm in DigestAlgorithm:
+            timed = time_call(hashlib_alone, path, algorithm, repeat=repeat)
+            singles[algorithm], expected[algorithm] = timed.seconds, timed.result
+
+        child = time_command([sys.executable, "-c", _CHILD, str(path)], repeat=repeat)
+        report = json.loads(child.stdout)
+        imagekit = float(report["seconds"])
+
+        coreutils = 0.0
+        for algorithm, tool in COREUTILS.items():
+            m = time_command([tool, str(path)], repeat=repeat)
+            coreutils += m.seconds
+            if m.stdout.split()[0].decode() != expected[algorithm]:
+                raise RuntimeError(f"{tool} and hashlib disagree on {algorithm}")
+
+    for algorithm in DigestAlgorithm:
+        if report[algorithm.value] != expected[algorithm]:
+            raise RuntimeError(f"imagekit's {algorithm} differs from hashlib's")
+    if report["bytes"] != size:
+        raise RuntimeError(f"imagekit counted {report['bytes']} bytes, not {size}")
+
+    n = cores()
+    slowest = max(singles.values())
+    limit = max(slowest, sum(singles.values()) / n)
+    rows = [Row.make(NAME, f"hashlib {a} alone", s, "s") for a, s in singles.items()]
+    rows += [
+        Row.make(
+            NAME,
+            f"imagekit 4 digests, {human_bytes(size)}",
+            imagekit,
+            "s",
+            baseline=(f"limit max(slowest, sum/{n} cores)", limit),
+            target="<= 1.2",
+        ),
+        Row.make(
+            NAME,
+            "coreutils 4 *sum in a row",
+            coreutils,
+            "s",
+            baseline=("imagekit 4 digests", imagekit),
+        ),
+        Row.make(NAME, "imagekit throughput", size / imagekit / (1 << 20), "MiB/s"),
+        Row.make(NAME, "imagekit peak RSS (whole process)", child.peak_rss / (1 << 20), "MiB"),
+    ]
+    return rows
+
+
+if __name__ == "__main__":
+    from ._common import format_table
+
+    print(format_table(run(BenchArgs(quick="--quick" in sys.argv))))

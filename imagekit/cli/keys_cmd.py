@@ -1,0 +1,103 @@
+"""``imagekit keygen``: a new endorser key, self-signed certificate and PKCS#12 bundle."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from .._atomic import atomic_write
+from .._xmldsig import describe_certificate
+from ..errors import InputError, InvalidState
+from ..keys import KEY_TYPES, Signer, make_certificate, make_p12, make_private_key
+from ._app import cli, emit_json, info
+
+PASSPHRASE_ENV = "IMAGEKIT_P12_PASSPHRASE"
+
+
+def p12_passphrase(*, confirm: bool) -> str:
+    """The PKCS#12 passphrase: ``$IMAGEKIT_P12_PASSPHRASE``, else a hidden prompt.
+
+    Never an argument: argv is visible to every user of the machine (``ps``).
+    """
+    value = os.environ.get(PASSPHRASE_ENV)
+    if value is None:
+        value = click.prompt(
+            "PKCS#12 passphrase",
+            hide_input=True,
+            confirmation_prompt=confirm,
+            err=True,
+        )
+    if not value:
+        raise InputError("the PKCS#12 passphrase must not be empty")
+    return value
+
+
+@cli.command("keygen")
+@click.option("--email", required=True, help="endorser e-mail (RFC 822 subjectAltName)")
+@click.option("--name", required=True, help="endorser name (the certificate's CN)")
+@click.option(
+    "-o",
+    "--output",
+    "prefix",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="output prefix: writes PREFIX.key, PREFIX.crt and PREFIX.p12",
+)
+@click.option("--days", type=int, default=365, show_default=True, help="certificate validity")
+@click.option(
+    "--key-type",
+    type=click.Choice(KEY_TYPES),
+    default="rsa",
+    show_default=True,
+    help="RSA 3072 or EC P-256",
+)
+@click.option("--force", is_flag=True, help="overwrite existing files")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def keygen(
+    email: str, name: str, prefix: Path, days: int, key_type: str, force: bool, as_json: bool
+) -> None:
+    """Make an endorser key, a self-signed certificate and a PKCS#12 bundle.
+
+    The key (PREFIX.key, mode 0600) is unencrypted PEM; the bundle (PREFIX.p12) is
+    protected by a passphrase read from IMAGEKIT_P12_PASSPHRASE or asked twice.
+    Give PREFIX.crt to whoever verifies your entries (``imagekit verify --trust``).
+
+    \b
+    Example:
+      imagekit keygen --email me@example.org --name "Me" -o me
+      imagekit sign entry.xml --key me.key --cert me.crt
+    """
+    paths = {s: prefix.with_name(prefix.name + s) for s in (".key", ".crt", ".p12")}
+    existing = [str(p) for p in paths.values() if p.exists()]
+    if existing and not force:
+        raise InvalidState(
+            f"refusing to overwrite {', '.join(existing)}", hint="use --force to replace them"
+        )
+    if not prefix.parent.is_dir():
+        raise InputError(f"directory {prefix.parent} does not exist")
+    # everything that can fail on bad input happens before the first file is written
+    private_key = make_private_key(key_type)
+    cert = make_certificate(private_key, email, name, days)
+    signer = Signer(private_key, cert)
+    passphrase = p12_passphrase(confirm=True)
+    p12 = make_p12(signer, passphrase, friendly_name=name)
+    atomic_write(paths[".key"], signer.key_pem(), mode=0o600)
+    atomic_write(paths[".crt"], signer.cert_pem(), mode=0o644)
+    atomic_write(paths[".p12"], p12, mode=0o600)
+    summary = {
+        "key": str(paths[".key"]),
+        "certificate": str(paths[".crt"]),
+        "p12": str(paths[".p12"]),
+        **describe_certificate(cert),
+    }
+    if as_json:
+        emit_json(summary)
+        return
+    for label in ("key", "certificate", "p12"):
+        info(f"wrote {summary[label]}")
+    click.echo(f"subject      {summary['subject']}")
+    click.echo(f"e-mail       {summary['emails']}")
+    click.echo(f"valid until  {summary['not_after']}")
+    click.echo(f"fingerprint  {summary['sha256_fingerprint']}")

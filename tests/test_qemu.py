@@ -1,0 +1,128 @@
+"""The qemu command line (pure), the accelerator probe, machine types."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from imagekit import qemu as q
+from imagekit.errors import InputError, NotFound
+from imagekit.instances import Drive, DriveKind, Instance
+from imagekit.machines import MACHINE_TYPES, machine_type, parse_size_mib
+
+
+def instance(tmp_path: Path, **changes) -> Instance:
+    d = tmp_path / "instances" / "vm-12345678"
+    fields = dict(
+        id="vm-12345678",
+        directory=d,
+        image_id="BtSKdXa2SvHlSVTvgFgivIYDq--",
+        base_image=tmp_path / "cache" / "SHA-256-ab",
+        base_format="raw",
+        machine=machine_type("m1.small"),
+        accel="tcg",
+        ssh_port=40022,
+        drives=(
+            Drive(DriveKind.ROOT, d / "overlay.qcow2", "qcow2", serial="root"),
+            Drive(DriveKind.CONTEXT, d / "context.iso", "raw", readonly=True, serial="context"),
+            Drive(DriveKind.READONLY, tmp_path / "cache" / "data,1", "raw", readonly=True,
+                  serial="ro0"),
+            Drive(DriveKind.VOLATILE, d / "volatile-0.qcow2", "qcow2", serial="volatile0"),
+        ),
+    )  # fmt: skip
+    fields.update(changes)
+    return Instance(**fields)  # type: ignore[arg-type]
+
+
+def opt(argv: list[str], flag: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+def test_argv_is_a_pure_function_of_the_instance(tmp_path: Path):
+    inst = instance(tmp_path)
+    argv = q.qemu_argv(inst, qemu="/usr/bin/qemu-system-x86_64")
+    assert argv == q.qemu_argv(inst, qemu="/usr/bin/qemu-system-x86_64")
+    assert argv[0] == "/usr/bin/qemu-system-x86_64"
+    assert opt(argv, "-accel") == ["tcg"]
+    assert opt(argv, "-cpu") == ["max"]
+    assert opt(argv, "-smp") == ["1"]
+    assert opt(argv, "-m") == ["1536M"]
+    assert opt(argv, "-pidfile") == [str(inst.pid_file)]
+    assert opt(argv, "-qmp") == ["unix:qmp.sock,server=on,wait=off"]
+    assert opt(argv, "-serial") == [f"file:{inst.console_log}"]
+    assert "-daemonize" in argv and "-no-shutdown" in argv
+    (netdev,) = opt(argv, "-netdev")
+    assert "hostfwd=tcp:127.0.0.1:40022-:22" in netdev
+
+
+def test_drives_in_order_readonly_flags_and_escaped_commas(tmp_path: Path):
+    argv = q.qemu_argv(instance(tmp_path))
+    drives = opt(argv, "-drive")
+    assert [d.split(",")[0] for d in drives][:2] == [
+        f"file={tmp_path}/instances/vm-12345678/overlay.qcow2",
+        f"file={tmp_path}/instances/vm-12345678/context.iso",
+    ]
+    assert "readonly=on" not in drives[0] and "format=qcow2" in drives[0]
+    assert "readonly=on" in drives[1] and "readonly=on" in drives[2]
+    assert f"file={tmp_path}/cache/data,,1," in drives[2]  # a comma in a path is doubled
+    assert "readonly=on" not in drives[3]
+    devices = [d for d in opt(argv, "-device") if d.startswith("virtio-blk-pci")]
+    assert len(devices) == 4
+    assert "bootindex=0" in devices[0] and "serial=root" in devices[0]
+    assert all("bootindex" not in d for d in devices[1:])
+    assert "serial=ro0" in devices[2]
+
+
+def test_kvm_argv_and_unresolved_accel(tmp_path: Path):
+    argv = q.qemu_argv(instance(tmp_path, accel="kvm"))
+    assert opt(argv, "-accel") == ["kvm"] and opt(argv, "-cpu") == ["host"]
+    with pytest.raises(InputError, match="auto"):
+        q.qemu_argv(instance(tmp_path, accel="auto"))
+
+
+def test_machine_types_and_overrides():
+    assert {"t1.micro", "m1.small", "c1.medium", "m1.large", "m1.xlarge", "c1.xlarge"} <= set(
+        MACHINE_TYPES
+    )
+    small = machine_type("m1.small")
+    assert (small.cpu, small.ram_mib, small.swap_mib) == (1, 1536, 1536)
+    custom = machine_type("m1.small", cpu=2, ram="2G", swap="0")
+    assert (custom.cpu, custom.ram_mib, custom.swap_mib) == (2, 2048, 0)
+    assert parse_size_mib("512M") == 512 and parse_size_mib("1.5GiB") == 1536
+    with pytest.raises(NotFound, match="m9.huge"):
+        machine_type("m9.huge")
+    with pytest.raises(InputError):
+        machine_type("m1.small", cpu=0)
+    with pytest.raises(InputError):
+        parse_size_mib("lots")
+
+
+def test_probe_boots_a_guest_under_tcg():
+    assert q.probe_accel("tcg", timeout=20) is True
+
+
+def test_accel_setting_tcg_never_probes_and_auto_remembers(tmp_path: Path, monkeypatch):
+    calls: list[str] = []
+    real = q.probe_accel
+
+    def counting(accel: str, **kw):
+        calls.append(accel)
+        return real(accel, **kw)
+
+    monkeypatch.setattr(q, "probe_accel", counting)
+    qemu = q.find_tool(q.QEMU)
+    assert q.resolve_accel("tcg", qemu=qemu, state_dir=tmp_path) == "tcg"
+    assert calls == []
+    first = q.resolve_accel("auto", qemu=qemu, state_dir=tmp_path)
+    assert first in ("tcg", "kvm")
+    assert q.resolve_accel("auto", qemu=qemu, state_dir=tmp_path) == first
+    assert calls == ["kvm"]  # probed once, then remembered
+
+
+def test_free_loopback_port_is_bindable():
+    import socket
+
+    port = q.free_loopback_port()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))

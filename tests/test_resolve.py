@@ -1,0 +1,211 @@
+"""Resolving references: every candidate verified locally, policy, rollback memory.
+
+The honest paths use a real marketplace server on loopback; a lying server (substituted
+entries, tampered bytes, rolled-back endorsements) is a client that serves what we give it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from imagekit.client import MarketplaceClient
+from imagekit.entry import entry_to_bytes
+from imagekit.errors import (
+    Deprecated,
+    Expired,
+    InputError,
+    NotFound,
+    PolicyRefused,
+    Rollback,
+    SignatureInvalid,
+    Untrusted,
+)
+from imagekit.policy import AllOf, EndorserDenied, Policy, default_policy
+from imagekit.resolve import Reference, Resolver
+from imagekit.trust import TrustStore
+
+BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+
+
+@pytest.fixture
+def endorsers(make_signer):
+    past = datetime.now(UTC) - timedelta(days=2)
+    a = make_signer(email=f"a{os.getpid()}-{os.urandom(3).hex()}@example.org", now=past)
+    b = make_signer(email=f"b{os.getpid()}-{os.urandom(3).hex()}@example.org", now=past)
+    return a, b
+
+
+@pytest.fixture
+def trust(endorsers) -> TrustStore:
+    return TrustStore.from_paths([e.cert_path for e in endorsers])
+
+
+def signed(sign_xml, image_entry, data: bytes, signer, *, at: datetime, **fields) -> bytes:
+    return sign_xml(entry_to_bytes(image_entry(data, **fields)), now=at, signer=signer)
+
+
+@dataclasses.dataclass
+class Summary:
+    identifier: str
+    path: str
+
+
+class LyingClient:
+    """Serves fixed XML whatever is asked: a compromised or stale marketplace."""
+
+    def __init__(self, *xmls: bytes, identifier: str = "") -> None:
+        self.xmls = list(xmls)
+        self.identifier = identifier
+
+    def current(self, prefix: str) -> list[Summary]:
+        return [Summary(self.identifier, str(i)) for i in range(len(self.xmls))]
+
+    def get_path(self, path: str) -> bytes:
+        return self.xmls[int(path)]
+
+    def current_entries(self, identifier: str) -> list[bytes]:
+        return list(self.xmls)
+
+    def by_tag(self, email: str, tag: str) -> bytes:
+        return self.xmls[0]
+
+
+def test_reference_parsing():
+    assert Reference.parse("BtSKdXa2SvHlSVTvgFgivIYDq--").identifier == "BtSKdXa2SvHlSVTvgFgivIYDq--"
+    ref = Reference.parse("Jane@Example.org:debian-base")
+    assert (ref.endorser, ref.tag) == ("jane@example.org", "debian-base")
+    for bad in ("", "not an id!", "x" * 28, "a@b.c:"):
+        with pytest.raises(InputError):
+            Reference.parse(bad)
+
+
+def test_resolve_by_id_prefix_and_tag_from_real_server(
+    marketplace, endorsers, trust, sign_xml, image_entry, tmp_path: Path
+):
+    a, _ = endorsers
+    data = os.urandom(256)
+    xml = signed(sign_xml, image_entry, data, a, at=BASE, alternative="web")
+    with MarketplaceClient(marketplace.url) as client:
+        client.upload(xml)
+        resolver = Resolver(client, trust, default_policy(), state_dir=tmp_path)
+        ident = resolver.resolve(image_entry(data).identifier).entry.identifier
+        assert ident == image_entry(data).identifier
+        assert resolver.resolve(ident[:12]).entry.identifier == ident
+        by_tag = resolver.resolve(f"{a.email}:web")
+        assert by_tag.entry.identifier == ident
+        assert by_tag.xml == xml
+        with pytest.raises(NotFound):
+            resolver.resolve(f"{a.email}:no-such-tag")
+
+
+def test_newest_acceptable_endorsement_wins_and_policy_filters(
+    marketplace, endorsers, trust, sign_xml, image_entry, tmp_path: Path
+):
+    a, b = endorsers
+    data = os.urandom(300)
+    with MarketplaceClient(marketplace.url) as client:
+        client.upload(signed(sign_xml, image_entry, data, a, at=BASE))
+        client.upload(signed(sign_xml, image_entry, data, b, at=BASE + timedelta(minutes=5)))
+        ident = image_entry(data).identifier
+        resolver = Resolver(client, trust, default_policy(), state_dir=tmp_path / "1")
+        assert resolver.resolve(ident).entry.endorser_email == b.email
+        no_b = Policy(AllOf(EndorserDenied([b.email]), *default_policy().rule.rules))
+        resolver = Resolver(client, trust, no_b, state_dir=tmp_path / "2")
+        assert resolver.resolve(ident).entry.endorser_email == a.email
+        only_b_denied_a = Policy(AllOf(EndorserDenied([a.email, b.email])))
+        resolver = Resolver(client, trust, only_b_denied_a, state_dir=tmp_path / "3")
+        with pytest.raises(PolicyRefused, match="denied"):
+            resolver.resolve(ident)
+
+
+def test_untrusted_signer_refused(marketplace, endorsers, sign_xml, image_entry, tmp_path):
+    a, b = endorsers
+    data = os.urandom(200)
+    with MarketplaceClient(marketplace.url) as client:
+        client.upload(signed(sign_xml, image_entry, data, a, at=BASE))
+        only_b = TrustStore.from_paths([b.cert_path])
+        resolver = Resolver(client, only_b, default_policy(), state_dir=tmp_path)
+        with pytest.raises(Untrusted):
+            resolver.resolve(image_entry(data).identifier)
+
+
+def test_tampered_entry_from_server_refused(endorsers, trust, sign_xml, image_entry, tmp_path):
+    a, _ = endorsers
+    data = os.urandom(100)
+    xml = signed(sign_xml, image_entry, data, a, at=BASE, title="Original")
+    entry = image_entry(data, title="Original")
+    tampered = xml.replace(b"Original", b"Tampered")
+    assert tampered != xml
+    resolver = Resolver(LyingClient(tampered, identifier=entry.identifier), trust,
+                        default_policy(), state_dir=tmp_path)  # fmt: skip
+    with pytest.raises(SignatureInvalid):
+        resolver.resolve(entry.identifier)
+
+
+def test_server_substituting_another_entry_refused(endorsers, trust, sign_xml, image_entry,
+                                                   tmp_path):  # fmt: skip
+    a, _ = endorsers
+    other = signed(sign_xml, image_entry, b"other image", a, at=BASE)
+    wanted = image_entry(b"wanted image").identifier
+    resolver = Resolver(LyingClient(other, identifier=wanted), trust, default_policy(),
+                        state_dir=tmp_path)  # fmt: skip
+    with pytest.raises(SignatureInvalid, match="different entry"):
+        resolver.resolve(wanted)
+    with pytest.raises(SignatureInvalid, match="different entry"):
+        resolver.resolve(f"{a.email}:some-tag")
+
+
+def test_expired_and_deprecated_refused_with_reason(endorsers, trust, sign_xml, image_entry,
+                                                    tmp_path):  # fmt: skip
+    a, _ = endorsers
+    data = os.urandom(50)
+    ident = image_entry(data).identifier
+    expired = signed(sign_xml, image_entry, data, a, at=BASE,
+                     valid=BASE + timedelta(minutes=1))  # fmt: skip
+    with pytest.raises(Expired):
+        Resolver(LyingClient(expired, identifier=ident), trust, default_policy(),
+                 state_dir=tmp_path / "e").resolve(ident)  # fmt: skip
+    deprecated = signed(sign_xml, image_entry, data, a, at=BASE, deprecated="CVE-2026-0001")
+    with pytest.raises(Deprecated, match="CVE-2026-0001"):
+        Resolver(LyingClient(deprecated, identifier=ident), trust, default_policy(),
+                 state_dir=tmp_path / "d").resolve(ident)  # fmt: skip
+
+
+def test_rollback_to_older_created_refused(endorsers, trust, sign_xml, image_entry, tmp_path):
+    """A server hides a deprecation by serving the older, non-deprecated endorsement."""
+    a, _ = endorsers
+    data = os.urandom(64)
+    ident = image_entry(data).identifier
+    old = signed(sign_xml, image_entry, data, a, at=BASE)
+    new = signed(sign_xml, image_entry, data, a, at=BASE + timedelta(minutes=10),
+                 deprecated="superseded")  # fmt: skip
+    state = tmp_path / "state"
+    assert Resolver(LyingClient(old, identifier=ident), trust, default_policy(),
+                    state_dir=state).resolve(ident)  # fmt: skip
+    with pytest.raises(Deprecated):
+        Resolver(LyingClient(new, identifier=ident), trust, default_policy(),
+                 state_dir=state).resolve(ident)  # fmt: skip
+    with pytest.raises(Rollback, match="older than"):
+        Resolver(LyingClient(old, identifier=ident), trust, default_policy(),
+                 state_dir=state).resolve(ident)  # fmt: skip
+    # the memory is persisted: a fresh state directory knows nothing
+    assert (state / "rollback.json").is_file()
+    assert Resolver(LyingClient(old, identifier=ident), trust, default_policy(),
+                    state_dir=tmp_path / "fresh").resolve(ident)  # fmt: skip
+
+
+def test_rollback_of_a_tag_to_an_older_image_refused(endorsers, trust, sign_xml, image_entry,
+                                                     tmp_path):  # fmt: skip
+    a, _ = endorsers
+    v1 = signed(sign_xml, image_entry, b"v1", a, at=BASE, alternative="base")
+    v2 = signed(sign_xml, image_entry, b"v2", a, at=BASE + timedelta(minutes=1),
+                alternative="base")  # fmt: skip
+    ref = f"{a.email}:base"
+    assert Resolver(LyingClient(v2), trust, default_policy(), state_dir=tmp_path).resolve(ref)
+    with pytest.raises(Rollback):
+        Resolver(LyingClient(v1), trust, default_policy(), state_dir=tmp_path).resolve(ref)
