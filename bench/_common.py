@@ -19,11 +19,13 @@ target=None, ok=None)``
     are the best of this many runs), ``keep`` (keep work directories), ``extra`` (unparsed
     ``--key=value`` options, a dict).
 ``time_call(fn, *args, repeat=1, **kwargs) -> Timed``
-    Best wall time of a Python call (``Timed.seconds``, ``Timed.result``).
+    Best wall time of a Python call (``Timed.seconds``, ``Timed.cpu_seconds`` of the whole
+    process in that run, ``Timed.result``).
 ``time_command(argv, *, repeat=1, env=None, cwd=None, stdin=None, check=True) -> Measured``
-    Best wall time of an external command and its peak resident memory (``peak_rss`` in
-    bytes, from the child's own rusage via ``os.wait4``: no psutil, no /usr/bin/time),
-    plus its stdout (bytes) and return code.
+    Best wall time of an external command, its CPU time and peak resident memory
+    (``cpu_seconds``, ``peak_rss`` in bytes, from the child's own rusage via ``os.wait4``:
+    no psutil, no /usr/bin/time), plus its stdout (bytes) and return code. CPU time next
+    to wall time tells a slow program from a busy machine.
 ``time_shell(script, **kw) -> Measured``
     The same for a ``bash -c`` pipeline (peak RSS is then the largest of its processes).
 ``make_test_file(path, size, *, seed=0) -> Path``
@@ -146,23 +148,28 @@ class BenchArgs:
 @dataclass(frozen=True)
 class Timed:
     seconds: float
+    cpu_seconds: float  # user + system time of this process (all threads) in that run
     result: Any
 
 
 def time_call(fn: Callable[..., Any], *args: Any, repeat: int = 1, **kwargs: Any) -> Timed:
     """Best wall time of ``fn(*args, **kwargs)`` over ``repeat`` runs, and its last result."""
-    best = float("inf")
-    result = None
+    best: Timed | None = None
     for _ in range(max(1, repeat)):
+        cpu = time.process_time()
         start = time.perf_counter()
         result = fn(*args, **kwargs)
-        best = min(best, time.perf_counter() - start)
-    return Timed(best, result)
+        timed = Timed(time.perf_counter() - start, time.process_time() - cpu, result)
+        if best is None or timed.seconds < best.seconds:
+            best = timed
+    assert best is not None
+    return best
 
 
 @dataclass(frozen=True)
 class Measured:
     seconds: float
+    cpu_seconds: float  # user + system time of the child and the children it waited for
     peak_rss: int  # bytes, largest resident set of the child (or of its largest descendant)
     returncode: int
     stdout: bytes
@@ -190,7 +197,8 @@ def _run_once(
         seconds = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
-        return Measured(seconds, usage.ru_maxrss * 1024, proc.returncode, out.read())
+        cpu = usage.ru_utime + usage.ru_stime
+        return Measured(seconds, cpu, usage.ru_maxrss * 1024, proc.returncode, out.read())
 
 
 def time_command(

@@ -9,15 +9,13 @@ Measured in one run, on the same machine and mirror:
 * imagekit warm, only the last script changed.
 
 Target: the warm rebuild with one script changed takes at most 40% of the cold build.
-Run as root: ``.venv/bin/python -m bench.build`` (about 15 minutes on 2 loaded cores).
+Run as root: ``.venv/bin/python -m bench build`` (about 15 minutes on 2 loaded cores;
+``--skip-baseline`` leaves out the plain disk-image-create).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +23,9 @@ from imagekit.build import build_image, dib
 from imagekit.build.elements import write_packages_element
 from imagekit.build.recipe import DEFAULT_SIZE, Recipe
 
+from ._common import BenchArgs, Row, bench_dir, format_table, load_average
+
+NAME = "build"
 PACKAGES = ["curl"]
 
 
@@ -66,48 +67,46 @@ def imagekit_build(recipe: Recipe, out: Path, cache: Path) -> tuple[float, bool]
     return time.monotonic() - start, result.layer_cached
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--skip-baseline", action="store_true")
-    parser.add_argument("--keep", action="store_true", help="keep the work directory")
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="imagekit-bench-build."))
-    figures: dict[str, float] = {}
-    try:
-        if not args.skip_baseline:
+def run(args: BenchArgs) -> list[Row]:
+    """Baseline, cold, warm unchanged, warm with the last script changed (see the module)."""
+    rows: list[Row] = []
+    skip_baseline = "skip-baseline" in args.extra
+    with bench_dir("build", need=8 << 30, keep=args.keep) as work:
+        plain: float | None = None
+        if not skip_baseline:
             (work / "plain").mkdir()
-            figures["plain disk-image-create"] = plain_dib(work / "plain")
-            print(f"plain disk-image-create:      {figures['plain disk-image-create']:7.1f} s",
-                  flush=True)
+            plain = plain_dib(work / "plain")
+            rows.append(Row.make(NAME, "plain disk-image-create", plain, "s"))
         cache = work / "cache"
         src = work / "src"
         src.mkdir()
         recipe = _recipe(src, "#!/bin/sh\necho one > /etc/bench-last\n")
-        figures["imagekit cold"], cached = imagekit_build(recipe, work / "a.qcow2", cache)
+        cold, cached = imagekit_build(recipe, work / "a.qcow2", cache)
         assert not cached
-        print(f"imagekit cold build:          {figures['imagekit cold']:7.1f} s", flush=True)
-        figures["imagekit warm, unchanged"], cached = imagekit_build(
-            recipe, work / "b.qcow2", cache
-        )
+        rows.append(Row.make(
+            NAME, "imagekit cold build", cold, "s",
+            baseline=("plain disk-image-create", plain) if plain else None,
+        ))
+        same, cached = imagekit_build(recipe, work / "b.qcow2", cache)
         assert cached
-        print(f"imagekit warm, unchanged:     {figures['imagekit warm, unchanged']:7.1f} s",
-              flush=True)
+        rows.append(Row.make(NAME, "imagekit warm, unchanged", same, "s",
+                             baseline=("imagekit cold build", cold), target="<= 0.4"))
         recipe = _recipe(src, "#!/bin/sh\necho two > /etc/bench-last\n")
-        figures["imagekit warm, last script changed"], cached = imagekit_build(
-            recipe, work / "c.qcow2", cache
-        )
+        changed, cached = imagekit_build(recipe, work / "c.qcow2", cache)
         assert cached
-        warm = figures["imagekit warm, last script changed"]
-        print(f"imagekit warm, script changed:{warm:7.1f} s", flush=True)
-        ratio = warm / figures["imagekit cold"]
-        print(f"ratio warm(script changed)/cold = {ratio:.2f}  (target <= 0.40)")
-        if "plain disk-image-create" in figures:
-            print(f"ratio imagekit cold/plain disk-image-create = "
-                  f"{figures['imagekit cold'] / figures['plain disk-image-create']:.2f}")
-        print(json.dumps({k: round(v, 1) for k, v in figures.items()}, sort_keys=True))
-    finally:
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
+        rows.append(Row.make(NAME, "imagekit warm, last script changed", changed, "s",
+                             baseline=("imagekit cold build", cold), target="<= 0.4"))
+        rows.append(Row.make(NAME, "load average (1 min) at the end", load_average(), ""))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    ns = parser.parse_args()
+    extra = {"skip-baseline": "1"} if ns.skip_baseline else {}
+    print(format_table(run(BenchArgs(keep=ns.keep, extra=extra))))
 
 
 if __name__ == "__main__":

@@ -70,7 +70,10 @@ class EntrySummary:
 
 @dataclasses.dataclass(frozen=True)
 class SearchResult:
-    total: int
+    """One page: ``total`` is None when more pages follow and ``count`` was not asked."""
+
+    total: int | None
+    more: bool
     entries: list[EntrySummary]
 
 
@@ -166,6 +169,7 @@ class MarketplaceClient:
         history: bool = False,
         limit: int = 100,
         offset: int = 0,
+        count: bool = False,
     ) -> SearchResult:
         """Summaries of matching entries, newest endorsement first (one page)."""
         params: dict[str, Any] = {
@@ -175,10 +179,13 @@ class MarketplaceClient:
         }
         if history:
             params["history"] = "true"
+        if count:
+            params["count"] = "true"
         params = {k: v for k, v in params.items() if v is not None}
         data = self._request("GET", "/api/entries", params=params).json()
         return SearchResult(
-            total=data["total"], entries=[EntrySummary.from_dict(e) for e in data["entries"]]
+            total=data["total"], more=data["more"],
+            entries=[EntrySummary.from_dict(e) for e in data["entries"]],
         )
 
     def iter_search(self, *, page: int = 500, **filters: Any) -> Iterator[EntrySummary]:
@@ -188,7 +195,7 @@ class MarketplaceClient:
             result = self.search(limit=page, offset=offset, **filters)
             yield from result.entries
             offset += len(result.entries)
-            if not result.entries or offset >= result.total:
+            if not result.entries or not result.more:
                 return
 
     def current(self, identifier: str) -> list[EntrySummary]:

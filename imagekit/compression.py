@@ -218,8 +218,9 @@ class Decompressor:
         if self._finished:
             raise ValueError("Decompressor already flushed")
         if self.compression is Compression.NONE:
-            if chunk:
-                yield self._count(bytes(chunk))
+            view = memoryview(chunk).cast("B")
+            for start in range(0, len(view), piece):
+                yield self._count(bytes(view[start : start + piece]))
             return
         data: bytes | memoryview = memoryview(chunk).cast("B") if chunk else b""
         while data:

@@ -55,6 +55,10 @@ class InvalidState(InputError):
     """The operation does not apply in the object's current state (start a running VM)."""
 
 
+class IsoError(InputError):
+    """An ISO 9660 image could not be written or read as asked (bad tree, label, member)."""
+
+
 # --- verification refused (the data is not trustworthy) --------------------------------
 
 

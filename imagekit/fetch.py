@@ -308,6 +308,37 @@ def _prefetch(chunks: Iterable[bytes], depth: int = 8) -> Iterator[bytes]:
         thread.join(timeout=5)
 
 
+def check_locations(entry: Any, *, allow_private: bool) -> list[str]:
+    """Precondition check (no download): the locations that could be used, in order.
+
+    A location is usable if its scheme is supported and (for http/https) its host resolves
+    to addresses the setting allows. Raises the reason of the first location when none is.
+    """
+    usable: list[str] = []
+    first: ImagekitError | None = None
+    for location in entry.locations:
+        try:
+            parts = urllib.parse.urlsplit(location)
+            _source(location, allow_private=allow_private, timeout=1)
+            if parts.scheme in ("http", "https"):
+                if not parts.hostname:
+                    raise InputError(f"location {location!r} has no host")
+                port = parts.port or (443 if parts.scheme == "https" else 80)
+                resolve_host(parts.hostname, port, allow_private=allow_private)
+        except (InputError, NetworkError) as e:
+            first = first or e
+            continue
+        except ValueError as e:  # a malformed port
+            first = first or InputError(f"location {location!r}: {e}")
+            continue
+        usable.append(location)
+    if not usable:
+        if first is not None:
+            raise first
+        raise InputError(f"entry {entry.identifier} has no location to download from")
+    return usable
+
+
 # --- the download -----------------------------------------------------------------------
 
 

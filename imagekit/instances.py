@@ -39,6 +39,7 @@ class State(enum.StrEnum):
     RUNNING = "Running"
     DONE = "Done"
     FAILED = "Failed"
+    STOPPED = "Stopped"  # guest shut down, disks kept: ``imagekit start`` boots it again
 
     @property
     def is_final(self) -> bool:
@@ -111,6 +112,7 @@ class Instance:
     started: datetime | None = None
     finished: datetime | None = None
     qemu: str = "qemu-system-x86_64"
+    persistent: bool = False  # root disk is a standalone copy kept across stop/start
 
     @property
     def qmp_socket(self) -> Path:
@@ -148,6 +150,7 @@ class Instance:
             "started": self.started.isoformat() if self.started else None,
             "finished": self.finished.isoformat() if self.finished else None,
             "qemu": self.qemu,
+            "persistent": self.persistent,
         }
 
     @classmethod
@@ -174,6 +177,7 @@ class Instance:
             started=dt(d.get("started")),
             finished=dt(d.get("finished")),
             qemu=d.get("qemu", "qemu-system-x86_64"),
+            persistent=bool(d.get("persistent", False)),
         )
 
     def uptime(self, now: datetime | None = None) -> float | None:
@@ -290,7 +294,9 @@ class InstanceStore:
                 return instance
             pid = instance.pid or read_pid(instance.pid_file)
             if not is_our_qemu(pid, instance.directory):
-                return self.transition(instance, State.FAILED, "qemu exited unexpectedly")
+                return self.transition(
+                    instance, State.FAILED,
+                    f"qemu exited unexpectedly (see console log {instance.console_log})")
             try:
                 with QMP(instance.qmp_socket, timeout=3) as q:
                     status = q.command("query-status")["status"]

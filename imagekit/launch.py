@@ -35,6 +35,7 @@ from .errors import (
     InputError,
     InvalidState,
 )
+from .fetch import check_locations
 from .instances import Drive, DriveKind, Instance, InstanceStore, State, new_instance_id
 from .machines import MachineType
 from .policy import Policy, load_policy
@@ -65,6 +66,8 @@ class LaunchRequest:
     hostname: str | None = None
     variables: Mapping[str, str] = dataclasses.field(default_factory=dict)
     files: tuple[ContextFile, ...] = ()
+    persistent: bool = False  # root disk: a standalone copy kept across stop/start
+    disk_size_mib: int | None = None  # grow the root disk to this size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,6 +178,9 @@ def plan_launch(
         for v in (root, *readonly)
         if not cache.has(v.entry, policy.digest_algorithms(v.entry))
     )
+    for v in (root, *readonly):
+        if not cache.has(v.entry, policy.digest_algorithms(v.entry)):
+            check_locations(v.entry, allow_private=settings.allow_private_locations)
     free = cache.free_bytes()
     if uncached and uncached + (256 << 20) > free:
         raise EnvironmentProblem(
@@ -260,6 +266,7 @@ def execute(
         endorser=root_entry.endorser_email or "",
         state=State.PENDING,
         qemu=plan.qemu,
+        persistent=req.persistent,
     )
     store.save(inst)
     notify = on_state or (lambda _i: None)
@@ -285,6 +292,10 @@ def execute(
                             identifier=root_entry.identifier))  # fmt: skip
         inst = store.save(dataclasses.replace(inst, base_image=base, drives=tuple(drives)))
         q.create_overlay(base, inst.base_format, overlay)
+        if req.persistent or req.disk_size_mib:
+            from .lifecycle import prepare_root_disk
+
+            prepare_root_disk(overlay, persistent=req.persistent, size_mib=req.disk_size_mib)
 
         context = d / "context.iso"
         make_context_iso(req.context_scheme, plan.context, context)

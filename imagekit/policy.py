@@ -377,14 +377,19 @@ class Policy:
     def digest_algorithms(self, entry: Any) -> list[DigestAlgorithm]:
         """Algorithms to compute on the downloaded bytes and compare with ``entry``.
 
-        The MinDigest floor's algorithms the entry carries; without a MinDigest rule, the
-        strongest checksum the entry carries.
+        One is enough: the weakest of the entry's checksums that meets the MinDigest floor
+        (a signed SHA-256 binds the bytes; hashing SHA-512 as well would double the cost
+        and add nothing). Several MinDigest rules: each contributes its own. Without a
+        MinDigest rule, the strongest checksum the entry carries.
         """
+        chosen: list[DigestAlgorithm] = []
         for rule in _walk(self.rule):
             if isinstance(rule, MinDigest):
                 algs = rule.strong_enough(entry)
-                if algs:
-                    return algs
+                if algs and algs[0] not in chosen:
+                    chosen.append(algs[0])
+        if chosen:
+            return chosen
         strongest = max((c.algorithm for c in entry.checksums), key=lambda a: a.strength)
         return [strongest]
 

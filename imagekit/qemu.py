@@ -26,6 +26,8 @@ from .instances import Drive, DriveKind, Instance
 
 QEMU = "qemu-system-x86_64"
 QEMU_IMG = "qemu-img"
+QGA_SOCKET = "qga.sock"  # in the instance directory
+QGA_CHANNEL = "org.qemu.guest_agent.0"
 
 
 # --- the command line -------------------------------------------------------------------
@@ -87,6 +89,11 @@ def qemu_argv(instance: Instance, *, qemu: str = QEMU, daemonize: bool = True) -
         f"user,id=net0,hostfwd=tcp:127.0.0.1:{instance.ssh_port}-:22",
         "-device", "virtio-net-pci,netdev=net0",
         "-device", "virtio-rng-pci",
+        # a virtio-serial channel for the qemu guest agent (used, when the guest runs one,
+        # to freeze file systems for a consistent snapshot); relative path as for QMP
+        "-chardev", f"socket,id=qga0,path={QGA_SOCKET},server=on,wait=off",
+        "-device", "virtio-serial-pci,id=vser0",
+        "-device", f"virtserialport,bus=vser0.0,chardev=qga0,name={QGA_CHANNEL}",
     ]  # fmt: skip
     for i, drive in enumerate(instance.drives):
         argv += _drive_args(i, drive)

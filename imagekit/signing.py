@@ -80,10 +80,8 @@ def _remove(element: etree._Element) -> None:
     previous = element.getprevious()
     tail = element.tail or ""
     before = previous.tail if previous is not None else parent.text
-    if tail.strip() or (before or "").strip():
-        joined = (before or "") + tail
-    else:
-        joined = tail or before
+    keep_both = bool(tail.strip() or (before or "").strip())
+    joined = (before or "") + tail if keep_both else (tail or before)
     if previous is not None:
         previous.tail = joined
     else:

@@ -49,7 +49,10 @@ BUILD_VERSION = "1"
 DISK_MIB = 32
 PART_START = 2048  # sectors: the partition starts at 1 MiB
 MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "virtio_scsi", "isofs", "sr_mod",
-           "ata_piix")
+           "ata_piix",
+           # lifecycle tests: mount the boot partition read-write (FAT), see the ACPI
+           # power button (busybox acpid reads evdev), talk on virtio-serial ports
+           "vfat", "nls_cp437", "nls_ascii", "nls_utf8", "button", "evdev", "virtio_console")
 BANNER = "IMAGEKIT-TINY:"
 CONTEXT_LABELS = ("cidata", "config-2", "CONTEXT", "_STRATUSLAB")
 _SYSLINUX_MBR = Path("/usr/lib/syslinux/mbr/mbr.bin")

@@ -293,7 +293,11 @@ def _load_trust_file(
 
 
 class UnsafeAcceptAnyCertificate(TrustStore):
-    """Trust every certificate (validity still checked). Only for ``--unsafe-no-trust-check``."""
+    """Trust every certificate (key strength and validity still checked).
+
+    For ``imagekit verify --unsafe-no-trust-check`` and a server run without trust
+    configuration: proves the maths and endorser = certificate, nothing about who signed.
+    """
 
     @property
     def is_empty(self) -> bool:

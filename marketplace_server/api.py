@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi import Query as Q
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from imagekit.errors import InputError
@@ -22,7 +22,7 @@ from .app import app_of
 from .config import ServerConfig
 from .errors import PayloadTooLarge
 from .media import wants
-from .storage import STATUSES, Endorser, Query, StoredEntry
+from .storage import STATUSES, Endorser, Page, Query, StoredEntry
 
 router = APIRouter(prefix="/api", tags=["JSON API"])
 compat_router = APIRouter(tags=["StratusLab-compatible (XML by default)"])
@@ -58,7 +58,10 @@ class EntryInfo(BaseModel):
 
 
 class EntryList(BaseModel):
-    total: int
+    total: int | None = Field(
+        description="all matches; null when more pages follow and count=true was not given"
+    )
+    more: bool = Field(description="another page follows")
     offset: int
     limit: int
     entries: list[EntryInfo]
@@ -92,6 +95,7 @@ def filters(
     history: bool = False,
     limit: Annotated[int, Q(ge=1, le=1000)] = 100,
     offset: Annotated[int, Q(ge=0, le=10_000_000)] = 0,
+    count: Annotated[bool, Q(description="count every match (slower)")] = False,
 ) -> Query:
     """Filters shared by every listing (query parameters)."""
     if status and status not in STATUSES:
@@ -103,7 +107,7 @@ def filters(
         status=status or None, location=location or None, os=os or None,
         os_version=os_version or None,
         arch=arch or None, kind=kind or None, tag=tag or None, q=q or None, history=history,
-        limit=limit, offset=offset,
+        limit=limit, offset=offset, count=count,
     )
 
 
@@ -172,15 +176,21 @@ def list_response(request: Request, query: Query) -> Response:
 
         return catalogue_page(request, query)
     storage = app_of(request).storage
-    entries, total = storage.find(query, now=now(), with_xml=media == "xml")
-    headers = {"X-Total-Count": str(total), "Vary": "Accept"}
+    page = storage.find(query, now=now(), with_xml=media == "xml")
+    headers = {"Vary": "Accept", "X-More": "true" if page.more else "false"}
+    if page.total is not None:
+        headers["X-Total-Count"] = str(page.total)
     if media == "json":
         return Response(
-            EntryList(total=total, offset=query.offset, limit=query.limit,
-                      entries=[EntryInfo(**info(e)) for e in entries]).model_dump_json(),
+            entry_list(page, query).model_dump_json(),
             media_type="application/json", headers=headers,
         )
-    return Response(xml_list(entries), media_type="application/xml", headers=headers)
+    return Response(xml_list(page.entries), media_type="application/xml", headers=headers)
+
+
+def entry_list(page: Page, query: Query) -> EntryList:
+    return EntryList(total=page.total, more=page.more, offset=query.offset, limit=query.limit,
+                     entries=[EntryInfo(**info(e)) for e in page.entries])
 
 
 async def read_upload(request: Request, config: ServerConfig) -> bytes:
@@ -299,8 +309,8 @@ def get_endorser(request: Request, email: str, query: Filters) -> Response:
         from .pages import endorser_page
 
         return endorser_page(request, endorser, query)
-    entries, _ = storage.find(Query(email=email, history=True, limit=query.limit,
-                                    offset=query.offset), now=now())
+    entries = storage.find(Query(email=email, history=True, limit=query.limit,
+                                 offset=query.offset), now=now()).entries
     return Response(_endorser_detail(endorser, entries).model_dump_json(),
                     media_type="application/json")
 
@@ -313,13 +323,13 @@ def _endorser_detail(endorser: Endorser, entries: list[StoredEntry]) -> Endorser
 
 
 @router.get("/entries", response_model=EntryList, summary="Search entries")
-def api_entries(request: Request, query: Filters) -> EntryList:
+def api_entries(request: Request, query: Filters) -> Response:
     """Current entries (each (ID, endorser)'s newest endorsement; ``history=true`` for all),
     newest first. ``q``: words, each matching the start of a word of the title,
     description, tag, OS, e-mail or ID."""
-    entries, total = app_of(request).storage.find(query, now=now())
-    return EntryList(total=total, offset=query.offset, limit=query.limit,
-                     entries=[EntryInfo(**info(e)) for e in entries])
+    page = app_of(request).storage.find(query, now=now())
+    # a Response skips FastAPI's second validation of the model (the model documents it)
+    return Response(entry_list(page, query).model_dump_json(), media_type="application/json")
 
 
 @router.post("/entries", response_model=EntryInfo, status_code=201, summary="Upload")
@@ -333,9 +343,9 @@ async def api_upload(request: Request) -> Response:
 @router.get("/entries/{identifier}", response_model=list[EntryInfo], summary="Entries of an ID")
 def api_entries_of(request: Request, identifier: str, history: bool = False) -> list[EntryInfo]:
     """Every endorser's current entry for the ID (or a unique prefix); all with history."""
-    entries, _ = app_of(request).storage.find(
+    entries = app_of(request).storage.find(
         Query(identifier=identifier, history=history, limit=1000), now=now()
-    )
+    ).entries
     return [EntryInfo(**info(e)) for e in entries]
 
 
@@ -362,6 +372,6 @@ def api_endorsers(request: Request) -> list[EndorserInfo]:
 def api_endorser(request: Request, email: str, query: Filters) -> EndorserDetail:
     storage = app_of(request).storage
     endorser = storage.endorser(email)
-    entries, _ = storage.find(Query(email=email, history=True, limit=query.limit,
-                                    offset=query.offset), now=now())
+    entries = storage.find(Query(email=email, history=True, limit=query.limit,
+                                 offset=query.offset), now=now()).entries
     return _endorser_detail(endorser, entries)

@@ -21,12 +21,17 @@ from imagekit.verify import verify_entry
 from .config import ServerConfig
 from .storage import NewEntry, format_time
 
+# Indexed columns are bounded (PostgreSQL varchar, btree row size): refuse, never truncate.
+MAX_INDEXED = 200
 
-def _text(value: Any) -> str | None:
+
+def _text(value: Any, term: str) -> str | None:
     if value is None:
         return None
-    value = getattr(value, "value", value)  # StrEnum members (Kind, ...)
-    return str(value)
+    value = str(getattr(value, "value", value))  # StrEnum members (Kind, ...)
+    if len(value) > MAX_INDEXED:
+        raise InvalidMetadata("too-long", f"{term} is longer than {MAX_INDEXED} characters")
+    return value
 
 
 def _date(value: datetime | None) -> str | None:
@@ -55,6 +60,8 @@ class Ingestor:
         created = entry.endorsement_created
         if not email or created is None:
             raise InvalidMetadata("endorsement", "a published entry needs an endorser and a date")
+        if len(email) > 320:
+            raise InvalidMetadata("too-long", "the endorser e-mail is longer than 320 characters")
         return NewEntry(
             identifier=entry.identifier,
             email=email,
@@ -65,11 +72,11 @@ class Ingestor:
             bytes=entry.bytes,
             valid=_date(entry.valid),
             deprecated=entry.deprecated,
-            os=_text(entry.os),
-            os_version=_text(entry.os_version),
-            arch=_text(entry.os_arch),
-            kind=_text(entry.kind),
-            tag=entry.tag,
+            os=_text(entry.os, "slterms:os"),
+            os_version=_text(entry.os_version, "slterms:os-version"),
+            arch=_text(entry.os_arch, "slterms:os-arch"),
+            kind=_text(entry.kind, "slterms:kind"),
+            tag=_text(entry.tag, "dcterms:alternative"),
             title=entry.title,
             description=entry.description,
             locations=tuple(entry.locations),

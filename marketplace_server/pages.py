@@ -61,12 +61,12 @@ def _qs(query: Query, **changes: Any) -> str:
 def catalogue_page(request: Request, query: Query) -> Response:
     storage = app_of(request).storage
     now = datetime.now(UTC)
-    entries, total = storage.find(query, now=now)
+    page = storage.find(query, now=now)
     prev_qs = _qs(query, offset=max(query.offset - query.limit, 0)) if query.offset else None
-    next_qs = _qs(query, offset=query.offset + query.limit) if query.offset + len(
-        entries) < total else None
+    next_qs = _qs(query, offset=query.offset + query.limit) if page.more else None
     return render(request, "catalogue.html", {
-        "entries": entries, "total": total, "query": query, "statuses": STATUSES,
+        "entries": page.entries, "total": page.total, "first": query.offset + 1,
+        "last": query.offset + len(page.entries), "query": query, "statuses": STATUSES,
         "prev_qs": prev_qs, "next_qs": next_qs, "endorsers": storage.endorsers()[:200],
     })
 
@@ -88,12 +88,11 @@ def endorsers_page(request: Request, endorsers: list[Endorser]) -> Response:
 
 
 def endorser_page(request: Request, endorser: Endorser, query: Query) -> Response:
-    entries, total = app_of(request).storage.find(
+    page = app_of(request).storage.find(
         Query(email=endorser.email, history=True, limit=query.limit, offset=query.offset),
         now=datetime.now(UTC),
     )
-    return render(request, "endorser.html",
-                  {"endorser": endorser, "entries": entries, "total": total})
+    return render(request, "endorser.html", {"endorser": endorser, "entries": page.entries})
 
 
 @router.get("/")

@@ -13,6 +13,7 @@ pytest_plugins: list[str] = [
     "tests.plugins.signing",
     "tests.plugins.market",
     "tests.plugins.launch",
+    "tests.plugins.lifecycle",
 ]
 
 FIXTURES = Path(__file__).parent / "fixtures"

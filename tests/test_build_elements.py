@@ -396,6 +396,11 @@ def test_cli_builds_from_a_recipe_file_and_prints_the_id(tiny: dict, cli) -> Non
     (work / "appliance.yaml").write_text(
         f"base: {tiny['base'].name}\nscripts: [tune.sh]\nformat: qcow2\ntag: tiny\n"
     )
+    from imagekit.describe import describe_image
+    from imagekit.entry import entry_to_bytes, parse_entry_bytes
+
+    base_entry = describe_image(tiny["base"], os="tinyos", os_version="7", os_arch="x86_64")
+    Path(f"{tiny['base']}.xml").write_bytes(entry_to_bytes(base_entry))
     out = work / "tuned.qcow2"
     result = cli("build", "-f", work / "appliance.yaml", "-o", out, "--cache-dir", tiny["cache"])
     assert result.exit_code == 0, result.stderr
@@ -406,4 +411,6 @@ def test_cli_builds_from_a_recipe_file_and_prints_the_id(tiny: dict, cli) -> Non
     assert "imagekit: build: customize (files, scripts, generalize) ..." in lines
     assert any(line.startswith("imagekit: build: convert to qcow2: ") for line in lines)
     assert out.read_bytes()[:4] == b"QFI\xfb"
-    assert identifier in (work / "tuned.qcow2.xml").read_text()
+    entry = parse_entry_bytes((work / "tuned.qcow2.xml").read_bytes())
+    assert entry.identifier == identifier
+    assert (entry.os, entry.os_version, entry.tag) == ("tinyos", "7", "tiny")  # os inherited

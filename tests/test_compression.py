@@ -136,6 +136,25 @@ def test_decompressor_matches_the_command_line_tool(
 def test_decompressor_none_passes_data_through() -> None:
     dec = Decompressor(Compression.NONE)
     assert dec.feed(b"abc") + dec.feed(bytearray(b"def")) + dec.flush() == b"abcdef"
+    assert list(Decompressor("").feed_pieces(b"abcdefg", piece=3)) == [b"abc", b"def", b"g"]
+
+
+def test_decompressor_none_also_stops_at_max_output() -> None:
+    dec = Decompressor(Compression.NONE, max_output=5)
+    assert dec.feed(b"abc") == b"abc"
+    with pytest.raises(SizeMismatch):
+        dec.feed(b"def")
+
+
+@pytest.mark.parametrize("compression", ALL)
+def test_zero_padding_after_the_last_stream_is_ignored(compression: Compression) -> None:
+    compressed = _compressed(compression) + bytes(1000)
+    assert _feed_in_chunks(Decompressor(compression), compressed, 333) == DATA
+
+
+def test_trailing_garbage_is_refused() -> None:
+    with pytest.raises(CorruptData):
+        _feed_in_chunks(Decompressor("gz"), gzip.compress(b"data") + b"garbage", 1 << 20)
 
 
 @pytest.mark.parametrize("compression", ALL)

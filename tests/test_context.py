@@ -45,7 +45,7 @@ TRICKY = {
     "NEWLINES": "line one\nline two\n\nline four",
     "BACKSLASH": "a\\b\\'c\\n",
     "EMPTY": "",
-    "UNICODE": "ümlaut – ✓",
+    "UNICODE": "ümlaut \u2013 \u2713",
     "SEMI": "a; rm -rf /; echo '",
 }
 
@@ -141,7 +141,7 @@ def test_configdrive_medium(tmp_path: Path) -> None:
 
 
 def test_configdrive_refuses_yaml_network_config() -> None:
-    with pytest.raises(ContextError, match="network_data.json"):
+    with pytest.raises(ContextError, match=r"network_data\.json"):
         render_context("configdrive", full_spec(network_config=b"version: 2\n"))
 
 
@@ -315,3 +315,47 @@ def test_instance_id_refused_when_unsafe() -> None:
 def test_unknown_scheme() -> None:
     with pytest.raises(ContextError, match="unknown context scheme"):
         render_context("vmware", ContextSpec())
+
+
+AGENT = Path(__file__).parent.parent / "elements/imagekit-context/static/usr/local/sbin/" \
+    "imagekit-context"
+
+
+@pytest.mark.parametrize("shell", [s for s in ("dash", "busybox") if shutil.which(s)])
+@pytest.mark.parametrize("scheme", list(ContextScheme))
+def test_guest_agent_applies_each_scheme_once(scheme: ContextScheme, shell: str,
+                                              tmp_path: Path) -> None:
+    ran = tmp_path / "ran.log"
+    script = f"#!/bin/sh\necho ran >> {ran}\n".encode()
+    # NoCloud with files makes MIME user-data, which is cloud-init's to run, not the agent's
+    files = [] if scheme is ContextScheme.NOCLOUD else full_spec().files
+    spec = full_spec(user_data=script, ssh_keys=[ED25519, ECDSA], files=files)
+    medium = read_iso(make_context_iso(scheme, spec, tmp_path / "ctx.iso"), tmp_path)
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    argv = ["busybox", "sh"] if shell == "busybox" else [shell]
+    for _ in range(2):  # a second boot must not run the script again nor duplicate keys
+        subprocess.run([*argv, str(AGENT), "--dir", str(medium)], check=True,
+                       capture_output=True, env={"PATH": "/usr/bin:/bin",
+                                                 "IMAGEKIT_CONTEXT_ROOT": str(root)})
+    assert (root / "etc/hostname").read_text() == "web1\n"
+    assert (root / "root/.ssh/authorized_keys").read_text().splitlines() == \
+        [ED25519, ECDSA.strip()]
+    assert ran.read_text() == "ran\n"
+    if scheme in (ContextScheme.OPENNEBULA, ContextScheme.STRATUSLAB):
+        assert (root / "etc/motd").read_bytes() == b"welcome\n"
+        assert (root / "usr/local/bin/tool").stat().st_mode & 0o777 == 0o755
+
+
+def test_element_layout() -> None:
+    element = AGENT.parents[4]
+    assert (element / "README.rst").exists()
+    for hook in ("install.d/60-imagekit-context", "post-install.d/60-imagekit-context"):
+        assert (element / hook).stat().st_mode & 0o111, hook
+        subprocess.run(["bash", "-n", str(element / hook)], check=True)
+    assert AGENT.stat().st_mode & 0o111
+    subprocess.run(["sh", "-n", str(AGENT)], check=True)
+    unit = (element / "static/etc/systemd/system/imagekit-context.service").read_text()
+    assert "ExecStart=/usr/local/sbin/imagekit-context" in unit
+    assert "WantedBy=multi-user.target" in unit

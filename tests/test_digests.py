@@ -341,26 +341,33 @@ def test_each_hash_sees_every_chunk_in_order_while_threads_share_the_work() -> N
     assert not _digest_threads()
 
 
+def _schedule_time(costs: list[float], chunks: int) -> float:
+    """Best of three wall times for the pipeline to feed ``chunks`` chunks to such hashes."""
+    best = float("inf")
+    for _ in range(3):
+        hashes = [RecordingHash(cost) for cost in costs]
+        pipeline = _Pipeline(hashes, threads=2, chunk_size=16)  # type: ignore[arg-type]
+        start = time.perf_counter()
+        for i in range(chunks):
+            pipeline.submit(i.to_bytes(4, "big"))
+        pipeline.close()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def test_slowest_hash_is_never_left_waiting() -> None:
-    # 1 slow + 3 fast on 2 threads: total work 4.5 units over 2 threads, slow alone 3.0.
-    # Longest-behind-first keeps the slow one busy, so the wall time stays near 3.0 units.
-    unit = 0.002
-    hashes = [
-        RecordingHash(3 * unit),
-        RecordingHash(0.5 * unit),
-        RecordingHash(0.5 * unit),
-        RecordingHash(0.5 * unit),
-    ]
-    pipeline = _Pipeline(hashes, threads=2, chunk_size=16)  # type: ignore[arg-type]
-    n = 100
-    start = time.perf_counter()
-    for i in range(n):
-        pipeline.submit(i.to_bytes(4, "big"))
-    pipeline.close()
-    elapsed = time.perf_counter() - start
-    # Generous margin for a loaded machine; a static split {slow, fast} / {fast, fast}
-    # would need 3.5 units, a single thread 4.5 units.
-    assert elapsed < n * 3 * unit * 1.6
+    # 1 slow + 3 fast on 2 threads: 4.5 units of work per chunk, 3 of them sequential in the
+    # slow hash. Furthest-behind-first keeps it busy: about 3 units per chunk, not 4.5.
+    unit, chunks = 0.002, 60
+    elapsed = _schedule_time([3 * unit, 0.5 * unit, 0.5 * unit, 0.5 * unit], chunks)
+    assert elapsed < chunks * unit * 3 * 1.35
+
+
+def test_moving_hashes_between_threads_beats_any_fixed_split() -> None:
+    # 3 equal hashes on 2 threads: a fixed split needs 2 units per chunk, sharing 1.5.
+    unit, chunks = 0.004, 40
+    elapsed = _schedule_time([unit, unit, unit], chunks)
+    assert elapsed < chunks * unit * 1.85
 
 
 def test_keyboard_interrupt_stops_worker_threads() -> None:

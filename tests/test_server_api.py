@@ -106,8 +106,13 @@ def test_filters(http, make_endorser, make_signed):
     assert titles(location="http://files.example.org/deb.img") == ["deb box"]
     page1 = http.get("/api/entries", params={"email": me.email, "limit": 3}).json()
     page2 = http.get("/api/entries", params={"email": me.email, "limit": 3, "offset": 3}).json()
-    assert page1["total"] == page2["total"] == 4
+    counted = http.get("/api/entries", params={"email": me.email, "limit": 3, "count": "1"})
+    assert (page1["total"], page1["more"]) == (None, True)
+    assert (page2["total"], page2["more"]) == (4, False)
+    assert counted.json()["total"] == 4
     assert len(page1["entries"]) == 3 and len(page2["entries"]) == 1
+    assert {e["title"] for e in page1["entries"] + page2["entries"]} == {
+        "alpine box", "bad box", "deb box", "old box"}
     # path parts are classified: e-mail, then ID + e-mail
     r = http.get(f"/metadata/{me.email}", params={"media": "json", "os": "alpine"})
     assert [e["title"] for e in r.json()["entries"]] == ["alpine box"]

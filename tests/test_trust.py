@@ -9,6 +9,7 @@ import re
 import pytest
 from cryptography import x509
 
+from imagekit._xmldsig import dn_matches, parse_dn
 from imagekit.errors import (
     CertificateExpired,
     CertificateRevoked,
@@ -17,7 +18,6 @@ from imagekit.errors import (
     Untrusted,
     WeakAlgorithm,
 )
-from imagekit._xmldsig import dn_matches, parse_dn
 from imagekit.trust import TrustStore, trust_paths
 from tests.plugins.signing import make_cert, make_crl, pem
 

@@ -18,6 +18,8 @@ _COMMAND_MODULES = (
     "build_cmd",
     "server_cmd",
     "market_cmd",
+    "launch_cmd",
+    "lifecycle_cmd",
 )
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}")

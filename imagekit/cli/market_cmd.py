@@ -190,7 +190,7 @@ def search_cmd(text: str | None, os_: str | None, os_version: str | None, arch: 
     with _client(marketplace) as client:
         result = client.search(q=text, os=os_, os_version=os_version, arch=arch, kind=kind,
                                email=email, tag=tag, status=status, history=history,
-                               limit=limit)
+                               limit=limit, count=True)
     if as_json:
         emit_json({"total": result.total, "entries": [e.to_dict() for e in result.entries]})
         return
@@ -198,8 +198,9 @@ def search_cmd(text: str | None, os_: str | None, os_version: str | None, arch: 
         os_text = " ".join(p for p in (e.os, e.os_version, e.arch) if p)
         click.echo(f"{e.identifier}  {e.status:<10}  {e.created}  {e.email}  {os_text}  "
                    f"{e.title or ''}")
-    info(f"{result.total} entr{'y' if result.total == 1 else 'ies'}"
-         + (f" ({len(result.entries)} shown)" if result.total > len(result.entries) else ""))
+    total = result.total if result.total is not None else len(result.entries)
+    info(f"{total} entr{'y' if total == 1 else 'ies'}"
+         + (f" ({len(result.entries)} shown)" if total > len(result.entries) else ""))
 
 
 @cli.command("show")

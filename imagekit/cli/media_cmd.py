@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -190,9 +189,9 @@ def context(
         if name in pairs:
             raise ContextError(f"variable {name} given twice")
         pairs[name] = value
-    read: Callable[[Path | None, str], bytes | None] = (
-        lambda p, what: None if p is None else _read(p, what)
-    )
+    def read(path: Path | None, what: str) -> bytes | None:
+        return None if path is None else _read(path, what)
+
     spec = ContextSpec.build(
         instance_id=instance_id,
         hostname=hostname,

@@ -40,7 +40,8 @@ if [ -n "${PUBLIC_KEY:-}" ]; then
     touch "$home/.ssh/authorized_keys"
     printf '%s\n' "$PUBLIC_KEY" | while IFS= read -r key; do
         [ -n "$key" ] || continue
-        grep -qxF "$key" "$home/.ssh/authorized_keys" || printf '%s\n' "$key" >> "$home/.ssh/authorized_keys"
+        grep -qxF "$key" "$home/.ssh/authorized_keys" ||
+            printf '%s\n' "$key" >> "$home/.ssh/authorized_keys"
     done
     chmod 600 "$home/.ssh/authorized_keys"
     chown -R "$user" "$home/.ssh" 2>/dev/null || true

@@ -163,8 +163,10 @@ def http_files() -> Iterator[HttpFiles]:
 # --- no stray qemu ---------------------------------------------------------------------
 
 
-def qemu_pids(marker: str = "imagekit-") -> list[int]:
-    """PIDs of qemu processes started by imagekit (their -name carries ``imagekit-<id>``)."""
+def qemu_pids(*markers: str) -> list[int]:
+    """PIDs of qemu processes whose command line mentions one of ``markers`` (default: every
+    qemu imagekit started: their -name carries ``imagekit-<id>``)."""
+    markers = markers or ("imagekit-",)
     pids = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -174,21 +176,22 @@ def qemu_pids(marker: str = "imagekit-") -> list[int]:
         except OSError:
             continue
         if cmdline and cmdline[0].endswith(b"qemu-system-x86_64") and any(
-            marker.encode() in part for part in cmdline
+            m.encode() in part for part in cmdline for m in markers
         ):
             pids.append(int(proc.name))
     return pids
 
 
 @pytest.fixture
-def no_stray_qemu(tmp_path: Path) -> Iterator[Callable[[], list[int]]]:
-    """Yields a function listing qemu processes started under this test's directories;
-    kills any left at the end of the test (and fails the test if there were some)."""
-    marker = str(tmp_path)
-    before = set(qemu_pids(marker))
+def no_stray_qemu(tmp_path: Path, isolated_home: Path) -> Iterator[Callable[[], list[int]]]:
+    """Yields a function listing qemu processes started under this test's directories (its
+    tmp_path and its isolated HOME, where the default state_dir lives); kills any left at
+    the end of the test (and fails the test if there were some)."""
+    markers = (str(tmp_path) + "/", str(isolated_home) + "/")
+    before = set(qemu_pids(*markers))
 
     def started() -> list[int]:
-        return [p for p in qemu_pids(marker) if p not in before]
+        return [p for p in qemu_pids(*markers) if p not in before]
 
     yield started
     leftovers = started()

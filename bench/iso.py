@@ -1,0 +1,122 @@
+"""ISO writing: imagekit against genisoimage and xorriso on the same trees, same run.
+
+Two trees (sizes from the environment; ``--quick`` shrinks them):
+
+* many small files: ``BENCH_ISO_FILES`` (default 50,000) files of ~100 bytes in 100
+  directories (the per-file cost: directory records, Rock Ridge, Joliet);
+* a few large files: ``BENCH_ISO_LARGE_BYTES`` (default 2G) in 2 files (the streaming cost).
+
+Each tool runs as a child process (imagekit's ``make_iso``, Python start-up included; also
+with the image's SHA-1 computed while it is written, as ``imagekit cdrom`` does;
+``genisoimage -R -J``; ``xorriso -as mkisofs -R -J``), timed with its CPU time and peak RSS
+(ru_maxrss: Linux keeps a forked child's peak across exec, so small figures may show the
+bench process's own size). Targets: large files <= 1.1x genisoimage's
+wall time, many small files <= 2x; imagekit's peak RSS on the large tree stays flat
+(<= 150 MiB, whatever the data size). Alone: ``.venv/bin/python -m bench iso``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from ._common import (
+    BenchArgs,
+    Measured,
+    Row,
+    bench_dir,
+    env_bytes,
+    make_test_file,
+    time_command,
+)
+
+NAME = "iso"
+
+_IMAGEKIT = """
+import hashlib, sys
+from pathlib import Path
+from imagekit.iso import make_iso
+sink = hashlib.sha1().update if sys.argv[3] == "hash" else None
+make_iso(Path(sys.argv[1]), Path(sys.argv[2]), label="BENCH", sink=sink)
+"""
+
+
+def _small_tree(root: Path, count: int) -> None:
+    per_dir = max(1, count // 100)
+    made = 0
+    for d in range(100):
+        sub = root / f"dir{d:03d}"
+        sub.mkdir(parents=True)
+        for f in range(per_dir):
+            if made >= count:
+                return
+            (sub / f"file-{f:05d}.txt").write_text(f"{d} {f} " * 12 + "\n")
+            made += 1
+
+
+def _large_tree(root: Path, total: int) -> None:
+    root.mkdir(parents=True)
+    for i in range(2):
+        make_test_file(root / f"large-{i}.bin", total // 2, seed=i)
+
+
+def _tools(tree: Path, out: Path) -> dict[str, list[str]]:
+    tools = {
+        "imagekit": [sys.executable, "-c", _IMAGEKIT, str(tree), str(out), "-"],
+        # as `imagekit cdrom` runs it: SHA-1 of the image computed while it is written
+        "imagekit+sha1": [sys.executable, "-c", _IMAGEKIT, str(tree), str(out), "hash"],
+    }
+    if shutil.which("genisoimage"):
+        tools["genisoimage"] = ["genisoimage", "-quiet", "-R", "-J", "-V", "BENCH", "-o",
+                                str(out), str(tree)]
+    if shutil.which("xorriso"):
+        tools["xorriso"] = ["xorriso", "-as", "mkisofs", "-quiet", "-R", "-J", "-V", "BENCH",
+                            "-o", str(out), str(tree)]
+    return tools
+
+
+def _measure(tree: Path, work: Path, repeat: int) -> dict[str, Measured]:
+    results = {}
+    for name, argv in _tools(tree, work / "out.iso").items():
+        results[name] = time_command(argv, repeat=repeat, env=dict(os.environ))
+        (work / "out.iso").unlink(missing_ok=True)
+    return results
+
+
+def _rows(case: str, results: dict[str, Measured], target: str | None) -> list[Row]:
+    ik = results["imagekit"]
+    rows = []
+    if "genisoimage" in results:
+        rows.append(Row.make(NAME, f"{case}: wall time, hashing too",
+                             results["imagekit+sha1"].seconds, "s",
+                             baseline=("genisoimage", results["genisoimage"].seconds)))
+    for base in ("genisoimage", "xorriso"):
+        if base in results:
+            rows.append(Row.make(NAME, f"{case}: wall time", ik.seconds, "s",
+                                 baseline=(base, results[base].seconds),
+                                 target=target if base == "genisoimage" else None))
+            rows.append(Row.make(NAME, f"{case}: CPU time", ik.cpu_seconds, "s",
+                                 baseline=(base, results[base].cpu_seconds)))
+            rows.append(Row.make(NAME, f"{case}: peak RSS", ik.peak_rss / 2**20, "MiB",
+                                 baseline=(base, results[base].peak_rss / 2**20)))
+    return rows
+
+
+def run(args: BenchArgs) -> list[Row]:
+    files = 2000 if args.quick else int(env_bytes("BENCH_ISO_FILES", 50_000))
+    large = (128 << 20) if args.quick else env_bytes("BENCH_ISO_LARGE_BYTES", 2 << 30)
+    rows: list[Row] = []
+    with bench_dir("bench-iso-", need=3 * large + (256 << 20), keep=args.keep) as work:
+        small = work / "small"
+        _small_tree(small, files)
+        rows += _rows(f"{files} small files", _measure(small, work, args.repeat), "<= 2")
+        shutil.rmtree(small)
+        big = work / "large"
+        _large_tree(big, large)
+        measured = _measure(big, work, args.repeat)
+        rows += _rows(f"2 files, {large >> 20} MiB", measured, "<= 1.1")
+        rows.append(Row.make(NAME, "large tree: imagekit peak RSS",
+                             measured["imagekit"].peak_rss / 2**20, "MiB", target="<= 150"))
+    return rows

@@ -1,0 +1,253 @@
+"""Launcher: the cold path (download + verify) and the warm path (launch from the cache).
+
+Cold: a 1 GiB incompressible image (``BENCH_LAUNCH_BYTES`` overrides, ``--quick`` 128 MiB)
+served by nginx on loopback (temporary config, one worker). imagekit's ``fetch_image``
+downloads it, hashing while it streams (the default policy's digest), into a temporary file,
+verifies and renames it. Baseline, measured in the same run: the slower of ``curl`` fetching
+the file alone and computing the same digests on the file alone (imagekit's ``digest_file``,
+page cache warm). Target: imagekit / baseline <= 1.25.
+
+Warm: the tiny appliance published to a real marketplace server, already in the cache.
+``imagekit launch`` (a fresh process: interpreter start, resolve + verify the entry against
+the server, policy, cache hit, overlay + context ISO, qemu start, first QMP answer) against
+starting the same qemu command directly (``-daemonize`` returns once qemu is up, in both).
+Target: at most 1 s added.
+Alone: ``.venv/bin/python -m bench launch``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ._common import (
+    BenchArgs,
+    Row,
+    bench_dir,
+    env_bytes,
+    human_bytes,
+    make_test_file,
+    time_call,
+    time_command,
+    warm_page_cache,
+)
+
+NAME = "launch"
+DEFAULT_BYTES = 1 << 30
+QUICK_BYTES = 128 << 20
+ROOT = Path(__file__).resolve().parents[1]
+IMAGEKIT = str(Path(sys.executable).parent / "imagekit")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def _nginx(work: Path, root: Path):  # type: ignore[no-untyped-def]
+    # nginx's worker drops to an unprivileged user: it must be able to read the files
+    for d in (work, root):
+        d.chmod(0o755)
+    prefix = work / "nginx"
+    (prefix / "logs").mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    conf = prefix / "nginx.conf"
+    conf.write_text(f"""
+daemon off;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/logs/error.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    sendfile on;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    types {{ }}
+    default_type application/octet-stream;
+    server {{ listen 127.0.0.1:{port}; root {root}; }}
+}}
+""")
+    proc = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(prefix),
+                             "-c", str(conf)], stdin=subprocess.DEVNULL)  # fmt: skip
+    try:
+        _wait_port(port, proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _stop(proc)
+
+
+def cold(work: Path, args: BenchArgs) -> list[Row]:
+    from imagekit.describe import describe_image
+    from imagekit.digests import digest_file
+    from imagekit.fetch import fetch_image
+    from imagekit.policy import default_policy
+
+    size = QUICK_BYTES if args.quick else env_bytes("BENCH_LAUNCH_BYTES", DEFAULT_BYTES)
+    www = work / "www"
+    www.mkdir()
+    image = make_test_file(www / "disk.img", size, seed=7)
+    rows: list[Row] = []
+    with _nginx(work, www) as base:
+        url = f"{base}/disk.img"
+        entry = describe_image(image, kind="machine", format="raw", locations=(url,))
+        algorithms = default_policy().digest_algorithms(entry)
+        warm_page_cache(image)
+        out = work / "out"
+        out.mkdir()
+
+        def imagekit_fetch() -> None:
+            dest = out / "cached.img"
+            fetch_image(entry, dest, algorithms=algorithms, allow_private=True)
+            dest.unlink()
+
+        ours = time_call(imagekit_fetch, repeat=args.repeat)
+        curl = time_command([shutil.which("curl") or "curl", "-sS", "-o", str(out / "c.img"),
+                             url], repeat=args.repeat)  # fmt: skip
+        (out / "c.img").unlink()
+        alone = time_call(digest_file, image, algorithms, repeat=args.repeat)
+    baseline = max(curl.seconds, alone.seconds)
+    algs = "+".join(str(a) for a in algorithms)
+    what = human_bytes(size)
+    rows.append(Row.make(NAME, f"curl {what} from nginx", curl.seconds, "s"))
+    rows.append(Row.make(NAME, f"{algs} of {what} alone", alone.seconds, "s"))
+    rows.append(Row.make(NAME, f"cold: download+{algs}+verify {what}", ours.seconds, "s",
+                         baseline=("slower of curl, digests alone", baseline),
+                         target="<= 1.25"))  # fmt: skip
+    return rows
+
+
+def warm(work: Path, args: BenchArgs) -> list[Row]:
+    from imagekit import qemu as q
+    from imagekit.client import MarketplaceClient
+    from imagekit.describe import describe_image
+    from imagekit.entry import entry_to_bytes
+    from imagekit.instances import InstanceStore, read_pid
+    from imagekit.keys import load_signer, make_self_signed
+    from imagekit.signing import sign_entry
+    from imagekit.tinyappliance import make_tiny_appliance
+
+    www = work / "www-tiny"
+    www.mkdir()
+    tiny = make_tiny_appliance(www / "tiny.raw", cache_dir=work / "tiny-cache")
+    home = work / "home"
+    home.mkdir()
+    key_pem, cert_pem = make_self_signed("bench@example.org", "Bench Endorser", 30)
+    (work / "bench.key").write_bytes(key_pem)
+    (work / "bench.crt").write_bytes(cert_pem)
+    signer = load_signer(key=work / "bench.key", cert=work / "bench.crt")
+    mport = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEKIT_")}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "marketplace_server", "--host", "127.0.0.1", "--port",
+         str(mport), "--data-dir", str(work / "mdata"), "--files-dir", str(work / "mfiles")],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=dict(env, PYTHONPATH=str(ROOT)), cwd=ROOT,
+    )  # fmt: skip
+    env.update(
+        HOME=str(home),
+        IMAGEKIT_MARKETPLACE=f"http://127.0.0.1:{mport}",
+        IMAGEKIT_TRUST=str(work / "bench.crt"),
+        IMAGEKIT_ALLOW_PRIVATE_LOCATIONS="1",
+        IMAGEKIT_ACCEL="auto",
+    )
+    store = InstanceStore(home / ".local" / "state" / "imagekit")
+    launched: list[str] = []
+
+    def launch() -> str:
+        proc = subprocess.run([IMAGEKIT, "launch", ident, "--type", "t1.micro", "--swap", "0"],
+                              env=env, capture_output=True, check=False)  # fmt: skip
+        if proc.returncode:
+            raise RuntimeError(f"imagekit launch failed: {proc.stderr.decode()[-500:]}")
+        launched.append(proc.stdout.decode().strip())
+        return launched[-1]
+
+    def kill(instance_id: str) -> None:
+        subprocess.run([IMAGEKIT, "kill", instance_id], env=env, capture_output=True, check=True)
+
+    try:
+        with _nginx(work, www) as base:
+            _wait_port(mport, server)
+            draft = describe_image(tiny, kind="machine", format="raw",
+                                   locations=(f"{base}/tiny.raw",))  # fmt: skip
+            xml = sign_entry(entry_to_bytes(draft), signer,
+                             now=datetime.now(UTC).replace(microsecond=0))  # fmt: skip
+            with MarketplaceClient(env["IMAGEKIT_MARKETPLACE"]) as client:
+                client.upload(xml)
+            ident = draft.identifier
+            kill(launch())  # cold: fills the cache and the accelerator probe's answer
+
+            repeat = max(3, args.repeat)
+            best_launch = float("inf")
+            for _ in range(repeat):
+                start = time.perf_counter()
+                instance_id = launch()
+                best_launch = min(best_launch, time.perf_counter() - start)
+                kill(instance_id)
+
+            # the same qemu command, started directly on the same (kept) disks
+            inst = store.load(launch())
+            store.stop(inst)
+            argv = q.qemu_argv(inst, qemu=inst.qemu)
+            best_direct = float("inf")
+            for _ in range(repeat):
+                m = time_command(argv, cwd=inst.directory)
+                best_direct = min(best_direct, m.seconds)
+                store.stop(dataclasses_replace_pid(inst, read_pid(inst.pid_file)))
+            kill(inst.id)
+    finally:
+        for instance_id in launched:
+            with contextlib.suppress(Exception):
+                kill(instance_id)
+        _stop(server)
+    added = best_launch - best_direct
+    return [
+        Row.make(NAME, "warm: qemu started directly", best_direct, "s"),
+        Row.make(NAME, "warm: imagekit launch (cache hit)", best_launch, "s"),
+        Row.make(NAME, "warm: time added by imagekit launch", added, "s", target="<= 1"),
+    ]
+
+
+def dataclasses_replace_pid(inst, pid):  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    return dataclasses.replace(inst, pid=pid)
+
+
+def run(args: BenchArgs) -> list[Row]:
+    size = QUICK_BYTES if args.quick else env_bytes("BENCH_LAUNCH_BYTES", DEFAULT_BYTES)
+    with bench_dir("launch", need=3 * size + (256 << 20), keep=args.keep) as work:
+        return cold(work, args) + warm(work, args)

@@ -1,0 +1,497 @@
+"""``imagekit launch | instances | ssh | console | kill | types | volume | cache | policy``."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import InputError
+from ._app import cli, emit_json, info, settings
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.expanduser().read_bytes()
+    except OSError as e:
+        raise InputError(f"{what} {path}: {e.strerror}") from e
+
+
+def _uptime(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+_common = [
+    click.option("--marketplace", help="marketplace base URL"),
+    click.option("--trust", help="trusted certificates (PEM file or directory)"),
+    click.option("--policy", "policy_path", type=click.Path(path_type=Path),
+                 help="site policy (TOML or StratusLab policy.cfg)"),
+]  # fmt: skip
+
+
+def common(f: Any) -> Any:
+    for option in reversed(_common):
+        f = option(f)
+    return f
+
+
+@cli.command("launch")
+@click.argument("image")
+@click.option("--type", "type_", default="m1.small", show_default=True, help="machine type")
+@click.option("--cpu", type=int, help="override the type's CPU count")
+@click.option("--ram", help="override the type's memory (e.g. 2G, 512M)")
+@click.option("--swap", help="override the type's swap disk (0 for none)")
+@click.option("--ssh-key", "ssh_keys", multiple=True, type=click.Path(path_type=Path),
+              help="public key file (repeatable)")
+@click.option("--user-data", type=click.Path(path_type=Path), help="script or cloud-config")
+@click.option("--hostname", help="guest host name")
+@click.option("--var", "variables", multiple=True, metavar="K=V", help="context variable")
+@click.option("--file", "files", multiple=True, metavar="DST=SRC", help="file for the guest")
+@click.option("--context-scheme", default="nocloud", show_default=True,
+              type=click.Choice(["nocloud", "configdrive", "opennebula", "stratuslab"]))
+@click.option("--readonly-disk", "readonly", multiple=True, metavar="ID|ENDORSER:TAG",
+              help="verified data disk from the marketplace, attached read-only")
+@click.option("--volatile-disk", "volatile", multiple=True, type=int, metavar="GB",
+              help="blank disk deleted on kill")
+@click.option("--persistent-disk", "persistent", multiple=True, metavar="NAME",
+              help="persistent volume (imagekit volume create)")
+@click.option("--persistent", "persistent_root", is_flag=True, default=False,
+              help="root disk kept across stop/start (a standalone copy of the image)")
+@click.option("--disk-size", metavar="SIZE", help="grow the root disk to SIZE (e.g. 20G)")
+@click.option("--accel", type=click.Choice(["auto", "tcg", "kvm"]), help="qemu accelerator")
+@click.option("--allow-private-locations", is_flag=True, default=None,
+              help="allow downloads from private/loopback addresses")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@common
+def launch_cmd(
+    image: str, type_: str, cpu: int | None, ram: str | None, swap: str | None,
+    ssh_keys: tuple[Path, ...], user_data: Path | None, hostname: str | None,
+    variables: tuple[str, ...], files: tuple[str, ...], context_scheme: str,
+    readonly: tuple[str, ...], volatile: tuple[int, ...], persistent: tuple[str, ...],
+    accel: str | None, allow_private_locations: bool | None, as_json: bool,
+    marketplace: str | None, trust: str | None, policy_path: Path | None,
+    persistent_root: bool = False, disk_size: str | None = None,
+) -> None:  # fmt: skip
+    """Run an appliance by its Marketplace ID (or endorser:tag) in a qemu VM.
+
+    The entry is verified locally against your trust store and site policy, the image is
+    downloaded (or taken from the cache), checked against the signed digests, and booted
+    on a copy-on-write overlay with a context ISO. Prints the instance ID.
+
+    \b
+    Example:
+      imagekit launch BtSKdXa2SvHlSVTvgFgivIYDq-- --type m1.small \\
+          --ssh-key ~/.ssh/id_ed25519.pub --readonly-disk GPAUQFkojP5dMQJNdJ4qD_62mCo \\
+          --volatile-disk 2 --user-data setup.sh
+    """
+    from ..context import ContextFile, parse_ssh_keys, parse_variable
+    from ..launch import LaunchRequest, execute, plan_launch
+    from ..machines import machine_type, parse_size_mib
+    from ..progress import ProgressBar
+
+    s = settings(marketplace=marketplace, trust=trust, policy=policy_path, accel=accel,
+                 allow_private_locations=allow_private_locations)  # fmt: skip
+    keys: list[str] = []
+    for path in ssh_keys:
+        keys += parse_ssh_keys(_read(path, "--ssh-key").decode("utf-8", "replace"))
+    pairs = dict(parse_variable(v) for v in variables)
+    request = LaunchRequest(
+        image=image,
+        machine=machine_type(type_, cpu=cpu, ram=ram, swap=swap),
+        ssh_keys=tuple(keys),
+        user_data=_read(user_data, "--user-data") if user_data else None,
+        readonly_disks=readonly,
+        volatile_disks=volatile,
+        persistent_disks=persistent,
+        context_scheme=context_scheme,
+        hostname=hostname,
+        variables=pairs,
+        files=tuple(ContextFile.from_option(f) for f in files),
+        persistent=persistent_root,
+        disk_size_mib=parse_size_mib(disk_size) if disk_size else None,
+    )
+    plan = plan_launch(request, s)
+    bars: list[ProgressBar] = []
+
+    def progress(label: str, total: int) -> Any:
+        bar = ProgressBar(f"fetch {label[:12]}", total)
+        bar.__enter__()
+        bars.append(bar)
+        return bar
+
+    try:
+        inst = execute(plan, s, progress=progress,
+                       on_state=lambda i: info(f"{i.id}: {i.state}"))  # fmt: skip
+    finally:
+        for bar in bars:
+            bar.__exit__(None, None, None)
+    if as_json:
+        emit_json(inst.to_dict())
+        return
+    click.echo(inst.id)
+    info(f"ssh: imagekit ssh {inst.id}  (127.0.0.1 port {inst.ssh_port}); "
+         f"console: imagekit console {inst.id}")  # fmt: skip
+
+
+@cli.command("instances")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def instances_cmd(as_json: bool) -> None:
+    """List instances: state, CPU, memory, ssh port, image ID, uptime.
+
+    \b
+    Example:
+      imagekit instances
+    """
+    from ..instances import InstanceStore
+
+    items = InstanceStore(settings().state_dir).all()
+    if as_json:
+        emit_json([dict(i.to_dict(), uptime=i.uptime()) for i in items])
+        return
+    click.echo(f"{'ID':<12} {'STATE':<8} {'ROOT':<10} {'CPU':>3} {'MEMORY':>7} {'SSH':>5}  "
+               f"{'IMAGE':<27} {'UPTIME':>8}  REASON")  # fmt: skip
+    for i in items:
+        click.echo(
+            f"{i.id:<12} {i.state:<8} {'persistent' if i.persistent else 'ephemeral':<10} "
+            f"{i.machine.cpu:>3} {i.machine.ram_mib:>6}M "
+            f"{i.ssh_port:>5}  {i.image_id:<27} {_uptime(i.uptime()):>8}  {i.reason}"
+        )
+
+
+@cli.command("ssh", context_settings={"ignore_unknown_options": True})
+@click.argument("instance")
+@click.option("-l", "--user", default="root", show_default=True, help="guest user")
+@click.option("-i", "--identity", type=click.Path(path_type=Path), help="private key")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def ssh_cmd(instance: str, user: str, identity: Path | None, command: tuple[str, ...]) -> None:
+    """Open ssh to an instance (through its forwarded loopback port).
+
+    \b
+    Example:
+      imagekit ssh vm-1a2b -l debian -- uname -a
+    """
+    from .._run import find_tool
+    from ..instances import InstanceStore, State
+
+    store = InstanceStore(settings().state_dir)
+    inst = store.refresh(store.find(instance))
+    if inst.state is not State.RUNNING:
+        raise InputError(f"instance {inst.id} is {inst.state}, not Running")
+    argv = [find_tool("ssh"), "-p", str(inst.ssh_port),
+            # the guest's host key is new for every instance and the port is reused
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "LogLevel=ERROR"]  # fmt: skip
+    if identity:
+        argv += ["-i", str(identity)]
+    argv += [f"{user}@127.0.0.1", *command]
+    sys.stdout.flush()
+    os.execv(argv[0], argv)
+
+
+@cli.command("console")
+@click.argument("instance")
+@click.option("-f", "--follow", is_flag=True, help="keep printing while the VM runs")
+def console_cmd(instance: str, follow: bool) -> None:
+    """Print an instance's serial console log.
+
+    \b
+    Example:
+      imagekit console vm-1a2b --follow
+    """
+    from ..instances import InstanceStore
+
+    store = InstanceStore(settings().state_dir)
+    inst = store.find(instance)
+    out = sys.stdout.buffer
+    try:
+        fp = open(inst.console_log, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        return
+    with fp:
+        while True:
+            chunk = fp.read(65536)
+            if chunk:
+                out.write(chunk)
+                out.flush()
+                continue
+            if not follow or store.refresh(store.load(inst.id)).state.is_final:
+                return
+            time.sleep(0.3)
+
+
+@cli.command("kill")
+@click.argument("instances", nargs=-1, required=True)
+def kill_cmd(instances: tuple[str, ...]) -> None:
+    """Stop instances and delete their overlay, context ISO and volatile disks.
+
+    \b
+    Example:
+      imagekit kill vm-1a2b
+    """
+    from ..launch import kill
+
+    s = settings()
+    for name in instances:
+        inst = kill(s, name)
+        info(f"{inst.id}: {inst.state} ({inst.reason})")
+
+
+@cli.command("types")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def types_cmd(as_json: bool) -> None:
+    """List machine types (CPU, memory, swap in MiB).
+
+    \b
+    Example:
+      imagekit types
+    """
+    from ..machines import DEFAULT_TYPE, MACHINE_TYPES
+
+    if as_json:
+        emit_json([t.to_dict() for t in MACHINE_TYPES.values()])
+        return
+    click.echo(f"  {'TYPE':<10} {'CPU':>4} {'RAM':>8} {'SWAP':>8}")
+    for t in MACHINE_TYPES.values():
+        flag = "*" if t.name == DEFAULT_TYPE else " "
+        click.echo(f"{flag} {t.name:<10} {t.cpu:>4} {t.ram_mib:>6}M {t.swap_mib:>7}M")
+
+
+# --- volumes ----------------------------------------------------------------------------
+
+
+def _volumes() -> Any:
+    from ..instances import InstanceStore
+    from ..launch import _is_alive
+    from ..volumes import VolumeStore
+
+    s = settings()
+    store = InstanceStore(s.state_dir)
+    return VolumeStore(s.state_dir, is_alive=lambda i: _is_alive(store, i))
+
+
+@cli.group("volume")
+def volume_group() -> None:
+    """Persistent disks: qcow2 volumes attached to one VM at a time.
+
+    \b
+    Example:
+      imagekit volume create data 10 && imagekit launch ID --persistent-disk data
+    """
+
+
+@volume_group.command("create")
+@click.argument("name")
+@click.argument("size_gb", type=int)
+def volume_create(name: str, size_gb: int) -> None:
+    """Create a volume of SIZE_GB gigabytes.
+
+    \b
+    Example:
+      imagekit volume create data 10
+    """
+    v = _volumes().create(name, size_gb)
+    click.echo(v.name)
+
+
+@volume_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def volume_list(as_json: bool) -> None:
+    """List volumes and who holds them.
+
+    \b
+    Example:
+      imagekit volume list
+    """
+    items = _volumes().list()
+    if as_json:
+        emit_json([{"name": v.name, "size_gb": v.size_gb, "created": v.created,
+                    "attached_to": v.attached_to, "path": str(v.path)} for v in items])
+        return
+    click.echo(f"{'NAME':<20} {'SIZE':>6} {'ATTACHED TO':<12} CREATED")
+    for v in items:
+        click.echo(f"{v.name:<20} {v.size_gb:>5}G {v.attached_to or '-':<12} {v.created}")
+
+
+@volume_group.command("delete")
+@click.argument("name")
+def volume_delete(name: str) -> None:
+    """Delete a volume that no VM holds.
+
+    \b
+    Example:
+      imagekit volume delete data
+    """
+    _volumes().delete(name)
+
+
+@volume_group.command("attach")
+@click.argument("name")
+@click.argument("instance")
+def volume_attach(name: str, instance: str) -> None:
+    """Hot-plug a volume into a running instance.
+
+    \b
+    Example:
+      imagekit volume attach data vm-1a2b
+    """
+    from ..launch import attach_volume
+
+    inst = attach_volume(settings(), instance, name)
+    info(f"{name} attached to {inst.id}")
+
+
+@volume_group.command("detach")
+@click.argument("name")
+def volume_detach(name: str) -> None:
+    """Unplug a volume from the instance holding it.
+
+    \b
+    Example:
+      imagekit volume detach data
+    """
+    from ..launch import detach_volume
+
+    detach_volume(settings(), name)
+
+
+# --- cache ------------------------------------------------------------------------------
+
+
+@cli.group("cache")
+def cache_group() -> None:
+    """The verified-image cache shared by instances.
+
+    \b
+    Example:
+      imagekit cache list
+    """
+
+
+@cache_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def cache_list(as_json: bool) -> None:
+    """List cached images (digest key, size, IDs, last use).
+
+    \b
+    Example:
+      imagekit cache list --json
+    """
+    from ..cache import ImageCache
+
+    items = ImageCache(settings().cache_dir).list()
+    if as_json:
+        emit_json([{"key": i.key, "path": str(i.path), "size": i.size,
+                    "identifiers": list(i.identifiers), "verified": i.verified,
+                    "last_used": i.last_used} for i in items])  # fmt: skip
+        return
+    for i in items:
+        click.echo(f"{i.key[:24]:<24} {i.size:>12} {','.join(i.identifiers):<27} {i.last_used}")
+
+
+@cache_group.command("prune")
+@click.option("--older-than", type=float, metavar="DAYS",
+              help="only images unused for this many days (default: all unused)")
+def cache_prune(older_than: float | None) -> None:
+    """Remove cached images no instance uses.
+
+    \b
+    Example:
+      imagekit cache prune --older-than 30
+    """
+    from ..cache import ImageCache
+    from ..instances import DriveKind, InstanceStore
+
+    s = settings()
+    in_use: set[Path] = set()
+    for inst in InstanceStore(s.state_dir).all():
+        for d in inst.drives:
+            if d.kind is DriveKind.ROOT and d.path.exists():
+                in_use.add(inst.base_image)
+            if d.kind is DriveKind.READONLY and not inst.state.is_final:
+                in_use.add(d.path)
+    age = timedelta(days=older_than) if older_than is not None else None
+    for item in ImageCache(s.cache_dir).prune(in_use=in_use, older_than=age):
+        info(f"removed {item.key} ({item.size} bytes)")
+
+
+# --- policy -----------------------------------------------------------------------------
+
+
+@cli.group("policy")
+def policy_group() -> None:
+    """The site policy: which verified entries may run.
+
+    \b
+    Example:
+      imagekit policy check BtSKdXa2SvHlSVTvgFgivIYDq--
+    """
+
+
+@policy_group.command("check")
+@click.argument("reference")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@common
+def policy_check(reference: str, as_json: bool, marketplace: str | None, trust: str | None,
+                 policy_path: Path | None) -> None:  # fmt: skip
+    """Verify every candidate for an ID (or endorser:tag) and apply the policy.
+
+    Exits 0 if one is acceptable (and names it), else with the refusal of the newest.
+
+    \b
+    Example:
+      imagekit policy check alice@example.org:debian-base --policy site.toml
+    """
+    from ..launch import make_resolver
+    from ..resolve import Reference, pick
+
+    s = settings(marketplace=marketplace, trust=trust, policy=policy_path)
+    resolver, policy = make_resolver(s)
+    ref = Reference.parse(reference)
+    cands = resolver.candidates(ref)
+    rows = []
+    for c in cands:
+        e = c.verified.entry if c.verified else None
+        rows.append({
+            "identifier": e.identifier if e else None,
+            "endorser": e.endorser_email if e else None,
+            "created": e.endorsement_created.isoformat() if e and e.endorsement_created else None,
+            "accepted": c.accepted,
+            "reason": None if c.error is None else f"{type(c.error).__name__}: {c.error}",
+        })  # fmt: skip
+    if as_json:
+        emit_json({"policy": policy.describe(), "source": policy.source, "candidates": rows})
+    else:
+        info(f"policy ({policy.source}): {policy.describe()}")
+        for r in rows:
+            verdict = "ACCEPT" if r["accepted"] else "REFUSE"
+            click.echo(f"{verdict} {r['identifier'] or '?'} {r['endorser'] or '?'} "
+                       f"{r['created'] or '?'}" + (f"  {r['reason']}" if r["reason"] else ""))
+    best = pick(ref, cands)  # raises the refusal when nothing is acceptable
+    info(f"would launch {best.entry.identifier} endorsed by {best.entry.endorser_email} "
+         f"at {best.entry.endorsement_created}")  # fmt: skip
+
+
+@policy_group.command("show")
+@common
+def policy_show(marketplace: str | None, trust: str | None, policy_path: Path | None) -> None:
+    """Print the effective policy's rules.
+
+    \b
+    Example:
+      imagekit policy show --policy /etc/imagekit/policy.cfg
+    """
+    from ..policy import load_policy
+
+    p = load_policy(settings(policy=policy_path).policy)
+    click.echo(f"# {p.source}")
+    click.echo(p.describe())
+    if p.allow_sha1_signatures:
+        click.echo("SHA-1 signatures accepted")

@@ -1,0 +1,197 @@
+"""Launch refusals: each stops BEFORE qemu starts, with its reason, leaving nothing cached.
+
+A real marketplace server and a real HTTP server on loopback; the CLI runs in-process.
+(Guests that really boot are in test_launch_guest.py.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from imagekit.client import MarketplaceClient
+from imagekit.errors import SignatureInvalid
+from imagekit.launch import LaunchRequest, launch
+from imagekit.machines import machine_type
+from imagekit.settings import load_settings
+from tests.plugins.market import draft_entry, sign
+
+IMAGE = os.urandom(1 << 20)
+
+
+def identifier(data: bytes) -> str:
+    from imagekit.identifier import sha1_to_id
+
+    return sha1_to_id(hashlib.sha1(data).hexdigest())
+
+
+@pytest.fixture
+def env(marketplace, make_endorser, http_files, monkeypatch, isolated_home, no_stray_qemu):
+    """A published, trusted endorser, the image served on loopback, settings in the env."""
+
+    class Env:
+        endorser = make_endorser()
+        client = MarketplaceClient(marketplace.url)
+        http = http_files
+        home = isolated_home
+        started = staticmethod(no_stray_qemu)
+
+        def publish(self, data: bytes = IMAGE, *, served: bytes | None = None, ago: float = 0,
+                    endorser=None, **fields) -> str:  # fmt: skip
+            name = hashlib.sha1(data).hexdigest()
+            url = self.http.add(name, data if served is None else served)
+            xml = sign(draft_entry(data, locations=(url,), **fields), endorser or self.endorser,
+                       ago=ago)  # fmt: skip
+            self.client.upload(xml)
+            return identifier(data)
+
+        def cache_files(self) -> list[Path]:
+            root = self.home / ".cache" / "imagekit"
+            if not root.exists():
+                return []
+            return [p for p in root.rglob("*") if p.is_file() and p.suffix != ".lock"]
+
+        def image_requests(self) -> int:
+            return len(self.http.requests)
+
+    e = Env()
+    monkeypatch.setenv("IMAGEKIT_MARKETPLACE", marketplace.url)
+    monkeypatch.setenv("IMAGEKIT_TRUST", str(e.endorser.cert_path))
+    monkeypatch.setenv("IMAGEKIT_ACCEL", "tcg")
+    monkeypatch.setenv("IMAGEKIT_ALLOW_PRIVATE_LOCATIONS", "true")
+    yield e
+    e.client.close()
+
+
+def assert_nothing_happened(env, result, exit_code: int, line: str) -> None:
+    assert result.exit_code == exit_code, result.stderr
+    (error,) = [x for x in result.stderr.splitlines() if x.startswith("imagekit: error: ")]
+    assert line in error, result.stderr
+    assert result.stdout == ""
+    assert env.started() == []
+    assert env.cache_files() == []
+
+
+def test_tampered_image_stops_before_qemu(env, cli):
+    tampered = bytearray(IMAGE)
+    tampered[4096] ^= 0x01
+    ident = env.publish(served=bytes(tampered))
+    result = cli("launch", ident, "--swap", "0")
+    assert_nothing_happened(env, result, 3, "imagekit: error: ")
+    assert "SHA-256 of the image" in result.stderr or "SHA-256 of the bytes" in result.stderr
+    assert env.image_requests() == 1
+    # the instance record says why; it created no disk
+    (inst_dir,) = (env.home / ".local" / "state" / "imagekit" / "instances").iterdir()
+    listing = cli("instances")
+    assert "Failed" in listing.stdout and "SHA-256" in listing.stdout
+    assert sorted(p.name for p in inst_dir.iterdir() if p.name != ".lock") == ["instance.json"]
+
+
+def test_untrusted_signature_stops_before_anything(env, cli, make_endorser):
+    stranger = make_endorser()
+    ident = env.publish(os.urandom(4096), endorser=stranger)
+    result = cli("launch", ident)
+    assert_nothing_happened(env, result, 3, "imagekit: error: ")
+    assert "trust" in result.stderr.lower()
+    assert env.image_requests() == 0
+
+
+def test_bad_signature_from_server_stops_before_anything(env, tmp_path: Path):
+    xml = sign(draft_entry(IMAGE, title="Genuine"), env.endorser)
+    tampered = xml.replace(b"Genuine", b"Evil ok")
+
+    class Lying:
+        def current_entries(self, ident: str) -> list[bytes]:
+            return [tampered]
+
+    settings = load_settings({})
+    request = LaunchRequest(image=identifier(IMAGE), machine=machine_type())
+    with pytest.raises(SignatureInvalid):
+        launch(request, settings, client=Lying())
+    assert env.started() == [] and env.cache_files() == []
+    assert not (settings.state_dir / "instances").exists()
+
+
+def test_policy_refusal_stops_before_anything(env, cli, tmp_path: Path):
+    ident = env.publish(os.urandom(2048))
+    policy = tmp_path / "site.toml"
+    policy.write_text(f'[endorsers]\ndeny = ["{env.endorser.email}"]\n')
+    result = cli("launch", ident, "--policy", policy)
+    assert_nothing_happened(env, result, 3, f"endorser {env.endorser.email} is denied")
+    assert env.image_requests() == 0
+
+
+def test_expired_entry_stops_before_anything(env, cli):
+    valid = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    ident = env.publish(os.urandom(2048), valid=valid, ago=3600)
+    result = cli("launch", ident)
+    assert_nothing_happened(env, result, 3, "expired on")
+    assert env.image_requests() == 0
+
+
+def test_deprecated_entry_stops_before_anything(env, cli):
+    data = os.urandom(2048)
+    env.publish(data, ago=120)
+    ident = env.publish(data, deprecated="CVE-2026-1234: use v2", ago=0)
+    result = cli("launch", ident)
+    assert_nothing_happened(env, result, 3, "deprecated: CVE-2026-1234: use v2")
+    assert env.image_requests() == 0
+
+
+def test_refused_readonly_disk_stops_before_the_root_image_is_fetched(env, cli, make_endorser):
+    root = env.publish(os.urandom(8192))
+    disk = env.publish(os.urandom(4096), endorser=make_endorser(), kind="disk")
+    result = cli("launch", root, "--readonly-disk", disk)
+    assert_nothing_happened(env, result, 3, "imagekit: error: ")
+    assert env.image_requests() == 0  # the acceptable root image was not downloaded either
+
+
+def test_no_trust_configured_is_refused(env, cli, monkeypatch):
+    monkeypatch.delenv("IMAGEKIT_TRUST")
+    result = cli("launch", env.publish(os.urandom(100)))
+    assert_nothing_happened(env, result, 2, "no trusted certificates configured")
+
+
+def test_private_location_refused_unless_allowed(env, cli, monkeypatch):
+    monkeypatch.delenv("IMAGEKIT_ALLOW_PRIVATE_LOCATIONS")
+    ident = env.publish(os.urandom(4096))
+    result = cli("launch", ident, "--swap", "0")
+    assert_nothing_happened(env, result, 4, "non-public address 127.0.0.1")
+    assert env.image_requests() == 0
+
+
+def test_unknown_id_and_machine_type(env, cli):
+    result = cli("launch", "A" * 27)
+    assert_nothing_happened(env, result, 2, "imagekit: error: ")
+    result = cli("launch", env.publish(os.urandom(10)), "--type", "m9.huge")
+    assert_nothing_happened(env, result, 2, "unknown machine type 'm9.huge'")
+
+
+def test_policy_check_command(env, cli, make_endorser, tmp_path: Path):
+    data = os.urandom(999)
+    ident = env.publish(data, ago=30)
+    result = cli("policy", "check", ident)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith(f"ACCEPT {ident} {env.endorser.email}")
+    policy = tmp_path / "p.toml"
+    policy.write_text(f'[images]\ndeny = ["{ident}"]\n')
+    result = cli("policy", "check", ident, "--policy", policy)
+    assert result.exit_code == 3
+    assert result.stdout.startswith(f"REFUSE {ident}")
+    assert "PolicyRefused" in result.stdout
+
+
+def test_volume_commands_and_single_holder(env, cli):
+    assert cli("volume", "create", "data", "1").exit_code == 0
+    result = cli("volume", "create", "data", "1")
+    assert result.exit_code == 2 and "already exists" in result.stderr
+    listing = cli("volume", "list")
+    assert listing.stdout.splitlines()[1].split()[:3] == ["data", "1G", "-"]
+    result = cli("launch", env.publish(os.urandom(64)), "--persistent-disk", "nope")
+    assert_nothing_happened(env, result, 2, "no volume 'nope'")
+    assert cli("volume", "delete", "data").exit_code == 0
+    assert cli("volume", "list").stdout.count("\n") == 1

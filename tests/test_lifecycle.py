@@ -1,0 +1,265 @@
+"""Stop, start, reboot and recovery with real qemu running a one-sector guest (sub-second
+boots): the state machine, what survives a stop, what the CLI says when the input is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from imagekit import lifecycle
+from imagekit import qemu as q
+from imagekit.errors import EnvironmentProblem, InputError, InvalidState, NotFound
+from imagekit.instances import InstanceStore, State, is_our_qemu
+from imagekit.launch import kill
+from tests.plugins.lifecycle import console_count
+
+
+def booted(inst, times: int = 1, timeout: float = 20) -> None:
+    """Wait until the guest printed its banner ``times`` times (it then watches the button)."""
+    deadline = time.monotonic() + timeout
+    while console_count(inst) < times:
+        assert time.monotonic() < deadline, "guest did not boot"
+        time.sleep(0.05)
+    time.sleep(0.1)  # from the banner to PWRBTN_EN: a few instructions
+
+
+def qemu_io(path: Path, command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["qemu-io", "-f", "qcow2", "-c", command, str(path)],
+                          capture_output=True, text=True)  # fmt: skip
+
+
+def has_pattern(path: Path, byte: int, offset: int = 512 << 10, length: int = 65536) -> bool:
+    out = qemu_io(path, f"read -P {byte:#x} {offset} {length}")
+    assert "read" in out.stdout or "Pattern" in out.stdout + out.stderr, out
+    return out.returncode == 0 and "verification failed" not in out.stdout + out.stderr
+
+
+def info(path: Path) -> dict:
+    return json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json", str(path)],
+                                     check=True, capture_output=True).stdout)  # fmt: skip
+
+
+def store_of(settings) -> InstanceStore:
+    return InstanceStore(settings.state_dir)
+
+
+# --- stop -------------------------------------------------------------------------------
+
+
+def test_stop_powers_the_guest_off_cleanly_and_keeps_the_disks(sector_vm, lifecycle_settings,
+                                                               no_stray_qemu):  # fmt: skip
+    inst = sector_vm("vm-clean")
+    booted(inst)
+    (pid,) = no_stray_qemu()
+    stopped = lifecycle.stop(lifecycle_settings, "vm-clean", timeout=20)
+    assert stopped.state is State.STOPPED and stopped.reason == "stopped"
+    assert stopped.pid is None and stopped.finished is not None
+    assert not is_our_qemu(pid, inst.directory) and no_stray_qemu() == []
+    assert all(d.path.exists() for d in stopped.drives)
+    assert not inst.qmp_socket.exists() and not inst.pid_file.exists()
+    # the state is on disk: a new process (a new store) sees Stopped
+    assert store_of(lifecycle_settings).load("vm-clean").state is State.STOPPED
+
+
+def test_stop_refuses_a_guest_that_ignores_the_button_unless_forced(sector_vm,
+                                                                    lifecycle_settings,
+                                                                    no_stray_qemu):  # fmt: skip
+    inst = sector_vm("vm-hung", acpi=False)
+    booted(inst)
+    with pytest.raises(lifecycle.StopTimeout, match="did not power off within 1s") as e:
+        lifecycle.stop(lifecycle_settings, "vm-hung", timeout=1)
+    assert "--force" in (e.value.hint or "")
+    still = store_of(lifecycle_settings).refresh(store_of(lifecycle_settings).load("vm-hung"))
+    assert still.state is State.RUNNING and len(no_stray_qemu()) == 1
+    forced = lifecycle.stop(lifecycle_settings, "vm-hung", timeout=1, force=True)
+    assert forced.state is State.STOPPED and forced.reason == "stopped (forced off)"
+    assert no_stray_qemu() == []
+
+
+def test_stopping_a_stopped_and_starting_a_running_instance_are_refused(sector_vm,
+                                                                        lifecycle_settings):
+    sector_vm("vm-twice")
+    with pytest.raises(InvalidState, match="already Running"):
+        lifecycle.start(lifecycle_settings, "vm-twice")
+    booted(store_of(lifecycle_settings).load("vm-twice"))
+    lifecycle.stop(lifecycle_settings, "vm-twice", timeout=20)
+    with pytest.raises(InvalidState, match="already Stopped"):
+        lifecycle.stop(lifecycle_settings, "vm-twice")
+    with pytest.raises(InvalidState, match="not Running"):
+        lifecycle.reboot(lifecycle_settings, "vm-twice")
+
+
+def test_unknown_instance_is_not_found(lifecycle_settings):
+    for op in (lifecycle.stop, lifecycle.start, lifecycle.reboot):
+        with pytest.raises(NotFound, match="no instance 'vm-nope'"):
+            op(lifecycle_settings, "vm-nope")
+
+
+# --- start ------------------------------------------------------------------------------
+
+
+def test_start_rebuilds_qemu_from_the_saved_instance(sector_vm, lifecycle_settings,
+                                                     no_stray_qemu):  # fmt: skip
+    inst = sector_vm("vm-again")
+    booted(inst)
+    lifecycle.stop(lifecycle_settings, "vm-again", timeout=20)
+    again = lifecycle.start(lifecycle_settings, "vm-again")
+    assert again.state is State.RUNNING and again.reason == ""
+    (pid,) = no_stray_qemu()
+    assert again.pid == pid and again.finished is None
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
+    assert [a.decode() for a in cmdline] == q.qemu_argv(again, qemu=again.qemu)
+    booted(again)
+    assert inst.console_log.with_name("console.log.1").read_text().count("IKOK") == 1
+
+
+def test_ephemeral_start_begins_from_the_image_persistent_keeps_its_disk(
+    sector_vm, lifecycle_settings
+):
+    eph = sector_vm("vm-eph", start=False, disk_size_mib=8)
+    per = sector_vm("vm-per", start=False, persistent=True)
+    assert "backing-filename" in info(eph.drives[0].path)
+    assert "backing-filename" not in info(per.drives[0].path)  # stands alone
+    for inst in (eph, per):  # what a guest would have written
+        assert qemu_io(inst.drives[0].path, "write -P 0x5a 512k 64k").returncode == 0
+        assert has_pattern(inst.drives[0].path, 0x5A)
+    for name in ("vm-eph", "vm-per"):
+        lifecycle.start(lifecycle_settings, name)
+        lifecycle.stop(lifecycle_settings, name, timeout=1, force=True)
+    assert not has_pattern(eph.drives[0].path, 0x5A)  # a fresh overlay...
+    assert has_pattern(eph.drives[0].path, 0x00)
+    assert info(eph.drives[0].path)["virtual-size"] == 8 << 20  # ...of the same size
+    assert has_pattern(per.drives[0].path, 0x5A)
+
+
+def test_persistent_disk_survives_cache_loss_ephemeral_start_says_what_is_missing(
+    sector_vm, lifecycle_settings, tmp_path, no_stray_qemu
+):
+    per = sector_vm("vm-p2", start=False, persistent=True)
+    eph = sector_vm("vm-e2", start=False)
+    assert eph.base_image in lifecycle.images_in_use(lifecycle_settings)
+    assert per.base_image not in lifecycle.images_in_use(lifecycle_settings)
+    per.base_image.unlink()
+    eph.base_image.unlink()  # "cache prune"
+    assert lifecycle.start(lifecycle_settings, "vm-p2").state is State.RUNNING
+    with pytest.raises(EnvironmentProblem, match="cached image .* is gone") as e:
+        lifecycle.start(lifecycle_settings, "vm-e2")
+    assert "imagekit launch" in (e.value.hint or "")
+    assert store_of(lifecycle_settings).load("vm-e2").state is State.STOPPED
+    assert len(no_stray_qemu()) == 1
+
+
+def test_grow_root_disk_and_refuse_to_shrink(tmp_path: Path):
+    base = tmp_path / "base.img"
+    base.write_bytes(os.urandom(1 << 20))
+    disk = tmp_path / "root.qcow2"
+    q.create_overlay(base, "raw", disk)
+    lifecycle.prepare_root_disk(disk, persistent=True, size_mib=20)
+    meta = info(disk)
+    assert meta["virtual-size"] == 20 << 20 and "backing-filename" not in meta
+    out = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "qcow2", str(base),
+                          str(disk)], capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 0, out.stdout  # the image's bytes, zeros beyond
+    with pytest.raises(InputError, match="disks only grow"):
+        lifecycle.prepare_root_disk(disk, persistent=False, size_mib=4)
+
+
+# --- reboot -----------------------------------------------------------------------------
+
+
+def test_reboot_clean_and_hard_boot_the_guest_again_in_the_same_qemu(sector_vm,
+                                                                     lifecycle_settings,
+                                                                     no_stray_qemu):  # fmt: skip
+    inst = sector_vm("vm-reboot")
+    booted(inst)
+    (pid,) = no_stray_qemu()
+    lifecycle.reboot(lifecycle_settings, "vm-reboot", timeout=20)
+    booted(inst, 2)
+    lifecycle.reboot(lifecycle_settings, "vm-reboot", hard=True)
+    booted(inst, 3)
+    after = store_of(lifecycle_settings).refresh(store_of(lifecycle_settings).load("vm-reboot"))
+    assert after.state is State.RUNNING and no_stray_qemu() == [pid]
+
+
+def test_soft_reboot_of_a_guest_ignoring_the_button_changes_nothing(sector_vm,
+                                                                     lifecycle_settings):
+    inst = sector_vm("vm-rb-hung", acpi=False)
+    booted(inst)
+    with pytest.raises(lifecycle.StopTimeout) as e:
+        lifecycle.reboot(lifecycle_settings, "vm-rb-hung", timeout=1)
+    assert "--hard" in (e.value.hint or "")
+    lifecycle.reboot(lifecycle_settings, "vm-rb-hung", hard=True)
+    booted(inst, 2)
+
+
+# --- recovery ---------------------------------------------------------------------------
+
+
+def test_dead_qemu_is_failed_with_the_console_log_named_and_start_recovers(
+    sector_vm, lifecycle_settings, no_stray_qemu, cli
+):
+    inst = sector_vm("vm-crash")
+    booted(inst)
+    (pid,) = no_stray_qemu()
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while is_our_qemu(pid, inst.directory) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    store = store_of(lifecycle_settings)
+    failed = store.refresh(store.load("vm-crash"))
+    assert failed.state is State.FAILED
+    assert failed.reason == f"qemu exited unexpectedly (see console log {inst.console_log})"
+    with pytest.raises(InvalidState, match="Failed, not Running"):
+        lifecycle.stop(lifecycle_settings, "vm-crash")
+    env = {"IMAGEKIT_STATE_DIR": str(lifecycle_settings.state_dir)}
+    shown = cli("console", "vm-crash", env=env)
+    assert shown.exit_code == 0 and "IKOK" in shown.stdout
+    result = cli("start", "vm-crash", env=env)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == "vm-crash"
+    assert store.load("vm-crash").state is State.RUNNING
+
+
+def test_a_killed_instance_cannot_be_started(sector_vm, lifecycle_settings, no_stray_qemu):
+    sector_vm("vm-gone")
+    kill(lifecycle_settings, "vm-gone")
+    with pytest.raises(InvalidState, match="disks are gone") as e:
+        lifecycle.start(lifecycle_settings, "vm-gone")
+    assert "imagekit launch" in (e.value.hint or "")
+    assert no_stray_qemu() == []
+
+
+# --- the command line -------------------------------------------------------------------
+
+
+def test_cli_stop_start_and_errors(sector_vm, lifecycle_settings, cli):
+    inst = sector_vm("vm-cli")
+    booted(inst)
+    env = {"IMAGEKIT_STATE_DIR": str(lifecycle_settings.state_dir)}
+    result = cli("stop", "vm-cli", env=env)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "vm-cli\n"
+    assert "vm-cli: stopped (Stopped, stopped)" in result.stderr
+    again = cli("stop", "vm-cli", env=env)
+    assert again.exit_code == 2
+    assert again.stderr.splitlines() == [
+        "imagekit: error: instance vm-cli is already Stopped",
+        "imagekit: hint: imagekit start vm-cli",
+    ]
+    missing = cli("start", "vm-missing", env=env)
+    assert missing.exit_code == 2
+    assert missing.stderr.splitlines()[0] == "imagekit: error: no instance 'vm-missing'"
+    assert cli("start", "vm-cli", env=env).exit_code == 0
+    running = cli("start", "vm-cli", env=env)
+    assert running.exit_code == 2 and "already Running" in running.stderr
+    listing = cli("instances", env=env)
+    assert any(line.startswith("vm-cli") and "ephemeral" in line
+               for line in listing.stdout.splitlines())  # fmt: skip
+    assert cli("stop", "--force", "--timeout", "5", "vm-cli", env=env).exit_code == 0
