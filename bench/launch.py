@@ -134,17 +134,21 @@ def cold(work: Path, args: BenchArgs) -> list[Row]:
             fetch_image(entry, dest, algorithms=algorithms, allow_private=True)
             dest.unlink()
 
-        ours = time_call(imagekit_fetch, repeat=args.repeat)
-        curl = time_command([shutil.which("curl") or "curl", "-sS", "-o", str(out / "c.img"),
-                             url], repeat=args.repeat)  # fmt: skip
-        (out / "c.img").unlink()
-        alone = time_call(digest_file, image, algorithms, repeat=args.repeat)
-    baseline = max(curl.seconds, alone.seconds)
+        # interleaved, best of each: load from other users hits all three alike
+        best = {"ours": float("inf"), "curl": float("inf"), "alone": float("inf")}
+        for _ in range(max(3, args.repeat)):
+            best["ours"] = min(best["ours"], time_call(imagekit_fetch).seconds)
+            curl = time_command([shutil.which("curl") or "curl", "-sS", "-o",
+                                 str(out / "c.img"), url])  # fmt: skip
+            best["curl"] = min(best["curl"], curl.seconds)
+            (out / "c.img").unlink()
+            best["alone"] = min(best["alone"], time_call(digest_file, image, algorithms).seconds)
+    baseline = max(best["curl"], best["alone"])
     algs = "+".join(str(a) for a in algorithms)
     what = human_bytes(size)
-    rows.append(Row.make(NAME, f"curl {what} from nginx", curl.seconds, "s"))
-    rows.append(Row.make(NAME, f"{algs} of {what} alone", alone.seconds, "s"))
-    rows.append(Row.make(NAME, f"cold: download+{algs}+verify {what}", ours.seconds, "s",
+    rows.append(Row.make(NAME, f"curl {what} from nginx", best["curl"], "s"))
+    rows.append(Row.make(NAME, f"{algs} of {what} alone", best["alone"], "s"))
+    rows.append(Row.make(NAME, f"cold: download+{algs}+verify {what}", best["ours"], "s",
                          baseline=("slower of curl, digests alone", baseline),
                          target="<= 1.25"))  # fmt: skip
     return rows
@@ -218,6 +222,28 @@ def warm(work: Path, args: BenchArgs) -> list[Row]:
                 best_launch = min(best_launch, time.perf_counter() - start)
                 kill(instance_id)
 
+            # the launcher's own work, in-process (no interpreter start, no CLI imports)
+            from imagekit.launch import LaunchRequest
+            from imagekit.launch import launch as launch_in_process
+            from imagekit.machines import machine_type
+            from imagekit.settings import load_settings
+
+            settings = load_settings({
+                "marketplace": env["IMAGEKIT_MARKETPLACE"], "trust": env["IMAGEKIT_TRUST"],
+                "allow_private_locations": True, "accel": "auto",
+                "cache_dir": home / ".cache" / "imagekit",
+                "state_dir": home / ".local" / "state" / "imagekit",
+            }, env={}, path=work / "no-config.toml")  # fmt: skip
+            request = LaunchRequest(image=ident, machine=machine_type("t1.micro", swap=0))
+            best_library = float("inf")
+            for _ in range(repeat):
+                start = time.perf_counter()
+                inst = launch_in_process(request, settings)
+                best_library = min(best_library, time.perf_counter() - start)
+                launched.append(inst.id)
+                kill(inst.id)
+            cli_start = time_command([IMAGEKIT, "--version"], env=env, repeat=repeat).seconds
+
             # the same qemu command, started directly on the same (kept) disks
             inst = store.load(launch())
             store.stop(inst)
@@ -237,6 +263,8 @@ def warm(work: Path, args: BenchArgs) -> list[Row]:
     return [
         Row.make(NAME, "warm: qemu started directly", best_direct, "s"),
         Row.make(NAME, "warm: imagekit launch (cache hit)", best_launch, "s"),
+        Row.make(NAME, "warm: of which CLI start (imagekit --version)", cli_start, "s"),
+        Row.make(NAME, "warm: launch in-process (library)", best_library, "s"),
         Row.make(NAME, "warm: time added by imagekit launch", added, "s", target="<= 1"),
     ]
 

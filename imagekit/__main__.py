@@ -1,0 +1,5 @@
+"""``python -m imagekit`` is the ``imagekit`` command."""
+
+from .cli import main
+
+main()
