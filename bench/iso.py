@@ -8,16 +8,20 @@ Two trees (sizes from the environment; ``--quick`` shrinks them):
 
 Each tool runs as a child process (imagekit's ``make_iso``, Python start-up included; also
 with the image's SHA-1 computed while it is written, as ``imagekit cdrom`` does;
-``genisoimage -R -J``; ``xorriso -as mkisofs -R -J``), timed with its CPU time and peak RSS
-(ru_maxrss: Linux keeps a forked child's peak across exec, so small figures may show the
-bench process's own size). Targets: large files <= 1.1x genisoimage's
-wall time, many small files <= 2x; imagekit's peak RSS on the large tree stays flat
-(<= 150 MiB, whatever the data size). Alone: ``.venv/bin/python -m bench iso``.
+``genisoimage -R -J`` and ``xorriso -as mkisofs -R -J``, each followed by ``sync FILE`` since
+imagekit fsyncs its output), timed with its CPU time and peak RSS
+(through ``/usr/bin/time``, so the bench's own size does not leak into the children's).
+Targets: large files <= 1.1x genisoimage's wall time, many small files <= 2x; imagekit's
+peak RSS on the large tree stays flat (<= 150 MiB, whatever the data size; it grows with
+the number of files, about 4 KiB each, not with their bytes).
+Alone: ``.venv/bin/python -m bench iso``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -63,24 +67,37 @@ def _large_tree(root: Path, total: int) -> None:
 
 
 def _tools(tree: Path, out: Path) -> dict[str, list[str]]:
+    """argv per tool. imagekit's output is atomic and durable (fsync before the rename),
+    so each baseline is followed by ``sync FILE``: every side pays for writing to disk."""
     tools = {
         "imagekit": [sys.executable, "-c", _IMAGEKIT, str(tree), str(out), "-"],
         # as `imagekit cdrom` runs it: SHA-1 of the image computed while it is written
         "imagekit+sha1": [sys.executable, "-c", _IMAGEKIT, str(tree), str(out), "hash"],
     }
+    quoted = shlex.quote(str(out)), shlex.quote(str(tree))
     if shutil.which("genisoimage"):
-        tools["genisoimage"] = ["genisoimage", "-quiet", "-R", "-J", "-V", "BENCH", "-o",
-                                str(out), str(tree)]
+        tools["genisoimage"] = ["bash", "-c", f"genisoimage -quiet -R -J -V BENCH -o {quoted[0]} "
+                                f"{quoted[1]} && sync {quoted[0]}"]
     if shutil.which("xorriso"):
-        tools["xorriso"] = ["xorriso", "-as", "mkisofs", "-quiet", "-R", "-J", "-V", "BENCH",
-                            "-o", str(out), str(tree)]
+        tools["xorriso"] = ["bash", "-c", f"xorriso -as mkisofs -quiet -R -J -V BENCH -o "
+                            f"{quoted[0]} {quoted[1]} 2>/dev/null && sync {quoted[0]}"]
     return tools
 
 
 def _measure(tree: Path, work: Path, repeat: int) -> dict[str, Measured]:
+    """Each tool's best run. Peak RSS comes from /usr/bin/time (a small process): Linux
+    keeps ru_maxrss across exec, so a child forked straight from this (larger) Python
+    process would report the bench's own size."""
     results = {}
+    rss_file = work / "rss"
+    timer = shutil.which("time", path="/usr/bin:/bin")
     for name, argv in _tools(tree, work / "out.iso").items():
-        results[name] = time_command(argv, repeat=repeat, env=dict(os.environ))
+        wrapped = [timer, "-f", "%M", "-o", str(rss_file), *argv] if timer else argv
+        os.sync()  # no tool pays for the previous one's dirty pages
+        m = time_command(wrapped, repeat=repeat, env=dict(os.environ))
+        if timer:
+            m = dataclasses.replace(m, peak_rss=int(rss_file.read_text().split()[-1]) * 1024)
+        results[name] = m
         (work / "out.iso").unlink(missing_ok=True)
     return results
 

@@ -1,6 +1,7 @@
 """Marketplace server bench: search/list/GET latencies over many entries, and the entry
 GET's throughput against nginx serving the same signed files, measured in the same run.
 
+Backend: SQLite, or PostgreSQL (a temporary cluster) with ``BENCH_SERVER_BACKEND=postgresql``.
 Data (``BENCH_SERVER_ENTRIES``, default 100,000; ``--quick``: 5,000): a pool of distinct,
 genuinely signed entries (``BENCH_SERVER_SIGNED``, default 2,000; ECDSA P-256 keys of 20
 endorsers, signed in parallel by ``imagekit.signing.sign_entry``) goes through the server's
@@ -112,7 +113,9 @@ def _make_keys(n: int) -> list[tuple[bytes, bytes]]:
     return keys
 
 
-def _load(db_dir: Path, total: int, signed_count: int) -> tuple[list[bytes], list[str]]:
+def _load(
+    db_dir: Path, total: int, signed_count: int, db_url: str | None = None
+) -> tuple[list[bytes], list[str]]:
     """Fill the database; return the signed pool and its entry paths."""
     from marketplace_server.config import ServerConfig
     from marketplace_server.ingest import Ingestor
@@ -125,7 +128,7 @@ def _load(db_dir: Path, total: int, signed_count: int) -> tuple[list[bytes], lis
     with ProcessPoolExecutor(workers) as pool:
         signed = [x for part in pool.map(_sign_chunk, chunks) for x in part]
     db_dir.mkdir(parents=True, exist_ok=True)
-    config = ServerConfig(data_dir=db_dir)
+    config = ServerConfig(data_dir=db_dir, db=db_url)
     storage = Storage(config.database_url)
     storage.create_schema()
     ingestor = Ingestor(config)
@@ -156,9 +159,8 @@ def _load(db_dir: Path, total: int, signed_count: int) -> tuple[list[bytes], lis
             )
 
     storage.add_many(filler(), now=now)
-    if storage.is_sqlite:
-        with storage.engine.begin() as conn:
-            conn.exec_driver_sql("ANALYZE")
+    with storage.engine.begin() as conn:
+        conn.exec_driver_sql("ANALYZE")
     storage.close()
     return signed, paths
 
@@ -260,9 +262,20 @@ def run(args: BenchArgs) -> list[Row]:
     seconds = int(os.environ.get("BENCH_SERVER_WRK_SECONDS", 5 if args.quick else 10))
     rows: list[Row] = []
     name = "server"
+    backend = os.environ.get("BENCH_SERVER_BACKEND", "sqlite")
     with bench_dir("bench-server", keep=args.keep) as work:
+        cluster = db_url = None
+        if backend == "postgresql":
+            sys.path.insert(0, str(ROOT))
+            from tests.plugins.market import PostgresCluster
+
+            os.chmod(work, 0o755)  # the postgres user must reach its directory
+            cluster = PostgresCluster(work / "pg")
+            cluster.start()
+            db_url = cluster.new_database()
+            name = "server-pg"
         t = time.perf_counter()
-        pool, paths = _load(work / "data", total, signed_count)
+        pool, paths = _load(work / "data", total, signed_count, db_url)
         load_s = time.perf_counter() - t
         rows.append(Row.make(name, f"load {total} entries ({signed_count} signed)", load_s, "s"))
         port = _free_port()
@@ -270,7 +283,8 @@ def run(args: BenchArgs) -> list[Row]:
         env["PYTHONPATH"] = str(ROOT)
         server = subprocess.Popen(
             [sys.executable, "-m", "marketplace_server", "--port", str(port), "--data-dir",
-             str(work / "data")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+             str(work / "data"), *(["--db", db_url] if db_url else [])],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         base = f"http://127.0.0.1:{port}"
         nginx = None
@@ -316,6 +330,8 @@ def run(args: BenchArgs) -> list[Row]:
             _stop(server)
             if nginx is not None:
                 _stop(nginx)
+            if cluster is not None:
+                cluster.stop()
     return rows
 
 

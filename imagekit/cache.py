@@ -10,6 +10,7 @@ asks for, never re-reads the image.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import dataclasses
 import fcntl
@@ -187,7 +188,7 @@ class ImageCache:
 
     def prune(
         self, *, in_use: set[Path], older_than: timedelta | None = None
-    ) -> list[CachedImage]:
+    ) -> builtins.list[CachedImage]:
         """Remove cached images no instance uses (and, if given, unused for ``older_than``).
 
         Leftover partial downloads are removed too. Returns what was removed.

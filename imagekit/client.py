@@ -85,7 +85,7 @@ class EndorserSummary:
 
 
 def _seg(value: str) -> str:
-    return quote(value, safe="@:+")
+    return quote(value, safe="@:+!$&'*=^`{|}~-._")
 
 
 class MarketplaceClient:

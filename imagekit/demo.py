@@ -93,6 +93,7 @@ class Story:
 
     def run(self) -> None:
         self.step("Create an endorser key and certificate")
+        (self.work / "keys").mkdir(exist_ok=True)
         self.imagekit("keygen", "--email", EMAIL, "--name", "Demo Endorser", "-o", "keys/demo")
         self.env["IMAGEKIT_KEY"] = str(self.work / "keys/demo.key")
         self.env["IMAGEKIT_CERT"] = str(self.work / "keys/demo.crt")

@@ -9,7 +9,8 @@ symlink target. The ISO 9660 and Joliet names are derived, unique per directory 
 deterministic: ISO 9660 names upper-cased, characters outside ``A-Z0-9_`` become ``_``,
 truncated to 30 characters (31 for directories), clashes get ``_<n>`` suffixes; Joliet
 names keep the name where UCS-2 allows (forbidden ``*/:;?\\`` and non-BMP characters
-become ``_``), truncated to 64, clashes (case-insensitive) get ``_<n>``. Directories deeper
+become ``_``), truncated to 64 bytes of UTF-8 (pycdlib's limit), clashes (case-insensitive)
+get ``_<n>``; symlinks exist only in Rock Ridge (Joliet has none). Directories deeper
 than ISO 9660's 8 levels are relocated by pycdlib into ``/rr_moved`` (Rock Ridge CL/PL
 links, as genisoimage does; kernels and xorriso show the empty ``rr_moved``, imagekit's own
 listing hides it).
@@ -34,6 +35,7 @@ import contextlib
 import gc
 import importlib
 import io
+import itertools
 import os
 import re
 import stat
@@ -108,21 +110,17 @@ def source_date_epoch() -> int:
 
 
 class _FixedClock:
-    """Stands in for the ``time`` module inside pycdlib: now is ``epoch``, local is UTC."""
+    """Stands in for the ``time`` module inside pycdlib: now is ``epoch``, local is UTC.
+
+    pycdlib asks for the time and converts it several times per record (250,000 calls for
+    50,000 files), so these are C callables rather than Python methods. pycdlib always
+    passes a time to ``localtime``/``gmtime``.
+    """
 
     def __init__(self, epoch: float) -> None:
-        self._epoch = float(epoch)
-        self._struct = _time.gmtime(self._epoch)  # pycdlib asks for it once per record
-
-    def time(self) -> float:
-        return self._epoch
-
-    def localtime(self, secs: float | None = None) -> _time.struct_time:
-        if secs is None or secs == self._epoch:
-            return self._struct
-        return _time.gmtime(secs)
-
-    gmtime = localtime
+        self.time = itertools.repeat(float(epoch)).__next__
+        self.localtime = _time.gmtime
+        self.gmtime = _time.gmtime
 
     def __getattr__(self, name: str) -> Any:
         return getattr(_time, name)
@@ -336,6 +334,14 @@ _ONE_EXTENT = 0xFFFFF800  # the largest file one directory record can describe
 _FAST_PATH = True  # tests turn it off to check both paths write the same bytes
 
 
+def _child(parent: Any, ident: bytes) -> Any:
+    """The directory record named ``ident`` among ``parent``'s children."""
+    for rec in parent.children:
+        if rec is not None and rec.file_ident == ident:
+            return rec
+    raise IsoError(f"internal: directory {ident!r} not found after adding it")
+
+
 def _add_file_fast(
     iso: pycdlib.PyCdlib,
     source: str | BinaryIO,
@@ -418,15 +424,21 @@ def _master(
                         iso_path=p.iso_path, rr_name=rr_name, joliet_path=p.joliet_path,
                         file_mode=stat.S_IFDIR | node.mode,
                     )
-                    if _FAST_PATH and len(node.parts) < 8:
-                        iso_dirs[node.parts] = iso.get_record(iso_path=p.iso_path)
-                        if p.joliet_path is not None:
-                            jol_dirs[node.parts] = iso.get_record(joliet_path=p.joliet_path)
+                    # (get_record would re-lay out the whole image on every call)
+                    if _FAST_PATH and len(node.parts) < 8 and parent in iso_dirs:
+                        iso_dirs[node.parts] = _child(
+                            iso_dirs[parent], p.iso_path.rsplit("/", 1)[1].encode("ascii"))
+                        if p.joliet_path is not None and parent in jol_dirs:
+                            jol_dirs[node.parts] = _child(
+                                jol_dirs[parent],
+                                p.joliet_path.rsplit("/", 1)[1].encode("utf-16-be"))
                 elif node.kind == "file" and parent in iso_dirs and node.size < _ONE_EXTENT \
                         and (p.joliet_path is None or parent in jol_dirs):
-                    source = node.source
-                    if not isinstance(source, str):
-                        source = io.BytesIO(source or b"")
+                    source: str | BinaryIO
+                    if isinstance(node.source, str):
+                        source = node.source
+                    else:
+                        source = io.BytesIO(node.source or b"")
                         keep.append(source)
                     _add_file_fast(
                         iso, source, node.size,

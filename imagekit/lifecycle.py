@@ -19,6 +19,9 @@ States added here: Running --stop--> Stopped --start--> Boot -> Running. Start a
 Done (the guest powered itself off) and Failed (qemu died: "qemu exited unexpectedly (see
 console log ...)") while the instance's disks are still there: that is the recovery path.
 Every state change is written under the instance lock, so it survives the CLI exiting.
+
+Bootable volumes (``create_boot_volume``): a named volume holding a standalone qcow2 copy of
+a verified image, registered only once complete; it outlives every instance.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from . import qemu as q
+from ._atomic import atomic_write
 from ._qmp import QMP, QMPError
 from ._run import find_tool, run
 from .errors import EnvironmentProblem, ImagekitError, InputError, InvalidState
@@ -48,7 +52,7 @@ from .instances import (
     read_pid,
 )
 from .settings import Settings
-from .volumes import VolumeStore
+from .volumes import Volume, VolumeStore, check_name
 
 STOP_TIMEOUT = 60.0  # seconds a guest gets to power off after the ACPI power button
 START_TIMEOUT = 60.0  # seconds until qemu answers QMP with a running guest
@@ -162,7 +166,7 @@ def _live_pid(store: InstanceStore, inst: Instance) -> int:
     return pid
 
 
-def _power_off(store: InstanceStore, inst: Instance, *, timeout: float, force: bool) -> str:
+def power_off(store: InstanceStore, inst: Instance, *, timeout: float, force: bool) -> str:
     """ACPI power button, wait for the guest to power off, then end qemu. Returns "clean"
     or "forced". Caller holds the instance lock. Raises StopTimeout (qemu left running) if
     the guest ignores the button and ``force`` is false."""
@@ -220,7 +224,7 @@ def stop(
                                hint=f"imagekit start {inst.id}")  # fmt: skip
         if inst.state not in (State.RUNNING, State.BOOT):
             raise InvalidState(f"instance {inst.id} is {inst.state}, not Running")
-        how = _power_off(store, inst, timeout=timeout, force=force)
+        how = power_off(store, inst, timeout=timeout, force=force)
         reason = "stopped" if how == "clean" else "stopped (forced off)"
         return store.transition(
             store.load(inst.id), State.STOPPED, reason, pid=None, finished=datetime.now(UTC)
@@ -263,7 +267,7 @@ def _check_disks(inst: Instance, *, fresh_root: bool) -> None:
             raise EnvironmentProblem(f"instance {inst.id}: {drive.kind} disk {drive.path} is gone")
 
 
-def _boot(
+def boot(
     settings: Settings,
     store: InstanceStore,
     inst: Instance,
@@ -319,7 +323,7 @@ def _holder_alive(store: InstanceStore, instance_id: str) -> bool:
     return not inst.state.is_final
 
 
-def _wait_running(store: InstanceStore, inst: Instance, timeout: float) -> Instance:
+def wait_running(store: InstanceStore, inst: Instance, timeout: float) -> Instance:
     inst = store.wait(inst, {State.RUNNING}, timeout=timeout)
     if inst.state is not State.RUNNING:
         raise EnvironmentProblem(f"instance {inst.id} is {inst.state}: {inst.reason}",
@@ -339,8 +343,8 @@ def start(settings: Settings, name: str, *, timeout: float = START_TIMEOUT) -> I
     with store.lock(inst.id):
         inst = store.load(inst.id)
         _check_startable(inst)
-        inst = _boot(settings, store, inst, fresh_root=not inst.persistent)
-    return _wait_running(store, inst, timeout)
+        inst = boot(settings, store, inst, fresh_root=not inst.persistent)
+    return wait_running(store, inst, timeout)
 
 
 def reboot(
@@ -393,7 +397,7 @@ def console_log(settings: Settings, name: str, *, previous: bool = False) -> Pat
 
 
 @contextlib.contextmanager
-def paused(store: InstanceStore, inst: Instance) -> Iterator[None]:
+def paused(inst: Instance) -> Iterator[None]:
     """Hold the guest's vCPUs (QMP ``stop`` also flushes every drive, qcow2 metadata
     included) and resume it afterwards."""
     with QMP(inst.qmp_socket, timeout=30) as qmp:
@@ -405,3 +409,77 @@ def paused(store: InstanceStore, inst: Instance) -> Iterator[None]:
         finally:
             if was_running:
                 qmp.command("cont")
+
+
+# --- bootable volumes -------------------------------------------------------------------
+
+
+def create_boot_volume(
+    settings: Settings,
+    name: str,
+    reference: str,
+    *,
+    size_mib: int | None = None,
+    client: Any = None,
+    progress: Any = None,
+    on_state: Any = None,
+) -> Volume:
+    """``imagekit volume create --from-image REF --name NAME``: a persistent volume holding
+    a standalone qcow2 copy of a verified image (resolved, verified and policy-checked as
+    ``launch`` does, fetched through the digest-keyed cache), grown to ``size_mib``.
+
+    ``on_state(text)`` hears "Downloading" then "Available". The volume appears in the
+    registry only when complete (atomic), so nobody can attach a half-copied disk.
+    Raises InputError (bad or taken name, a data disk, shrinking), NotFound, the
+    VerificationError family, NetworkError, EnvironmentProblem.
+    """
+    from .cache import ImageCache
+    from .launch import check_image_safe, make_resolver, qemu_format
+
+    check_name(name)
+    volumes = VolumeStore(settings.state_dir)
+    if (volumes.root / f"{name}.json").exists():
+        raise InputError(f"volume {name!r} already exists")
+    resolver, policy = make_resolver(settings, client=client)
+    verified = resolver.resolve(reference)
+    entry = verified.entry
+    if entry.kind is not None and str(entry.kind) == "disk":
+        raise InputError(f"{reference} is a data disk, not a machine image")
+    fmt = qemu_format(entry)
+    qemu_img = find_tool(q.QEMU_IMG)
+    cache = ImageCache(settings.cache_dir)
+    cache.ensure_writable()
+    volumes.root.mkdir(parents=True, exist_ok=True)
+    notify = on_state or (lambda _s: None)
+
+    notify("Downloading")
+    cached = cache.get(
+        entry,
+        policy.digest_algorithms(entry),
+        allow_private=settings.allow_private_locations,
+        progress=progress,
+    )
+    check_image_safe(cached.path, fmt)
+    path = volumes.root / f"{name}.qcow2"
+    tmp = volumes.root / f".{name}.qcow2.{os.getpid()}.part"
+    try:
+        run([qemu_img, "convert", "-O", "qcow2", "-f", fmt, str(cached.path), str(tmp)],
+            timeout=6 * 3600)  # fmt: skip
+        if size_mib is not None:
+            prepare_root_disk(tmp, persistent=False, size_mib=size_mib)
+        size_gb = max(1, -(-int(disk_info(tmp)["virtual-size"]) // (1 << 30)))
+        with volumes._lock():
+            if (volumes.root / f"{name}.json").exists():
+                raise InputError(f"volume {name!r} already exists")
+            os.replace(tmp, path)
+            volume = Volume(name, path, size_gb, datetime.now(UTC).isoformat(timespec="seconds"))
+            volumes._write(volume)
+            # what it was made from (beside the registry record, which keeps its own keys)
+            atomic_write(
+                volumes.root / f"{name}.origin",
+                json.dumps({"image_id": entry.identifier, "bootable": True}) + "\n",
+            )
+    finally:
+        tmp.unlink(missing_ok=True)
+    notify("Available")
+    return volume

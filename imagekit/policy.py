@@ -577,6 +577,41 @@ def parse_stratuslab_policy(text: str, *, source: str = "policy.cfg") -> Policy:
     return Policy(AllOf(*rules), allow_sha1_signatures=True, source=source)
 
 
+def stratuslab_to_toml(text: str, *, source: str = "policy.cfg") -> str:
+    """Convert StratusLab's ``policy.cfg`` into imagekit's TOML (same decisions: see
+    ``parse_stratuslab_policy``). Raises InputError for a file that is not INI."""
+    import json
+
+    cp = configparser.ConfigParser(interpolation=None, strict=True)
+    try:
+        cp.read_string(text, source=source)
+    except configparser.Error as e:
+        raise InputError(f"policy {source}: {e}") from e
+
+    def line(key: str, values: list[str]) -> str:
+        return f"{key} = [" + ", ".join(json.dumps(v) for v in values) + "]"
+
+    out = [f"# imagekit site policy, imported from StratusLab {source}", ""]
+    for table, pairs in (
+        ("endorsers", (("allow", "whitelistendorsers"), ("deny", "blacklistendorsers"))),
+        ("images", (("allow", "whitelistimages"), ("deny", "blacklistimages"))),
+        ("checksums", (("allow-sha1", "whitelistchecksums"), ("deny-sha1", "blacklistchecksums"))),
+    ):
+        out.append(f"[{table}]")
+        out += [line(key, _ini_list(cp, table, ini)) for key, ini in pairs]
+        out.append("")
+    out += [
+        "[digests]",
+        'minimum = "SHA-256"',
+        "",
+        "[unsafe]",
+        "# StratusLab signed with RSA-SHA1: keep accepting those signatures",
+        "allow-sha1-signatures = true",
+        "",
+    ]
+    return "\n".join(out)
+
+
 def load_policy(path: Path | None) -> Policy:
     """The policy at ``path`` (``.toml``, else StratusLab INI), or the default policy.
 

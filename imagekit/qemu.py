@@ -26,6 +26,7 @@ from .instances import Drive, DriveKind, Instance
 
 QEMU = "qemu-system-x86_64"
 QEMU_IMG = "qemu-img"
+HOTPLUG_PORTS = ("hp0", "hp1", "hp2")
 QGA_SOCKET = "qga.sock"  # in the instance directory
 QGA_CHANNEL = "org.qemu.guest_agent.0"
 
@@ -89,6 +90,10 @@ def qemu_argv(instance: Instance, *, qemu: str = QEMU, daemonize: bool = True) -
         f"user,id=net0,hostfwd=tcp:127.0.0.1:{instance.ssh_port}-:22",
         "-device", "virtio-net-pci,netdev=net0",
         "-device", "virtio-rng-pci",
+        # empty PCIe root ports: q35's root complex cannot hot-plug, a root port can
+        # (``imagekit volume attach`` plugs a volume into a free one)
+        *(a for i, port in enumerate(HOTPLUG_PORTS)
+          for a in ("-device", f"pcie-root-port,id={port},chassis={i + 1}")),
         # a virtio-serial channel for the qemu guest agent (used, when the guest runs one,
         # to freeze file systems for a consistent snapshot); relative path as for QMP
         "-chardev", f"socket,id=qga0,path={QGA_SOCKET},server=on,wait=off",

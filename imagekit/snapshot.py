@@ -265,21 +265,21 @@ def snapshot(
 
     if inst.state is State.RUNNING and lifecycle.guest_agent_connected(inst):
         method = "guest-agent freeze"
-        with store.lock(inst.id), frozen(inst), lifecycle.paused(store, inst):
+        with store.lock(inst.id), frozen(inst), lifecycle.paused(inst):
             _convert(root.path, root.format, output, shared=True)
     elif inst.state is State.RUNNING:
         method = "stopped first"
         with store.lock(inst.id):
             inst = store.load(inst.id)
-            how = lifecycle._power_off(store, inst, timeout=stop_timeout, force=force_stop)
+            how = lifecycle.power_off(store, inst, timeout=stop_timeout, force=force_stop)
             inst = store.transition(inst, State.STOPPED, f"stopped for a snapshot ({how})",
                                     pid=None)  # fmt: skip
             try:
                 _convert(root.path, root.format, output, shared=False)
             finally:
                 # back up on the same disks, whatever happened to the copy
-                inst = lifecycle._boot(settings, store, inst, fresh_root=False)
-        lifecycle._wait_running(store, inst, lifecycle.START_TIMEOUT)
+                inst = lifecycle.boot(settings, store, inst, fresh_root=False)
+        lifecycle.wait_running(store, inst, lifecycle.START_TIMEOUT)
     else:
         method = "instance not running"
         with store.lock(inst.id):

@@ -102,7 +102,8 @@ for dev in $(ls /sys/block); do
     case $label in
     cidata)
         host=$(sed -n 's/^local-hostname: *//p' $mnt/meta-data | tr -d "'\"")
-        key=$(sed -n '/^public-keys:/,/^[^ -]/s/^[ ]*- *//p' $mnt/meta-data | head -n1 | tr -d "'\"")
+        key=$(sed -n '/^public-keys:/,/^[^ -]/s/^[ ]*- *//p' $mnt/meta-data | head -n1 |
+            tr -d "'\"")
         [ -f $mnt/user-data ] && head -c 2 $mnt/user-data | grep -q '^#!' && script=$mnt/user-data
         ;;
     config-2)
@@ -149,7 +150,8 @@ say "idle"
 while :; do sleep 3600; done
 """
 
-POWEROFF = "#!/bin/sh\n# PID 1 is a shell: power off directly\nsync\nexec /bin/busybox poweroff -f\n"
+POWEROFF = "#!/bin/sh\n# PID 1 is a shell: power off directly\nsync\n" \
+    "exec /bin/busybox poweroff -f\n"
 
 
 class TinyApplianceError(EnvironmentProblem):

@@ -246,8 +246,23 @@ async def ingest(request: Request) -> StoredEntry:
 
 # --- StratusLab-compatible routes ---------------------------------------------------------
 
+_XML_BODY = {"type": "string", "description": "a signed metadata entry (RDF/XML)"}
+_UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/xml": {"schema": _XML_BODY},
+            "multipart/form-data": {"schema": {
+                "type": "object",
+                "properties": {"metadata": {"type": "string", "format": "binary"}},
+            }},
+        },
+    }
+}
 
-@compat_router.post("/metadata", status_code=201, summary="Upload a signed entry")
+
+@compat_router.post("/metadata", status_code=201, summary="Upload a signed entry",
+                    openapi_extra=_UPLOAD_BODY)
 async def post_metadata(request: Request) -> Response:
     """Raw XML body or a multipart form; 201 with ``Location`` of the stored entry."""
     entry = await ingest(request)
@@ -332,7 +347,8 @@ def api_entries(request: Request, query: Filters) -> Response:
     return Response(entry_list(page, query).model_dump_json(), media_type="application/json")
 
 
-@router.post("/entries", response_model=EntryInfo, status_code=201, summary="Upload")
+@router.post("/entries", response_model=EntryInfo, status_code=201, summary="Upload",
+             openapi_extra=_UPLOAD_BODY)
 async def api_upload(request: Request) -> Response:
     """Upload a signed entry (raw XML body); 201 with the stored entry's summary."""
     entry = await ingest(request)

@@ -18,13 +18,19 @@ from typing import Any
 import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.staticfiles import StaticFiles
 
 from . import __version__
 from .config import ServerConfig
-from .errors import http_error_handler, imagekit_error_handler, validation_error_handler
+from .errors import (
+    data_error_handler,
+    http_error_handler,
+    imagekit_error_handler,
+    validation_error_handler,
+)
 from .ingest import Ingestor
 from .storage import Storage
 
@@ -74,6 +80,12 @@ class MarketplaceApp(FastAPI):
     cache: EntryCache
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and (
+            b"%00" in scope.get("raw_path", b"") or b"%00" in scope["query_string"]
+        ):
+            # No name, address or filter holds a NUL (and PostgreSQL refuses to compare one).
+            await _plain(send, 400, "invalid request: NUL character in the URL")
+            return
         if (
             scope["type"] == "http"
             and scope["method"] in ("GET", "HEAD")
@@ -112,6 +124,16 @@ class MarketplaceApp(FastAPI):
         return True
 
 
+async def _plain(send: Any, status: int, message: str) -> None:
+    body = (message + "\n").encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-imagekit-error", b"InputError"),
+    ]})
+    await send({"type": "http.response.body", "body": body})
+
+
 def create_app(config: ServerConfig) -> MarketplaceApp:
     """Build the application; creates the data directory and the schema if missing."""
     from . import api, pages
@@ -136,6 +158,7 @@ def create_app(config: ServerConfig) -> MarketplaceApp:
     from imagekit.errors import ImagekitError
 
     app.add_exception_handler(ImagekitError, imagekit_error_handler)
+    app.add_exception_handler(DataError, data_error_handler)
     app.include_router(api.router)
     app.include_router(api.compat_router)
     app.include_router(pages.router)

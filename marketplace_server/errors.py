@@ -72,6 +72,12 @@ async def validation_error_handler(request: Request, exc: Exception) -> Response
     return error_response(request, 400, message, "InputError")
 
 
+async def data_error_handler(request: Request, exc: Exception) -> Response:
+    """A value the database cannot even compare (PostgreSQL refuses NUL characters)."""
+    return error_response(request, 400, "invalid request: a value the database refuses",
+                          "InputError")
+
+
 async def http_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     message = exc.detail if isinstance(exc.detail, str) else "error"

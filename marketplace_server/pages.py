@@ -18,7 +18,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from . import __version__
 from .api import Filters, ingest
 from .app import app_of
-from .storage import STATUSES, Endorser, Query, StoredEntry
+from .storage import STATUSES, Endorser, Query, StoredEntry, url_segment
 
 router = APIRouter(include_in_schema=False)
 
@@ -29,6 +29,13 @@ _ENV = Environment(
     lstrip_blocks=True,
 )
 _STATIC = (Path(__file__).parent / "static" / "style.css").read_text()
+
+
+def entry_href(entry: StoredEntry) -> str:
+    return entry.path
+
+
+_ENV.globals.update(entry_href=entry_href, seg=url_segment)
 
 
 def render(
@@ -109,4 +116,4 @@ def upload_form(request: Request) -> Response:
 @router.post("/upload")
 async def upload(request: Request) -> Response:
     entry = await ingest(request)
-    return RedirectResponse(entry.path + "?media=html", status_code=303)
+    return RedirectResponse(entry_href(entry) + "?media=html", status_code=303)

@@ -1,4 +1,4 @@
-"""Entries on disk: SQLAlchemy models and the queries the routes need.
+"""Entries on disk: the queries the routes need (tables in ``models``).
 
 Rows are keyed by (identifier, endorser e-mail, endorsement created) and never change except
 for the ``latest`` flag, which marks the newest endorsement of each (identifier, endorser).
@@ -13,123 +13,28 @@ tsvector: both index the same normalized text, so both backends agree.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import re
 import threading
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
-from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    ForeignKey,
-    Index,
-    Integer,
-    LargeBinary,
-    String,
-    Text,
-    UniqueConstraint,
-    create_engine,
-    event,
-    func,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import create_engine, event, func, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql import Select
 
 from imagekit.errors import Ambiguous, InvalidState, NotFound
 
-# IDs are case-sensitive and prefix lookups are byte ranges: PostgreSQL must compare bytes.
-_ID = String(27).with_variant(String(27, collation="C"), "postgresql")
-_DATE = String(20)
-# SQLite wants INTEGER PRIMARY KEY, an alias of the rowid (FTS5's content_rowid needs it).
-_PK = BigInteger().with_variant(Integer(), "sqlite")  # yyyy-MM-ddTHH:mm:ssZ sorts as time does
+from .models import ENTRIES as _ENTRIES
+from .models import LOCATIONS as _LOCATIONS
+from .models import XML as _XML
+from .models import Base
 
 STATUSES = ("valid", "expired", "deprecated")
-
-
-_RIDERS = ("os", "arch", "os_version", "kind", "email", "is_deprecated", "valid")
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class EntryRow(Base):
-    __tablename__ = "entries"
-
-    pk: Mapped[int] = mapped_column(_PK, primary_key=True)
-    identifier: Mapped[str] = mapped_column(_ID)
-    email: Mapped[str] = mapped_column(String(320))
-    created: Mapped[str] = mapped_column(_DATE)
-    latest: Mapped[bool] = mapped_column(Boolean)
-    valid: Mapped[str | None] = mapped_column(_DATE)
-    deprecated: Mapped[str | None] = mapped_column(Text)
-    is_deprecated: Mapped[bool] = mapped_column(Boolean)  # indexable, unlike the reason
-    os: Mapped[str | None] = mapped_column(String(200))
-    os_version: Mapped[str | None] = mapped_column(String(200))
-    arch: Mapped[str | None] = mapped_column(String(100))
-    kind: Mapped[str | None] = mapped_column(String(50))
-    tag: Mapped[str | None] = mapped_column(String(200))
-    title: Mapped[str | None] = mapped_column(Text)
-    description: Mapped[str | None] = mapped_column(Text)
-    locations: Mapped[str] = mapped_column(Text)  # newline-separated, in document order
-    sha1: Mapped[str] = mapped_column(String(40))
-    bytes: Mapped[int] = mapped_column(BigInteger)
-    etag: Mapped[str] = mapped_column(String(64))  # sha256 of the signed XML
-    search: Mapped[str] = mapped_column(Text)
-    uploaded: Mapped[str] = mapped_column(_DATE)
-
-    __table_args__ = (
-        UniqueConstraint("identifier", "email", "created", name="uq_entry_key"),
-        # At most one latest row per (identifier, endorser), even under racing uploads.
-        Index(
-            "uq_entry_latest",
-            "identifier",
-            "email",
-            unique=True,
-            sqlite_where=text("latest"),
-            postgresql_where=text("latest"),
-        ),
-        # Listings filter on latest and sort by created: each index walks one filter in
-        # created order, so "newest 20 matching" stops early instead of sorting; the other
-        # filter columns ride along so rows that fail them are skipped without reading the
-        # table (measured: filtered search p99 over 100,000 entries from ~100 to ~25 ms).
-        Index("ix_entry_latest_created", "latest", "created", *_RIDERS),
-        Index("ix_entry_latest_os", "latest", "os", "created",
-              *[c for c in _RIDERS if c != "os"]),
-        Index("ix_entry_latest_email", "latest", "email", "created",
-              *[c for c in _RIDERS if c != "email"]),
-        Index("ix_entry_tag", "email", "tag", "latest", "created"),
-        Index("ix_entry_sha1", "sha1"),
-        Index(
-            "ix_entry_search",
-            func.to_tsvector(text("'simple'"), text("search")),
-            postgresql_using="gin",
-        ).ddl_if(dialect="postgresql"),
-    )
-
-
-class XmlRow(Base):
-    """The signed bytes, apart from the indexed columns so that scans stay small."""
-
-    __tablename__ = "entry_xml"
-
-    pk: Mapped[int] = mapped_column(ForeignKey("entries.pk"), primary_key=True)
-    xml: Mapped[bytes] = mapped_column(LargeBinary)
-
-
-class LocationRow(Base):
-    __tablename__ = "locations"
-
-    pk: Mapped[int] = mapped_column(_PK, primary_key=True)
-    entry_pk: Mapped[int] = mapped_column(ForeignKey("entries.pk"), index=True)
-    url: Mapped[str] = mapped_column(Text, index=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,7 +82,7 @@ class StoredEntry:
     bytes: int
     etag: str
     uploaded: str
-    xml: bytes | None = None
+    xml: builtins.bytes | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -185,7 +90,9 @@ class StoredEntry:
 
     @property
     def path(self) -> str:
-        return f"/metadata/{self.identifier}/{self.email}/{self.created}"
+        """``/metadata/{id}/{email}/{created}``, each part percent-encoded where needed
+        (e-mail local parts may hold ``?``, ``#`` or ``%``)."""
+        return f"/metadata/{self.identifier}/{url_segment(self.email)}/{self.created}"
 
     def status(self, now: datetime) -> str:
         if self.deprecated is not None:
@@ -241,6 +148,10 @@ class Endorser:
     latest_created: str
 
 
+def url_segment(value: str) -> str:
+    return quote(value, safe="@:+!$&'*=^`{|}~-._")
+
+
 def format_time(dt: datetime) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -261,10 +172,7 @@ def search_text(entry: NewEntry) -> str:
     return " ".join(search_words(" ".join(p for p in parts if p)))
 
 
-_COLUMNS = [
-    c for c in EntryRow.__table__.c if c.name not in ("pk", "search", "is_deprecated")
-]
-_XML = XmlRow.__table__
+_COLUMNS = [c for c in _ENTRIES.c if c.name not in ("pk", "search", "is_deprecated")]
 
 
 def _to_stored(row: Any, *, with_xml: bool = False) -> StoredEntry:
@@ -338,7 +246,7 @@ class Storage:
                 ) from e
 
     def _add(self, entry: NewEntry, now: datetime) -> StoredEntry:
-        t = EntryRow.__table__
+        t = _ENTRIES
         with self.engine.begin() as conn:
             latest = conn.execute(
                 select(t.c.pk, t.c.created)
@@ -357,11 +265,13 @@ class Storage:
             values["locations"] = "\n".join(entry.locations)
             values.update(latest=True, search=search_text(entry), uploaded=format_time(now),
                           is_deprecated=entry.deprecated is not None)
-            pk = conn.execute(t.insert().values(**values)).inserted_primary_key[0]
+            inserted = conn.execute(t.insert().values(**values)).inserted_primary_key
+            assert inserted is not None
+            pk = inserted[0]
             conn.execute(_XML.insert().values(pk=pk, xml=xml))
             if entry.locations:
                 conn.execute(
-                    LocationRow.__table__.insert(),
+                    _LOCATIONS.insert(),
                     [{"entry_pk": pk, "url": url} for url in entry.locations],
                 )
             if self.is_sqlite:
@@ -385,7 +295,7 @@ class Storage:
         return n
 
     def _add_batch(self, batch: Sequence[NewEntry], now: datetime) -> int:
-        t = EntryRow.__table__
+        t = _ENTRIES
         uploaded = format_time(now)
         rows, blobs = [], {}
         for entry in batch:
@@ -411,7 +321,7 @@ class Storage:
                 for url in k.locations.split("\n")
             ]
             if locs:
-                conn.execute(LocationRow.__table__.insert(), locs)
+                conn.execute(_LOCATIONS.insert(), locs)
             if self.is_sqlite:
                 conn.execute(
                     text("INSERT INTO entries_fts(rowid, search) VALUES (:pk, :s)"),
@@ -433,7 +343,7 @@ class Storage:
     def get(self, identifier: str, email: str, created: str) -> StoredEntry:
         """The entry with this exact key (ID may be a unique prefix); NotFound otherwise."""
         identifier = self.resolve_identifier(identifier)
-        t = EntryRow.__table__
+        t = _ENTRIES
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(*_COLUMNS, _XML.c.xml).join(_XML, _XML.c.pk == t.c.pk).where(
@@ -446,7 +356,7 @@ class Storage:
 
     def get_xml(self, identifier: str, email: str, created: str) -> tuple[bytes, str] | None:
         """(signed bytes, etag) for an exact key, or None: the hot path, one indexed read."""
-        t = EntryRow.__table__
+        t = _ENTRIES
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(_XML.c.xml, t.c.etag).join(_XML, _XML.c.pk == t.c.pk).where(
@@ -457,7 +367,7 @@ class Storage:
 
     def resolve_identifier(self, prefix: str) -> str:
         """The one identifier starting with ``prefix``; NotFound or Ambiguous otherwise."""
-        t = EntryRow.__table__
+        t = _ENTRIES
         if not prefix or len(prefix) > 27 or not re.fullmatch(r"[A-Za-z0-9_-]+", prefix):
             raise NotFound(f"not an identifier: {prefix!r}")
         with self.engine.connect() as conn:
@@ -481,7 +391,7 @@ class Storage:
 
     def find(self, query: Query, *, now: datetime, with_xml: bool = False) -> Page:
         """One page of entries matching ``query``, newest endorsement first."""
-        t = EntryRow.__table__
+        t = _ENTRIES
         conds: list[Any] = []
         if query.identifier:
             identifier = self.resolve_identifier(query.identifier)
@@ -508,7 +418,7 @@ class Storage:
             else:
                 conds += [live, (t.c.valid.is_(None)) | (t.c.valid >= stamp)]
         if query.location is not None:
-            loc = LocationRow.__table__
+            loc = _LOCATIONS
             conds.append(t.c.pk.in_(select(loc.c.entry_pk).where(loc.c.url == query.location)))
         words = search_words(query.q) if query.q else []
         stmt: Select[Any] = (
@@ -546,7 +456,7 @@ class Storage:
         return Page(entries, total, more)
 
     def _text_condition(self, conn: Any, words: list[str]) -> Any:
-        t = EntryRow.__table__
+        t = _ENTRIES
         if self.is_sqlite:
             match = " AND ".join(f'"{w}"*' for w in words)
             matches = text(
@@ -567,7 +477,7 @@ class Storage:
 
     def by_tag(self, email: str, tag: str) -> StoredEntry:
         """The endorser's newest current, non-deprecated entry tagged ``tag``."""
-        t = EntryRow.__table__
+        t = _ENTRIES
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(*_COLUMNS, _XML.c.xml)
@@ -582,7 +492,7 @@ class Storage:
         return _to_stored(row, with_xml=True)
 
     def endorsers(self) -> list[Endorser]:
-        t = EntryRow.__table__
+        t = _ENTRIES
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(t.c.email, func.count(), func.max(t.c.created))
@@ -592,7 +502,7 @@ class Storage:
         return [Endorser(r[0], r[1], r[2]) for r in rows]
 
     def endorser(self, email: str) -> Endorser:
-        t = EntryRow.__table__
+        t = _ENTRIES
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(func.count(), func.max(t.c.created)).where(t.c.email == email)

@@ -80,3 +80,20 @@ def test_prune_keeps_images_in_use(http_files, image_entry, tmp_path: Path):
     assert a.path.exists() and not b.path.exists() and not b.meta_path.exists()
     assert [i.key for i in cache.list()] == [a.key]
     assert json.loads(a.meta_path.read_text())["size"] == len(DATA)
+
+
+def test_cache_cli_list_and_prune(cli, http_files, image_entry):
+    from imagekit.settings import load_settings
+
+    cache = ImageCache(load_settings({}).cache_dir)
+    entry = image_entry(DATA, locations=[http_files.add("img", DATA)])
+    item = cache.get(entry, SHA256, allow_private=True)
+    result = cli("cache", "list", "--json")
+    assert result.exit_code == 0
+    (listed,) = json.loads(result.stdout)
+    assert listed["key"] == item.key and listed["identifiers"] == [entry.identifier]
+    assert listed["size"] == len(DATA)
+    result = cli("cache", "prune")
+    assert result.exit_code == 0
+    assert result.stderr == f"removed {item.key} ({len(DATA)} bytes)\n"
+    assert json.loads(cli("cache", "list", "--json").stdout) == []

@@ -137,7 +137,7 @@ def test_all_locations_bad_reports_the_verification_failure(http_files, image_en
 
 def test_private_address_refused_before_connecting(http_files, image_entry, tmp_path: Path):
     entry = image_entry(DATA, locations=[http_files.add("img", DATA)])
-    with pytest.raises(PrivateAddress, match="127.0.0.1"):
+    with pytest.raises(PrivateAddress, match=r"127\.0\.0\.1"):
         fetch_image(entry, tmp_path / "image", algorithms=SHA256)
     assert http_files.requests == []
     assert leftovers(tmp_path) == []

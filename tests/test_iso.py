@@ -365,3 +365,16 @@ def test_file_of_4_5_gib_multi_extent(tmp_path: Path) -> None:
     with open(extracted / "huge.bin", "rb") as fp:
         fp.seek(size - 4)
         assert fp.read() == b"tail"
+
+
+@pytest.mark.parametrize("joliet", [True, False], ids=["joliet", "no-joliet"])
+def test_fast_path_writes_what_pycdlib_add_file_writes(tree: Path, joliet: bool,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import imagekit.iso as iso_module
+
+    fast = io.BytesIO()
+    write_iso(tree, fast, label="SAME", joliet=joliet)
+    monkeypatch.setattr(iso_module, "_FAST_PATH", False)
+    slow = io.BytesIO()
+    write_iso(tree, slow, label="SAME", joliet=joliet)
+    assert fast.getvalue() == slow.getvalue()

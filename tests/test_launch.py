@@ -195,3 +195,40 @@ def test_volume_commands_and_single_holder(env, cli):
     assert_nothing_happened(env, result, 2, "no volume 'nope'")
     assert cli("volume", "delete", "data").exit_code == 0
     assert cli("volume", "list").stdout.count("\n") == 1
+
+
+def test_qcow2_image_naming_a_host_backing_file_refused(env, cli, image_entry, tmp_path):
+    """A signed qcow2 whose header points qemu at a host file (here /etc/hostname) must
+    not be booted: the launcher checks the verified image before creating the overlay."""
+    import subprocess
+
+    from imagekit.entry import entry_to_bytes
+
+    evil = tmp_path / "evil.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", "/etc/hostname",
+                    "-F", "raw", str(evil), "1M"], check=True)  # fmt: skip
+    data = evil.read_bytes()
+    url = env.http.add("evil.qcow2", data)
+    draft = entry_to_bytes(image_entry(data, locations=[url], format="qcow2"))
+    env.client.upload(sign(draft, env.endorser))
+    result = cli("launch", identifier(data), "--swap", "0")
+    assert result.exit_code == 2, result.stderr
+    assert "names a backing file: refused" in result.stderr
+    assert env.started() == []
+    (inst_dir,) = (env.home / ".local" / "state" / "imagekit" / "instances").iterdir()
+    assert not (inst_dir / "overlay.qcow2").exists()
+
+
+def test_ssh_and_console_need_an_instance(env, cli):
+    result = cli("ssh", "vm-nope")
+    assert result.exit_code == 2 and "no instance 'vm-nope'" in result.stderr
+    result = cli("console", "vm-nope")
+    assert result.exit_code == 2
+
+
+def test_types_lists_stratuslab_machine_types(cli):
+    result = cli("types")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert "* m1.small      1   1536M    1536M" in lines
+    assert any(line.split()[0] == "c1.xlarge" for line in lines[1:])

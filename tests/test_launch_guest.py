@@ -142,10 +142,21 @@ def test_running_instance_volume_lock_cache_hit_and_kill(world, cli):
     assert "IMAGEKIT-TINY: idle" in console_lines(inst)
     with socket.create_connection(("127.0.0.1", inst.ssh_port), timeout=5):
         pass  # qemu forwards the port to the guest
-    row = [x for x in cli("instances").stdout.splitlines() if x.startswith(first_id)][0]
+    row = next(x for x in cli("instances").stdout.splitlines() if x.startswith(first_id))
     cells = row.split()
     assert cells[1] == "Running"
     assert {"512M", str(inst.ssh_port), inst.image_id} <= set(cells)
+
+    # hot-plug another volume into the running guest, then unplug it (the guest's PCIe
+    # hot-plug driver must let go of it: DEVICE_DELETED)
+    assert cli("volume", "create", "extra", "1").exit_code == 0
+    result = cli("volume", "attach", "extra", first_id)
+    assert result.exit_code == 0, result.stderr
+    assert f"extra                    1G {first_id}" in cli("volume", "list").stdout
+    assert cli("volume", "delete", "extra").exit_code == 2  # held
+    result = cli("volume", "detach", "extra")
+    assert result.exit_code == 0, result.stderr
+    assert cli("volume", "delete", "extra").exit_code == 0
 
     # the volume is held: a second VM may not take it, and nothing starts
     result = cli("launch", world["image_id"], "--persistent-disk", "data")

@@ -83,8 +83,9 @@ def test_stop_refuses_a_guest_that_ignores_the_button_unless_forced(sector_vm,
     assert no_stray_qemu() == []
 
 
-def test_stopping_a_stopped_and_starting_a_running_instance_are_refused(sector_vm,
-                                                                        lifecycle_settings):
+def test_stopping_a_stopped_and_starting_a_running_instance_are_refused(
+    sector_vm, lifecycle_settings
+):
     sector_vm("vm-twice")
     with pytest.raises(InvalidState, match="already Running"):
         lifecycle.start(lifecycle_settings, "vm-twice")
@@ -149,7 +150,7 @@ def test_persistent_disk_survives_cache_loss_ephemeral_start_says_what_is_missin
     per.base_image.unlink()
     eph.base_image.unlink()  # "cache prune"
     assert lifecycle.start(lifecycle_settings, "vm-p2").state is State.RUNNING
-    with pytest.raises(EnvironmentProblem, match="cached image .* is gone") as e:
+    with pytest.raises(EnvironmentProblem, match=r"cached image .* is gone") as e:
         lifecycle.start(lifecycle_settings, "vm-e2")
     assert "imagekit launch" in (e.value.hint or "")
     assert store_of(lifecycle_settings).load("vm-e2").state is State.STOPPED
@@ -188,8 +189,7 @@ def test_reboot_clean_and_hard_boot_the_guest_again_in_the_same_qemu(sector_vm,
     assert after.state is State.RUNNING and no_stray_qemu() == [pid]
 
 
-def test_soft_reboot_of_a_guest_ignoring_the_button_changes_nothing(sector_vm,
-                                                                     lifecycle_settings):
+def test_soft_reboot_of_a_guest_ignoring_the_button_changes_nothing(sector_vm, lifecycle_settings):
     inst = sector_vm("vm-rb-hung", acpi=False)
     booted(inst)
     with pytest.raises(lifecycle.StopTimeout) as e:
@@ -263,3 +263,64 @@ def test_cli_stop_start_and_errors(sector_vm, lifecycle_settings, cli):
     assert any(line.startswith("vm-cli") and "ephemeral" in line
                for line in listing.stdout.splitlines())  # fmt: skip
     assert cli("stop", "--force", "--timeout", "5", "vm-cli", env=env).exit_code == 0
+
+
+# --- bootable volumes -------------------------------------------------------------------
+
+
+@pytest.fixture
+def published(marketplace, make_endorser, http_files, monkeypatch):
+    """``publish(data, served=None) -> ID``: signed entry on a real server, bytes on HTTP."""
+    import hashlib
+
+    from imagekit.client import MarketplaceClient
+    from imagekit.identifier import sha1_to_id
+    from tests.plugins.market import draft_entry, sign
+
+    endorser = make_endorser()
+    client = MarketplaceClient(marketplace.url)
+    monkeypatch.setenv("IMAGEKIT_MARKETPLACE", marketplace.url)
+    monkeypatch.setenv("IMAGEKIT_TRUST", str(endorser.cert_path))
+    monkeypatch.setenv("IMAGEKIT_ALLOW_PRIVATE_LOCATIONS", "1")
+
+    def publish(data: bytes, *, served: bytes | None = None) -> str:
+        url = http_files.add(hashlib.sha1(data).hexdigest(), data if served is None else served)
+        client.upload(sign(draft_entry(data, locations=(url,)), endorser))
+        return sha1_to_id(hashlib.sha1(data).hexdigest())
+
+    yield publish
+    client.close()
+
+
+def test_bootable_volume_from_a_verified_image(published, tmp_path):
+    from imagekit.errors import ChecksumMismatch
+    from imagekit.settings import load_settings
+    from imagekit.volumes import VolumeStore
+    from tests.plugins.lifecycle import boot_sector
+
+    settings = load_settings({"state_dir": tmp_path / "state", "cache_dir": tmp_path / "cache"})
+    image = boot_sector(acpi=True, payload=os.urandom(4096))
+    image_id = published(image)
+    states: list[str] = []
+    vol = lifecycle.create_boot_volume(settings, "web-root", image_id, size_mib=16,
+                                       on_state=states.append)  # fmt: skip
+    assert states == ["Downloading", "Available"]
+    assert [v.name for v in VolumeStore(settings.state_dir).list()] == ["web-root"]
+    meta = info(vol.path)
+    assert meta["format"] == "qcow2" and "backing-filename" not in meta
+    assert meta["virtual-size"] == 16 << 20
+    raw = tmp_path / "image.raw"
+    raw.write_bytes(image)
+    assert subprocess.run(["qemu-img", "compare", "-f", "raw", str(raw), str(vol.path)],
+                          capture_output=True).returncode == 0  # fmt: skip
+    with pytest.raises(InputError, match="already exists"):
+        lifecycle.create_boot_volume(settings, "web-root", image_id)
+
+    other = boot_sector(acpi=False, payload=os.urandom(4096))
+    bad_id = published(other, served=other[:-1] + b"!")  # tampered on the server
+    with pytest.raises(ChecksumMismatch):
+        lifecycle.create_boot_volume(settings, "bad-root", bad_id)
+    assert [v.name for v in VolumeStore(settings.state_dir).list()] == ["web-root"]
+    assert sorted(p.name for p in (settings.state_dir / "volumes").iterdir()
+                  if not p.name.startswith(".lock")) == [
+        "web-root.json", "web-root.origin", "web-root.qcow2"]  # fmt: skip

@@ -11,12 +11,16 @@ into a new appliance that is signed, published and launched by its new ID.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from imagekit import lifecycle
 from imagekit.client import MarketplaceClient
 from imagekit.entry import parse_entry_bytes
 from imagekit.identifier import sha1_to_id
@@ -38,7 +42,8 @@ sync
 /bin/busybox poweroff -f
 EOF
 chmod +x /etc/acpi/PWRF/00000080
-/bin/busybox acpid -c /etc/acpi </dev/null >/dev/null 2>&1
+# busybox acpid: -d (foreground, log to stderr): its default log file has no directory here
+(/bin/busybox acpid -d -c /etc/acpi </dev/null >/dev/null 2>&1 &)
 # the root disk's own partition (FAT), read-write
 mount -t vfat -o rw /dev/vda1 /mnt/rootfs || echo "mount-failed"
 n=$(cat /mnt/rootfs/marker.txt 2>/dev/null || echo 0)
@@ -46,6 +51,40 @@ echo "marker=$n"
 echo $((n + 1)) > /mnt/rootfs/marker.txt
 sync
 echo "marker-written=$((n + 1))"
+"""
+
+
+# A test guest agent (busybox sh) on the org.qemu.guest_agent.0 port, speaking the qemu
+# guest agent protocol for what a snapshot needs. FAT has no FIFREEZE, so "freeze" is the
+# next best thing: flush and remount the partition read-only (thaw: read-write again).
+AGENT_SCRIPT = r"""
+for p in /sys/class/virtio-ports/*; do
+    [ "$(cat "$p/name" 2>/dev/null)" = org.qemu.guest_agent.0 ] && port=/dev/${p##*/}
+done
+agent() {
+    exec 3<>"$port"
+    while :; do
+        while IFS= read -r line <&3; do
+            case "$line" in
+            *guest-sync-delimited*)
+                id=$(echo "$line" | sed 's/.*"id": *\([0-9]*\).*/\1/')
+                printf '\377{"return": %s}\n' "$id" >&3 ;;
+            *guest-fsfreeze-freeze*)
+                sync; mount -o remount,ro /mnt/rootfs
+                echo "IMAGEKIT-TINY: agent: frozen" > /dev/ttyS0
+                printf '{"return": 1}\n' >&3 ;;
+            *guest-fsfreeze-thaw*)
+                mount -o remount,rw /mnt/rootfs
+                echo "IMAGEKIT-TINY: agent: thawed" > /dev/ttyS0
+                printf '{"return": 1}\n' >&3 ;;
+            *) printf '{"error": {"class": "CommandNotFound", "desc": "test agent"}}\n' >&3 ;;
+            esac
+        done
+        sleep 0.5  # no host on the other end yet
+    done
+}
+[ -n "$port" ] && (agent </dev/null >/dev/null 2>&1 &)
+echo "agent=${port:-none}"
 """
 
 
@@ -64,11 +103,14 @@ def world(marketplace, make_endorser, http_files, tiny_appliance, monkeypatch, t
                                    description="busybox test appliance"), endorser))  # fmt: skip
     script = tmp_path / "counter.sh"
     script.write_text(COUNTER_SCRIPT)
+    with_agent = tmp_path / "counter-agent.sh"
+    with_agent.write_text(COUNTER_SCRIPT + AGENT_SCRIPT)
     launched: list[str] = []
 
-    def launch(image_id: str, *extra: object) -> str:
+    def launch(image_id: str, *extra: object, agent: bool = False) -> str:
+        user_data = with_agent if agent else script
         result = cli("launch", image_id, "--type", "t1.micro", "--swap", "0",
-                     "--user-data", script, *extra)  # fmt: skip
+                     "--user-data", user_data, *extra)  # fmt: skip
         assert result.exit_code == 0, result.stderr
         launched.append(result.stdout.strip())
         return launched[-1]
@@ -118,14 +160,17 @@ def test_ephemeral_root_forgets_a_written_file_at_kill(world, cli):
     assert any(line.startswith(second) and " ephemeral " in line for line in listing)
 
 
-def test_persistent_root_keeps_it_across_stop_start_and_a_snapshot_carries_it(
-    world, cli, tmp_path
-):
+def test_persistent_root_keeps_it_across_stop_start_and_a_snapshot_carries_it(world, cli, tmp_path):
     store: InstanceStore = world["store"]
     vm = world["launch"](world["image_id"], "--persistent", "--disk-size", "64M")
     listing = cli("instances").stdout.splitlines()
     assert any(line.startswith(vm) and " persistent " in line for line in listing)
     assert wait_counter(store, vm) == 0
+    # its root disk stands alone (no backing file in the cache) and was grown to 64M
+    root = json.loads(subprocess.run(
+        ["qemu-img", "info", "-U", "--output=json", str(store.load(vm).drives[0].path)],
+        check=True, capture_output=True).stdout)  # fmt: skip
+    assert "backing-filename" not in root and root["virtual-size"] == 64 << 20
 
     t0 = time.monotonic()
     stopped = cli("stop", vm, "--timeout", "60")
@@ -174,3 +219,34 @@ def test_persistent_root_keeps_it_across_stop_start_and_a_snapshot_carries_it(
     child = world["launch"](new_id)
     assert store.load(child).image_id == new_id
     assert wait_counter(store, child) == 2  # the snapshot kept the file
+
+
+def test_snapshot_of_a_running_guest_with_an_agent_freezes_instead_of_stopping(
+    world, cli, tmp_path
+):
+    store: InstanceStore = world["store"]
+    vm = world["launch"](world["image_id"], agent=True)
+    assert wait_counter(store, vm) == 0  # wrote 1
+    inst = store.load(vm)
+    deadline = time.monotonic() + 30
+    while not lifecycle.guest_agent_connected(inst):
+        assert time.monotonic() < deadline, inst.console_log.read_text(errors="replace")
+        time.sleep(0.5)
+    (pid,) = world["started"]()
+    out = tmp_path / "frozen.qcow2"
+    t0 = time.monotonic()
+    result = cli("snapshot", vm, "-o", out, "--json")
+    assert result.exit_code == 0, result.stderr
+    print(f"\nTIMING snapshot with agent freeze={time.monotonic() - t0:.2f}s")
+    assert json.loads(result.stdout)["method"] == "guest-agent freeze"
+    console = inst.console_log.read_text(errors="replace")
+    assert console.index("agent: frozen") < console.index("agent: thawed")
+    assert world["started"]() == [pid]  # never stopped
+    assert store.refresh(store.load(vm)).state is State.RUNNING
+    # the copy holds what the guest wrote: read the FAT partition of the new image
+    raw = tmp_path / "frozen.raw"
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(out), str(raw)], check=True)
+    marker = subprocess.run(["mtype", "-i", f"{raw}@@1M", "::marker.txt"], check=True,
+                            capture_output=True, text=True,
+                            env={**os.environ, "MTOOLS_SKIP_CHECK": "1"}).stdout  # fmt: skip
+    assert marker.strip() == "1"

@@ -177,7 +177,7 @@ def test_stratuslab_policy_cfg_imported(asset):
     with pytest.raises(PolicyRefused, match="not on the allowed list"):
         policy.check(make(sha1="c319bbd5afc0a22ba3eaed0507c39383ec28eeff",
                           email="someone@else.org"), now=NOW)  # fmt: skip
-    with pytest.raises(PolicyRefused, match="image .* is not on the allowed list"):
+    with pytest.raises(PolicyRefused, match=r"image .* is not on the allowed list"):
         policy.check(make(), now=NOW)
     # imagekit's additions apply to imported policies too
     with pytest.raises(Expired):
@@ -269,3 +269,19 @@ def test_trusted_cert_for_endorser_refuses_another_certificate(
     toml_policy.check(genuine)
     with pytest.raises(PolicyRefused):
         toml_policy.check(forged)
+
+
+def test_stratuslab_policy_converts_to_equivalent_toml(asset, cli, tmp_path: Path):
+    cfg = asset("stratuslab/policy.cfg")
+    out = tmp_path / "policy.toml"
+    result = cli("policy", "import", cfg, "-o", out)
+    assert result.exit_code == 0, result.stderr
+    imported, direct = load_policy(out), load_policy(cfg)
+    assert imported.describe() == direct.describe()
+    assert imported.allow_sha1_signatures and direct.allow_sha1_signatures
+    subjects = [make(sha1="c319bbd5afc0a22ba3eaed0507c39383ec28eeff"), make(),
+                make(sha1="c319bbd5afc0a22ba3eaed0507c39383ec28eeff", email="x@y.org")]
+    assert [imported.is_allowed(s, now=NOW) for s in subjects] == [True, False, False]
+    assert [direct.is_allowed(s, now=NOW) for s in subjects] == [True, False, False]
+    shown = cli("policy", "show", "--policy", out)
+    assert shown.exit_code == 0 and "SHA-1 signatures accepted" in shown.stdout

@@ -90,7 +90,7 @@ def test_machine_types_and_overrides():
     custom = machine_type("m1.small", cpu=2, ram="2G", swap="0")
     assert (custom.cpu, custom.ram_mib, custom.swap_mib) == (2, 2048, 0)
     assert parse_size_mib("512M") == 512 and parse_size_mib("1.5GiB") == 1536
-    with pytest.raises(NotFound, match="m9.huge"):
+    with pytest.raises(NotFound, match=r"m9\.huge"):
         machine_type("m9.huge")
     with pytest.raises(InputError):
         machine_type("m1.small", cpu=0)

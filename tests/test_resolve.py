@@ -76,7 +76,8 @@ class LyingClient:
 
 
 def test_reference_parsing():
-    assert Reference.parse("BtSKdXa2SvHlSVTvgFgivIYDq--").identifier == "BtSKdXa2SvHlSVTvgFgivIYDq--"
+    full = "BtSKdXa2SvHlSVTvgFgivIYDq--"
+    assert Reference.parse(full).identifier == full
     ref = Reference.parse("Jane@Example.org:debian-base")
     assert (ref.endorser, ref.tag) == ("jane@example.org", "debian-base")
     for bad in ("", "not an id!", "x" * 28, "a@b.c:"):

@@ -208,9 +208,14 @@ def test_endorsers(http, make_endorser, make_signed):
         "/metadata?media=pdf",
         "/api/entries?history=maybe",
         "/metadata/a@b.org/c@d.org",
+        "/metadata?email=%00",
+        "/api/entries?os=a%00b",
+        "/endorsers/x%00@y.org",
+        "/metadata/AAAAAAAAAAAAAAAAAAAAAAAAAAA/a%00@b.org/2024-01-01T00:00:00Z",
     ],
     ids=["limit-text", "limit-zero", "limit-huge", "offset-negative", "status", "created",
-         "media", "history-bool", "two-emails"],
+         "media", "history-bool", "two-emails", "nul-email", "nul-os", "nul-endorser",
+         "nul-key"],
 )
 def test_bad_query_values_are_400_one_line(http, path):
     r = http.get(path)
@@ -225,3 +230,40 @@ def test_openapi_documents_the_json_routes(http):
                  "/api/tag/{email}/{tag}", "/api/endorsers", "/metadata"):
         assert path in doc["paths"]
     assert "EntryInfo" in doc["components"]["schemas"]
+    upload_body = doc["paths"]["/metadata"]["post"]["requestBody"]["content"]
+    assert "application/xml" in upload_body
+
+
+def test_email_with_url_characters(http, make_endorser, make_signed):
+    me = make_endorser(f"odd?{os.urandom(3).hex()}#x%y@example.org")
+    data = make_signed(me, ago=60)
+    location = upload(http, data)
+    assert "?" not in location and "#" not in location
+    assert http.get(location).content == data
+    assert http.get(location, params={"media": "json"}).json()["email"] == me.email
+    assert http.get("/api/entries", params={"email": me.email}).json()["total"] == 1
+
+
+def test_racing_uploads_of_one_key_store_one(market_server, make_endorser):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.plugins.market import draft_entry, sign
+
+    me = make_endorser()
+    image = os.urandom(40)
+    # eight endorsements of one (ID, endorser), all sent at once
+    versions = [sign(draft_entry(image, title=f"r{i}"), me, ago=100 + i) for i in range(8)]
+
+    def post(data: bytes) -> int:
+        return httpx.post(market_server.url + "/metadata", content=data, timeout=30).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(post, versions))
+    assert set(codes) <= {201, 409} and 201 in codes
+    ident = sha1_to_id(hashlib.sha1(image).hexdigest())
+    history = httpx.get(market_server.url + f"/api/entries/{ident}",
+                        params={"history": "true"}).json()
+    assert len(history) == codes.count(201)
+    assert [e["latest"] for e in history] == [True] + [False] * (len(history) - 1)
+    created = [e["created"] for e in history]
+    assert created == sorted(created, reverse=True)

@@ -115,3 +115,9 @@ def test_trusted_mode_refuses_unknown_endorsers(start_marketplace, make_endorser
 def test_unknown_routes_and_methods_are_plain_errors(http):
     assert refused(http.get("/no/such/page"), 404).startswith("not found")
     refused(http.delete("/metadata"), 405)
+
+
+def test_overlong_indexed_term_is_refused_not_truncated(http, make_endorser, make_signed):
+    message = refused(http.post("/metadata", content=make_signed(
+        make_endorser(), ago=60, os_name="x" * 300)))
+    assert message == "invalid metadata: too-long: slterms:os is longer than 200 characters"

@@ -183,7 +183,7 @@ def test_full_disk_during_snapshot_leaves_nothing_and_the_instance_running(
     booted(inst)
     before = sorted(os.listdir(small_fs))
     out = small_fs / "big.qcow2"
-    with pytest.raises(EnvironmentProblem, match="no space left in .*small") as e:
+    with pytest.raises(EnvironmentProblem, match=r"no space left in .*small") as e:
         snapshot(lifecycle_settings, "vm-full", out, base=base_entry)
     assert "nothing was written" in (e.value.hint or "")
     assert sorted(os.listdir(small_fs)) == before  # no partial image, no entry

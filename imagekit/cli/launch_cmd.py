@@ -495,3 +495,24 @@ def policy_show(marketplace: str | None, trust: str | None, policy_path: Path | 
     click.echo(p.describe())
     if p.allow_sha1_signatures:
         click.echo("SHA-1 signatures accepted")
+
+
+@policy_group.command("import")
+@click.argument("cfg", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="TOML file (default: stdout)")
+def policy_import(cfg: Path, output: Path | None) -> None:
+    """Convert a StratusLab policy.cfg into imagekit's TOML policy.
+
+    \b
+    Example:
+      imagekit policy import /etc/stratuslab/policy.cfg -o /etc/imagekit/policy.toml
+    """
+    from .._atomic import atomic_write
+    from ..policy import stratuslab_to_toml
+
+    text = stratuslab_to_toml(_read(cfg, "policy").decode("utf-8", "replace"), source=cfg.name)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        atomic_write(output, text)
+        info(f"wrote {output}")

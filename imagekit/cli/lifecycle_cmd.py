@@ -19,8 +19,11 @@ def _done(inst: Instance, what: str) -> None:
 
 @cli.command("stop")
 @click.argument("instance")
-@click.option("--force", is_flag=True,
-              help="if the guest ignores the power button, stop qemu anyway (pull the plug)")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="if the guest ignores the power button, stop qemu anyway (pull the plug)",
+)
 @click.option("--timeout", default=lifecycle.STOP_TIMEOUT, show_default=True, type=float,
               help="seconds the guest gets to power off")  # fmt: skip
 def stop_cmd(instance: str, force: bool, timeout: float) -> None:
@@ -69,19 +72,36 @@ def reboot_cmd(instance: str, hard: bool, timeout: float) -> None:
 
 @cli.command("snapshot")
 @click.argument("instance")
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path, dir_okay=False),
-              help="the new image (qcow2, compressed)")
-@click.option("--entry", "entry_output", type=click.Path(path_type=Path, dir_okay=False),
-              help="its unsigned metadata entry [default: OUTPUT.xml]")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="the new image (qcow2, compressed)",
+)
+@click.option(
+    "--entry",
+    "entry_output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="its unsigned metadata entry [default: OUTPUT.xml]",
+)
 @click.option("--title", help="dcterms:title [default: the base's]")
 @click.option("--description", help="dcterms:description [default: the base's]")
 @click.option("--version", "version_", help="slterms:version [default: the base's, bumped]")
 @click.option("--tag", help="dcterms:alternative (endorser:tag users follow)")
 @click.option("--no-base", is_flag=True, help="do not ask the marketplace for the base entry")
-@click.option("--force", is_flag=True,
-              help="no guest agent and the guest ignores the power button: pull the plug")
-@click.option("--timeout", default=lifecycle.STOP_TIMEOUT, show_default=True, type=float,
-              help="seconds the guest gets to power off (when it has no agent)")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="no guest agent and the guest ignores the power button: pull the plug",
+)
+@click.option(
+    "--timeout",
+    default=lifecycle.STOP_TIMEOUT,
+    show_default=True,
+    type=float,
+    help="seconds the guest gets to power off (when it has no agent)",
+)
 @click.option("--overwrite", is_flag=True, help="replace existing output files")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def snapshot_cmd(instance: str, output: Path, entry_output: Path | None, title: str | None,

@@ -139,6 +139,7 @@ def publish_cmd(entry: Path, image: Path | None, destination: str | None,
         info(f"added the location to {out}; next: imagekit sign {out}, imagekit publish {out}")
         click.echo(location)
         return
+    assert signer is not None
     signed = sign_entry(updated, signer, now=_now())
     atomic_write(out, signed)
     info(f"signed {out}")

@@ -202,3 +202,14 @@ def no_stray_qemu(tmp_path: Path, isolated_home: Path) -> Iterator[Callable[[], 
     while started() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not leftovers, f"qemu processes left running: {leftovers}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _kill_test_qemu_at_exit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Whatever a test left behind: no qemu started under this session's temporary
+    directory survives the session (other sessions' processes are left alone)."""
+    base = str(tmp_path_factory.getbasetemp()) + "/"
+    yield
+    for pid in qemu_pids(base):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

@@ -12,7 +12,6 @@ ignores the button, like a hung guest.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -125,7 +124,3 @@ def console_count(inst: Any, text: str = "IKOK") -> int:
         return inst.console_log.read_text(errors="replace").count(text)
     except FileNotFoundError:
         return 0
-
-
-def random_payload(size: int) -> bytes:
-    return os.urandom(size)

@@ -20,6 +20,7 @@ import datetime as dt
 import hashlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -42,11 +43,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_http(url: str, proc: subprocess.Popen[bytes] | None, timeout: float = 60) -> None:
+def wait_http(
+    url: str, proc: subprocess.Popen[bytes] | None, timeout: float = 60, log: Path | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            out = log.read_text(errors="replace") if log is not None and log.exists() else ""
             raise RuntimeError(f"server exited with {proc.returncode}: {out[-2000:]}")
         try:
             httpx.get(url, timeout=2)
@@ -98,9 +101,21 @@ class PostgresCluster:
         )
 
     def stop(self) -> None:
+        pid = None
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pid = int((self.data / "postmaster.pid").read_text().split()[0])
         with contextlib.suppress(subprocess.SubprocessError):
             self._as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
                               "-w", "stop")
+        if pid is not None:
+            # never leave a postmaster behind, even if pg_ctl could not stop it
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGQUIT)  # PostgreSQL's immediate shutdown
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    os.kill(pid, 0)
+                    time.sleep(0.1)
+                os.kill(pid, signal.SIGKILL)
 
     def new_database(self) -> str:
         self._count += 1
@@ -141,6 +156,10 @@ class MarketServer:
     data_dir: Path
     files_dir: Path
     proc: subprocess.Popen[bytes]
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
 
     def stop(self) -> None:
         stop(self.proc)
@@ -169,15 +188,17 @@ def _start_server(
         argv += ["--trust", t]
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEKIT_")}
     env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, env=env, cwd=ROOT)
+    log = tmp / "server.log"
+    with log.open("wb") as out:  # a file, not a pipe nobody reads (a full pipe blocks)
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(url + "/api/endorsers", proc)
+        wait_http(url + "/api/endorsers", proc, log=log)
     except Exception:
         stop(proc)
         raise
-    return MarketServer(url, backend, data_dir, files_dir, proc)
+    return MarketServer(url, backend, data_dir, files_dir, proc, log)
 
 
 @pytest.fixture
@@ -231,7 +252,7 @@ def _moto_server() -> Iterator[str]:
     port = free_port()
     moto = Path(sys.executable).parent / "moto_server"
     proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
