@@ -21,18 +21,28 @@ class QMPError(EnvironmentProblem):
     pass
 
 
+def connect_unix(path: Path, *, timeout: float, what: str) -> socket.socket:
+    """Connect to a unix socket, raising EnvironmentProblem naming ``what`` on failure.
+
+    Goes through /proc/self/fd: an instance's absolute path may be longer than sun_path
+    (108 bytes) allows.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    dirfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        sock.connect(f"/proc/self/fd/{dirfd}/{path.name}")
+    except OSError as e:
+        sock.close()
+        raise QMPError(f"cannot connect to {what} at {path}: {e}") from e
+    finally:
+        os.close(dirfd)
+    return sock
+
+
 class QMP:
     def __init__(self, path: Path, *, timeout: float = 5.0) -> None:
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.settimeout(timeout)
-        dirfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            self._sock.connect(f"/proc/self/fd/{dirfd}/{path.name}")
-        except OSError as e:
-            self._sock.close()
-            raise QMPError(f"cannot connect to QMP socket {path}: {e}") from e
-        finally:
-            os.close(dirfd)
+        self._sock = connect_unix(path, timeout=timeout, what="QMP socket")
         self._buf = b""
         self.events: list[dict[str, Any]] = []
         self._read()  # greeting

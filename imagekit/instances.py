@@ -53,6 +53,7 @@ class DriveKind(enum.StrEnum):
     VOLATILE = "volatile"  # fresh disk, deleted on kill
     SWAP = "swap"  # fresh disk sized by the machine type's swap, deleted on kill
     VOLUME = "volume"  # persistent volume under state_dir/volumes
+    BOOT_VOLUME = "boot-volume"  # a bootable volume as the root disk: kill keeps it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +129,9 @@ class Instance:
 
     @property
     def volumes(self) -> list[str]:
-        return [d.identifier for d in self.drives if d.kind is DriveKind.VOLUME]
+        """Names of the volumes the instance holds (its boot volume too)."""
+        return [d.identifier for d in self.drives
+                if d.kind in (DriveKind.VOLUME, DriveKind.BOOT_VOLUME)]  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -4,12 +4,14 @@ Two phases, so that a refusal never leaves anything behind:
 
 1. ``plan_launch``: check EVERY precondition without side effects — the trust store and the
    policy load, every reference (image and read-only disks) resolves to a verified,
-   acceptable entry, the context renders, volumes exist and are free, qemu and qemu-img are
-   installed, the cache directory is writable with room for the downloads, a loopback port
-   is free, the accelerator is known (the probe runs last, only if everything else passed).
+   acceptable entry, the context renders, volumes exist and are free (a boot volume too),
+   ``--disk-size`` does not shrink the image, qemu and qemu-img are installed, the cache
+   directory is writable with room for the downloads, a loopback port is free, the
+   accelerator is known (the probe runs last, only if everything else passed).
 2. ``execute``: record the instance, fetch and verify the bytes into the cache (or hit it),
-   create the overlay, context ISO, volatile and swap disks, start qemu. A failure there
-   marks the instance Failed with the reason and removes what it created.
+   create the overlay (or take hold of the boot volume instead), context ISO, volatile and
+   swap disks, start qemu. A failure there marks the instance Failed with the reason and
+   removes what it created (a boot volume is only released).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ _QEMU_FORMATS = {"raw": "raw", "qcow2": "qcow2", "vmdk": "vmdk", "vdi": "vdi", "
 
 @dataclasses.dataclass(frozen=True)
 class LaunchRequest:
-    image: str
+    image: str  # ID or endorser:tag; "" with ``boot_volume``
     machine: MachineType
     ssh_keys: tuple[str, ...] = ()
     user_data: bytes | None = None
@@ -68,6 +70,7 @@ class LaunchRequest:
     files: tuple[ContextFile, ...] = ()
     persistent: bool = False  # root disk: a standalone copy kept across stop/start
     disk_size_mib: int | None = None  # grow the root disk to this size
+    boot_volume: str | None = None  # boot from this volume (create_boot_volume) instead
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +80,7 @@ class Plan:
     request: LaunchRequest
     instance_id: str
     directory: Path
-    root: VerifiedEntry
+    root: VerifiedEntry | None  # None: the root disk is ``request.boot_volume``
     readonly: tuple[VerifiedEntry, ...]
     policy: Policy
     context: ContextSpec
@@ -85,6 +88,7 @@ class Plan:
     accel: str
     ssh_port: int
     uncached_bytes: int
+    image_id: str = ""  # what the root disk was made from
 
 
 def qemu_format(entry: Any) -> str:
@@ -139,8 +143,10 @@ def plan_launch(
     Raises the first refusal: InputError (bad request, no trust), NotFound, Ambiguous,
     VerificationError (signature, trust, Expired, Deprecated, PolicyRefused, Rollback),
     ToolMissing, EnvironmentProblem (cache not writable, no space, KVM unusable), InvalidState
-    (volume in use), NetworkError.
+    (volume in use), NetworkError. With ``request.boot_volume`` no root image is resolved or
+    fetched: the volume (made by ``lifecycle.create_boot_volume``) is the root disk.
     """
+    _check_root_choice(request)
     if request.context_scheme not in ("nocloud", "configdrive", "opennebula", "stratuslab"):
         raise InputError(f"unknown context scheme {request.context_scheme!r}")
     for size in request.volatile_disks:
@@ -150,11 +156,13 @@ def plan_launch(
     store = InstanceStore(settings.state_dir)
     resolver, policy = make_resolver(settings, client=client, now=now)
 
-    root = resolver.resolve(request.image)
-    if root.entry.kind is not None and str(root.entry.kind) == "disk":
-        raise InputError(f"{request.image} is a data disk, not a machine image",
-                         hint="attach it with --readonly-disk")  # fmt: skip
-    qemu_format(root.entry)
+    root: VerifiedEntry | None = None
+    if not request.boot_volume:
+        root = resolver.resolve(request.image)
+        if root.entry.kind is not None and str(root.entry.kind) == "disk":
+            raise InputError(f"{request.image} is a data disk, not a machine image",
+                             hint="attach it with --readonly-disk")  # fmt: skip
+        qemu_format(root.entry)
     readonly = tuple(resolver.resolve(ref) for ref in request.readonly_disks)
     for ro in readonly:
         qemu_format(ro.entry)
@@ -170,22 +178,27 @@ def plan_launch(
     render_context(request.context_scheme, spec)  # refuses what the scheme cannot carry
 
     volumes = VolumeStore(settings.state_dir, is_alive=lambda i: _is_alive(store, i))
-    if len(set(request.persistent_disks)) != len(request.persistent_disks):
+    names = [*request.persistent_disks, *([request.boot_volume] if request.boot_volume else [])]
+    if len(set(names)) != len(names):
         raise InputError("a persistent disk is given twice")
-    for name in request.persistent_disks:
+    for name in names:
         volumes.check_free(name)
+    image_id = root.entry.identifier if root else _boot_volume_origin(volumes, request)
 
     qemu = find_tool(q.QEMU)
     find_tool(q.QEMU_IMG)
 
     cache = ImageCache(settings.cache_dir)
+    if root and request.disk_size_mib:
+        _check_disk_size(root, request.disk_size_mib, cache, policy)
     cache.ensure_writable()
+    fetched = (root, *readonly) if root else readonly
     uncached = sum(
         v.entry.bytes
-        for v in (root, *readonly)
+        for v in fetched
         if not cache.has(v.entry, policy.digest_algorithms(v.entry))
     )
-    for v in (root, *readonly):
+    for v in fetched:
         if not cache.has(v.entry, policy.digest_algorithms(v.entry)):
             check_locations(v.entry, allow_private=settings.allow_private_locations)
     free = cache.free_bytes()
@@ -212,7 +225,47 @@ def plan_launch(
         accel=accel,
         ssh_port=port,
         uncached_bytes=uncached,
+        image_id=image_id,
     )
+
+
+def _check_root_choice(request: LaunchRequest) -> None:
+    if bool(request.image) == bool(request.boot_volume):
+        raise InputError("give either an image (ID or endorser:tag) or --boot-volume NAME")
+    if request.boot_volume and request.persistent:
+        raise InputError("--persistent does not apply to a boot volume: it always keeps its data")
+    if request.boot_volume and request.disk_size_mib:
+        raise InputError("--disk-size does not apply to a boot volume",
+                         hint="size it when creating it: imagekit volume create --size")
+
+
+def _boot_volume_origin(volumes: VolumeStore, request: LaunchRequest) -> str:
+    assert request.boot_volume
+    origin = volumes.find_origin(request.boot_volume)
+    if origin is None:
+        raise InputError(
+            f"volume {request.boot_volume} is not bootable (it was not made from an image)",
+            hint="imagekit volume create --from-image ID --name NAME",
+        )
+    return origin
+
+
+def _check_disk_size(root: VerifiedEntry, size_mib: int, cache: ImageCache,
+                     policy: Policy) -> None:  # fmt: skip
+    """Refuse a root disk size below the image's virtual size, when that is known before the
+    download: a raw image is its bytes, a cached one is asked (``qemu-img info``, read-only).
+    Otherwise ``prepare_root_disk`` refuses it after the download."""
+    from .lifecycle import disk_info
+
+    if qemu_format(root.entry) == "raw":
+        size = root.entry.bytes
+    elif (hit := cache.lookup(root.entry, policy.digest_algorithms(root.entry))) is not None:
+        size = int(disk_info(hit.path)["virtual-size"])
+    else:
+        return
+    if size_mib * 1024 * 1024 < size:
+        raise InputError(f"disk size {size_mib} MiB is smaller than the image "
+                         f"({-(-size // (1024 * 1024))} MiB): disks only grow")  # fmt: skip
 
 
 def _is_alive(store: InstanceStore, instance_id: str) -> bool:
@@ -258,22 +311,23 @@ def execute(
     req = plan.request
     d = plan.directory
     d.mkdir(parents=True, exist_ok=False)
-    root_entry = plan.root.entry
+    root_entry = plan.root.entry if plan.root else None
     inst = Instance(
         id=plan.instance_id,
         directory=d,
-        image_id=root_entry.identifier,
+        image_id=plan.image_id or (root_entry.identifier if root_entry else ""),
         base_image=Path(),
-        base_format=qemu_format(root_entry),
+        base_format=qemu_format(root_entry) if root_entry else "qcow2",
         machine=req.machine,
         accel=plan.accel,
         ssh_port=plan.ssh_port,
         drives=(),
         context_scheme=req.context_scheme,
-        endorser=root_entry.endorser_email or "",
+        endorser=(root_entry.endorser_email or "") if root_entry else "",
         state=State.PENDING,
         qemu=plan.qemu,
-        persistent=req.persistent,
+        # a boot volume keeps its data across stop/start like a persistent root disk
+        persistent=req.persistent or bool(req.boot_volume),
     )
     store.save(inst)
     notify = on_state or (lambda _i: None)
@@ -292,17 +346,24 @@ def execute(
             check_image_safe(img.path, qemu_format(v.entry))
             return img.path
 
-        base = get(plan.root)
         drives: list[Drive] = []
-        overlay = d / "overlay.qcow2"
-        drives.append(Drive(DriveKind.ROOT, overlay, "qcow2", serial="root",
-                            identifier=root_entry.identifier))  # fmt: skip
-        inst = store.save(dataclasses.replace(inst, base_image=base, drives=tuple(drives)))
-        q.create_overlay(base, inst.base_format, overlay)
-        if req.persistent or req.disk_size_mib:
-            from .lifecycle import prepare_root_disk
+        if plan.root is None:
+            assert req.boot_volume
+            vol = volumes.acquire(req.boot_volume, inst.id)
+            drives.append(Drive(DriveKind.BOOT_VOLUME, vol.path, "qcow2", serial="root",
+                                identifier=req.boot_volume))  # fmt: skip
+            inst = store.save(dataclasses.replace(inst, drives=tuple(drives)))
+        else:
+            base = get(plan.root)
+            overlay = d / "overlay.qcow2"
+            drives.append(Drive(DriveKind.ROOT, overlay, "qcow2", serial="root",
+                                identifier=plan.root.entry.identifier))  # fmt: skip
+            inst = store.save(dataclasses.replace(inst, base_image=base, drives=tuple(drives)))
+            q.create_overlay(base, inst.base_format, overlay)
+            if req.persistent or req.disk_size_mib:
+                from .lifecycle import prepare_root_disk
 
-            prepare_root_disk(overlay, persistent=req.persistent, size_mib=req.disk_size_mib)
+                prepare_root_disk(overlay, persistent=req.persistent, size_mib=req.disk_size_mib)
 
         context = d / "context.iso"
         make_context_iso(req.context_scheme, plan.context, context)
@@ -382,7 +443,8 @@ def launch(
 
 def kill(settings: Settings, name: str) -> Instance:
     """Stop the instance's qemu and remove its overlay, context ISO, volatile and swap disks;
-    release its volumes. The record (and console log) stays, state Done (or Failed)."""
+    release its volumes (a boot volume is kept, like every volume). The record (and console
+    log) stays, state Done (or Failed)."""
     store = InstanceStore(settings.state_dir)
     inst = store.find(name)
     with store.lock(inst.id):
@@ -437,6 +499,9 @@ def detach_volume(settings: Settings, volume: str) -> None:
         volumes.release(volume)
         return
     inst = store.refresh(store.load(vol.attached_to))
+    if any(d.kind is DriveKind.BOOT_VOLUME and d.identifier == volume for d in inst.drives):
+        raise InvalidState(f"volume {volume} is the boot disk of {inst.id}",
+                           hint=f"imagekit kill {inst.id}")  # fmt: skip
     node = f"vol-{volume}"[:31]
     if inst.state is State.RUNNING:
         with QMP(inst.qmp_socket, timeout=30) as qmp:

@@ -11,6 +11,10 @@ Root disks (``overlay.qcow2`` in the instance directory, the drive of kind ``roo
   it sparse). It no longer refers to the cache, so ``cache prune`` or a wiped cache cannot
   break it; it keeps every change across stop, start and CLI restarts, and kill removes it
   (a cloud root disk with delete-on-termination; keep data with ``imagekit snapshot``).
+* **boot volume** (``launch --boot-volume NAME``, the drive of kind ``boot-volume``): a
+  volume made by ``create_boot_volume`` is the root disk itself. It keeps every change
+  across stop and start like a persistent root, kill keeps it (it is released, not
+  deleted), and the next launch from it finds what the last one wrote. One VM at a time.
 
 ``--disk-size`` grows the root disk's virtual size (``qemu-img resize``); images built by
 imagekit grow their root file system on first boot (cloud-init growpart).
@@ -94,8 +98,10 @@ def prepare_root_disk(path: Path, *, persistent: bool, size_mib: int | None = No
 
 
 def root_drive(instance: Instance) -> Drive:
+    """The disk the instance boots from: its overlay or its boot volume. Raises
+    InvalidState if it has none yet."""
     for drive in instance.drives:
-        if drive.kind is DriveKind.ROOT:
+        if drive.kind in (DriveKind.ROOT, DriveKind.BOOT_VOLUME):
             return drive
     raise InvalidState(f"instance {instance.id} has no root disk (launch did not get that far)")
 
@@ -237,10 +243,12 @@ def _check_startable(inst: Instance) -> None:
     if inst.state in (State.PENDING, State.PROLOG):
         raise InvalidState(f"instance {inst.id} is still being launched ({inst.state})")
     if inst.state is not State.STOPPED and not _has_disks(inst):
+        boot_volume = [d.identifier for d in inst.drives if d.kind is DriveKind.BOOT_VOLUME]
+        again = f"--boot-volume {boot_volume[0]}" if boot_volume else inst.image_id
         raise InvalidState(
             f"instance {inst.id} is {inst.state} ({inst.reason or 'no reason'}) and its disks "
             "are gone",
-            hint=f"launch a new one: imagekit launch {inst.image_id}",
+            hint=f"launch a new one: imagekit launch {again}",
         )
 
 

@@ -47,7 +47,7 @@ def _drive_args(index: int, drive: Drive) -> list[str]:
     if drive.readonly:
         opts.append("readonly=on")
     dev = [f"virtio-blk-pci,drive={node}", f"serial={drive.serial or node}"]
-    if drive.kind is DriveKind.ROOT:
+    if drive.kind in (DriveKind.ROOT, DriveKind.BOOT_VOLUME):
         dev.append("bootindex=0")
     return ["-drive", ",".join(opts), "-device", ",".join(dev)]
 

@@ -25,7 +25,6 @@ import dataclasses
 import json
 import logging
 import os
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from typing import Any
 from . import lifecycle
 from . import qemu as q
 from ._atomic import atomic_write
+from ._qmp import connect_unix
 from ._run import find_tool, run
 from .describe import describe_image
 from .entry import Entry, entry_to_bytes
@@ -81,17 +81,7 @@ class GuestAgent:
     """A minimal qemu guest agent client over the instance's ``qga.sock``."""
 
     def __init__(self, path: Path, *, timeout: float = 10.0) -> None:
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.settimeout(timeout)
-        dirfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            # through /proc: the absolute path may be longer than sun_path allows
-            self._sock.connect(f"/proc/self/fd/{dirfd}/{path.name}")
-        except OSError as e:
-            self._sock.close()
-            raise EnvironmentProblem(f"cannot connect to the guest agent at {path}: {e}") from e
-        finally:
-            os.close(dirfd)
+        self._sock = connect_unix(path, timeout=timeout, what="the guest agent")
         self._buf = b""
         self._sync()
 

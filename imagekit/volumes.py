@@ -100,13 +100,33 @@ class VolumeStore:
             return volume
 
     def delete(self, name: str) -> None:
-        """Raises InvalidState while attached."""
+        """Remove the volume, its registry record and its origin. Raises InvalidState while
+        attached."""
         with self._lock():
             volume = self._read(name)
             if volume.attached_to:
                 raise InvalidState(f"volume {name} is attached to {volume.attached_to}")
             volume.path.unlink(missing_ok=True)
+            self._origin(name).unlink(missing_ok=True)
             self._meta(name).unlink()
+
+    def _origin(self, name: str) -> Path:
+        # written by lifecycle.create_boot_volume beside the registry record
+        return self.root / f"{name}.origin"
+
+    def find_origin(self, name: str) -> str | None:
+        """The marketplace ID a bootable volume was made from; None for a blank volume.
+        Raises NotFound if there is no such volume."""
+        self._read(name)
+        try:
+            data = json.loads(self._origin(name).read_text())
+        except FileNotFoundError:
+            return None
+        except ValueError as e:
+            raise InputError(f"volume {name}: corrupt origin file: {e}") from e
+        if not isinstance(data, dict) or not data.get("bootable"):
+            return None
+        return str(data.get("image_id") or "") or None
 
     def check_free(self, name: str) -> Volume:
         """Precondition: the volume exists and nobody holds it (no change made)."""

@@ -79,6 +79,19 @@ def _blank(tmp_path: Path, name: str) -> Instance:
     )  # fmt: skip
 
 
+def test_a_boot_volume_is_held_not_owned_and_survives_remove_owned_files(tmp_path: Path):
+    store = InstanceStore(tmp_path)
+    vol = tmp_path / "volumes" / "web-root.qcow2"
+    vol.parent.mkdir()
+    vol.write_bytes(b"disk")
+    inst = store.save(dataclasses.replace(_blank(tmp_path, "vm-b00t0001"), drives=(
+        Drive(DriveKind.BOOT_VOLUME, vol, "qcow2", serial="root", identifier="web-root"),
+    )))  # fmt: skip
+    assert store.load(inst.id) == inst  # the kind round-trips through instance.json
+    assert inst.volumes == ["web-root"] and not inst.drives[0].owned
+    assert store.remove_owned_files(inst) == [] and vol.exists()
+
+
 def test_vanished_qemu_is_failed(tmp_path: Path):
     store = InstanceStore(tmp_path)
     inst = store.save(dataclasses.replace(_blank(tmp_path, "vm-dead0001"), state=State.RUNNING,

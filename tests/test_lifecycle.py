@@ -324,3 +324,155 @@ def test_bootable_volume_from_a_verified_image(published, tmp_path):
     assert sorted(p.name for p in (settings.state_dir / "volumes").iterdir()
                   if not p.name.startswith(".lock")) == [
         "web-root.json", "web-root.origin", "web-root.qcow2"]  # fmt: skip
+
+
+# --- boot volumes: volume create --from-image, launch --boot-volume ---------------------
+
+
+@pytest.fixture
+def boot_env(published, monkeypatch, no_stray_qemu):
+    """Settings from the environment (as the CLI sees them), accel tcg, a published guest."""
+    from imagekit.settings import load_settings
+    from tests.plugins.lifecycle import boot_sector
+
+    monkeypatch.setenv("IMAGEKIT_ACCEL", "tcg")
+
+    def publish(size: int = 1 << 20) -> str:
+        return published(boot_sector(acpi=True, pad_to=size, payload=os.urandom(4096)))
+
+    return load_settings({}), publish
+
+
+TINY = ("--type", "t1.micro", "--ram", "32M", "--swap", "0")
+
+
+def launch_boot_volume(cli, name: str) -> str:
+    result = cli("launch", "--boot-volume", name, *TINY)
+    assert result.exit_code == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_cli_boot_volume_outlives_kill_and_boots_the_next_launch(boot_env, cli, no_stray_qemu):
+    from imagekit.instances import DriveKind
+    from imagekit.volumes import VolumeStore
+
+    settings, publish = boot_env
+    image_id = publish()
+    made = cli("volume", "create", "--from-image", image_id, "--name", "web-root", "--size", "8M")
+    assert made.exit_code == 0, made.stderr
+    assert made.stdout == "web-root\n"
+    assert made.stderr.splitlines() == ["web-root: Downloading", "web-root: Available"]
+    volumes = VolumeStore(settings.state_dir)
+    disk = volumes.get("web-root").path
+
+    vm = launch_boot_volume(cli, "web-root")
+    store = store_of(settings)
+    inst = store.load(vm)
+    root = lifecycle.root_drive(inst)
+    assert (root.kind, root.path, root.identifier) == (DriveKind.BOOT_VOLUME, disk, "web-root")
+    assert inst.image_id == image_id and inst.persistent
+    assert not (inst.directory / "overlay.qcow2").exists()
+    booted(inst)
+    assert volumes.get("web-root").attached_to == vm
+    listing = cli("instances").stdout.splitlines()
+    assert any(line.startswith(vm) and " volume " in line for line in listing)
+
+    # one VM at a time: a second launch from the same volume is refused before qemu starts
+    second = cli("launch", "--boot-volume", "web-root", *TINY)
+    assert second.exit_code == 2
+    assert second.stderr.splitlines()[0] == f"imagekit: error: volume web-root is attached to {vm}"
+    assert len(no_stray_qemu()) == 1 and store.ids() == [vm]
+
+    # what was written while Stopped is still there after start (no fresh overlay) and
+    # after kill, which releases the volume and keeps it; the next launch boots from it
+    lifecycle.stop(settings, vm, timeout=20)
+    assert qemu_io(disk, "write -P 0x5a 512k 64k").returncode == 0
+    lifecycle.start(settings, vm)
+    booted(inst)  # the console log of this boot (start keeps the last one as console.log.1)
+    assert cli("kill", vm).exit_code == 0
+    assert disk.exists() and volumes.get("web-root").attached_to is None
+    assert has_pattern(disk, 0x5A)
+    again = launch_boot_volume(cli, "web-root")
+    booted(store.load(again))
+    assert cli("kill", again).exit_code == 0
+    assert no_stray_qemu() == []
+    with pytest.raises(InvalidState, match="disks are gone") as e:
+        lifecycle.start(settings, again)
+    assert e.value.hint == "launch a new one: imagekit launch --boot-volume web-root"
+
+    # delete removes the disk, the registry record and the origin
+    assert cli("volume", "delete", "web-root").exit_code == 0
+    assert sorted(p.name for p in volumes.root.iterdir()) == [".lock"]
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (("--boot-volume", "nope"), "no volume 'nope'"),
+        (("--boot-volume", "data"), "volume data is not bootable (it was not made from an image)"),
+        (("IMAGE", "--boot-volume", "web-root"),
+         "give either an image (ID or endorser:tag) or --boot-volume NAME"),
+        ((), "give either an image (ID or endorser:tag) or --boot-volume NAME"),
+        (("--boot-volume", "web-root", "--persistent"),
+         "--persistent does not apply to a boot volume: it always keeps its data"),
+        (("--boot-volume", "web-root", "--disk-size", "1G"),
+         "--disk-size does not apply to a boot volume"),
+        (("--boot-volume", "web-root", "--persistent-disk", "web-root"),
+         "a persistent disk is given twice"),
+    ],
+    ids=["unknown-volume", "blank-volume", "image-and-volume", "neither", "persistent",
+         "disk-size", "twice"],
+)  # fmt: skip
+def test_launch_boot_volume_refusals_leave_nothing_behind(boot_env, cli, no_stray_qemu, args,
+                                                          line):  # fmt: skip
+    from imagekit.volumes import VolumeStore
+
+    settings, publish = boot_env
+    image_id = publish()
+    assert lifecycle.create_boot_volume(settings, "web-root", image_id).name == "web-root"
+    assert cli("volume", "create", "data", "1").exit_code == 0
+    args = tuple(image_id if a == "IMAGE" else a for a in args)
+    result = cli("launch", *args, *TINY)
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.splitlines()[0] == f"imagekit: error: {line}"
+    assert result.stdout == "" and no_stray_qemu() == []
+    assert store_of(settings).ids() == []
+    assert all(v.attached_to is None for v in VolumeStore(settings.state_dir).list())
+
+
+def test_shrinking_disk_size_is_refused_before_any_download(boot_env, cli, http_files,
+                                                            no_stray_qemu):  # fmt: skip
+    settings, publish = boot_env
+    image_id = publish(4 << 20)
+    result = cli("launch", image_id, "--disk-size", "2M", *TINY)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[0] == (
+        "imagekit: error: disk size 2 MiB is smaller than the image (4 MiB): disks only grow")
+    assert http_files.requests == []  # nothing fetched
+    assert not settings.cache_dir.exists()  # refused before the cache was even made
+    assert store_of(settings).ids() == [] and no_stray_qemu() == []
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (("--from-image", "X"), "give the volume a name (--name NAME)"),
+        (("--from-image", "X", "--name", "a", "b"), "two names given: 'b' and --name 'a'"),
+        (("--from-image", "X", "--name", "a", "--size", "lots"),
+         "not a size: 'lots' (use e.g. 512M or 2G)"),
+        (("--name", "a", "--size", "1G"),
+         "--size goes with --from-image; a blank volume takes SIZE_GB"),
+        (("a",), "give the size in GB (imagekit volume create NAME SIZE_GB) or --from-image ID"),
+        (("--from-image", "X", "a", "3"), "a volume made --from-image takes --size, not SIZE_GB"),
+        (("--from-image", "X", "--name", "bad/name"),
+         "volume name 'bad/name': use letters, digits, . _ - (max 64)"),
+    ],
+    ids=["no-name", "two-names", "bad-size", "size-without-image", "no-size", "size-gb",
+         "bad-name"],
+)  # fmt: skip
+def test_cli_volume_create_usage_errors_are_one_line(cli, tmp_path, args, line):
+    env = {"IMAGEKIT_STATE_DIR": str(tmp_path / "state")}
+    result = cli("volume", "create", *args, env=env)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [f"imagekit: error: {line}"]
+    assert not (tmp_path / "state" / "volumes").exists()

@@ -160,6 +160,18 @@ def test_ephemeral_root_forgets_a_written_file_at_kill(world, cli):
     assert any(line.startswith(second) and " ephemeral " in line for line in listing)
 
 
+def test_boot_volume_keeps_the_counter_across_kill_and_relaunch(world, cli):
+    store: InstanceStore = world["store"]
+    made = cli("volume", "create", "--from-image", world["image_id"], "--name", "tiny-root")
+    assert made.exit_code == 0, made.stderr
+    assert made.stderr.splitlines() == ["tiny-root: Downloading", "tiny-root: Available"]
+    first = world["launch"]("--boot-volume=tiny-root")
+    assert wait_counter(store, first) == 0  # ...and it wrote 1 on the volume
+    assert cli("kill", first).exit_code == 0
+    second = world["launch"]("--boot-volume=tiny-root")
+    assert wait_counter(store, second) == 1  # the volume outlived the first instance
+
+
 def test_persistent_root_keeps_it_across_stop_start_and_a_snapshot_carries_it(world, cli, tmp_path):
     store: InstanceStore = world["store"]
     vm = world["launch"](world["image_id"], "--persistent", "--disk-size", "64M")

@@ -74,6 +74,20 @@ def test_drives_in_order_readonly_flags_and_escaped_commas(tmp_path: Path):
     assert "serial=ro0" in devices[2]
 
 
+def test_a_boot_volume_is_the_boot_disk(tmp_path: Path):
+    vol = tmp_path / "volumes" / "web-root.qcow2"
+    inst = instance(tmp_path, drives=(
+        Drive(DriveKind.BOOT_VOLUME, vol, "qcow2", serial="root", identifier="web-root"),
+        Drive(DriveKind.CONTEXT, tmp_path / "context.iso", "raw", readonly=True,
+              serial="context"),
+    ))  # fmt: skip
+    argv = q.qemu_argv(inst)
+    assert opt(argv, "-drive")[0].startswith(f"file={vol},format=qcow2,")
+    devices = [d for d in opt(argv, "-device") if d.startswith("virtio-blk-pci")]
+    assert "bootindex=0" in devices[0] and "serial=root" in devices[0]
+    assert "bootindex" not in devices[1]
+
+
 def test_kvm_argv_and_unresolved_accel(tmp_path: Path):
     argv = q.qemu_argv(instance(tmp_path, accel="kvm"))
     assert opt(argv, "-accel") == ["kvm"] and opt(argv, "-cpu") == ["host"]

@@ -44,7 +44,7 @@ def common(f: Any) -> Any:
 
 
 @cli.command("launch")
-@click.argument("image")
+@click.argument("image", required=False, default="")
 @click.option("--type", "type_", default="m1.small", show_default=True, help="machine type")
 @click.option("--cpu", type=int, help="override the type's CPU count")
 @click.option("--ram", help="override the type's memory (e.g. 2G, 512M)")
@@ -66,6 +66,8 @@ def common(f: Any) -> Any:
 @click.option("--persistent", "persistent_root", is_flag=True, default=False,
               help="root disk kept across stop/start (a standalone copy of the image)")
 @click.option("--disk-size", metavar="SIZE", help="grow the root disk to SIZE (e.g. 20G)")
+@click.option("--boot-volume", metavar="NAME",
+              help="boot from this volume (volume create --from-image) instead of an image")
 @click.option("--accel", type=click.Choice(["auto", "tcg", "kvm"]), help="qemu accelerator")
 @click.option("--allow-private-locations", is_flag=True, default=None,
               help="allow downloads from private/loopback addresses")
@@ -79,18 +81,22 @@ def launch_cmd(
     accel: str | None, allow_private_locations: bool | None, as_json: bool,
     marketplace: str | None, trust: str | None, policy_path: Path | None,
     persistent_root: bool = False, disk_size: str | None = None,
+    boot_volume: str | None = None,
 ) -> None:  # fmt: skip
     """Run an appliance by its Marketplace ID (or endorser:tag) in a qemu VM.
 
     The entry is verified locally against your trust store and site policy, the image is
     downloaded (or taken from the cache), checked against the signed digests, and booted
-    on a copy-on-write overlay with a context ISO. Prints the instance ID.
+    on a copy-on-write overlay with a context ISO. Prints the instance ID. With
+    --boot-volume NAME (and no IMAGE) the VM boots from that volume instead: what it
+    writes there outlives kill, and the next launch from the volume finds it.
 
     \b
     Example:
       imagekit launch BtSKdXa2SvHlSVTvgFgivIYDq-- --type m1.small \\
           --ssh-key ~/.ssh/id_ed25519.pub --readonly-disk GPAUQFkojP5dMQJNdJ4qD_62mCo \\
           --volatile-disk 2 --user-data setup.sh
+      imagekit launch --boot-volume web-root --type m1.small
     """
     from ..context import ContextFile, parse_ssh_keys, parse_variable
     from ..launch import LaunchRequest, execute, plan_launch
@@ -117,6 +123,7 @@ def launch_cmd(
         files=tuple(ContextFile.from_option(f) for f in files),
         persistent=persistent_root,
         disk_size_mib=parse_size_mib(disk_size) if disk_size else None,
+        boot_volume=boot_volume,
     )
     plan = plan_launch(request, s)
     bars: list[ProgressBar] = []
@@ -150,7 +157,7 @@ def instances_cmd(as_json: bool) -> None:
     Example:
       imagekit instances
     """
-    from ..instances import InstanceStore
+    from ..instances import DriveKind, InstanceStore
 
     items = InstanceStore(settings().state_dir).all()
     if as_json:
@@ -159,8 +166,10 @@ def instances_cmd(as_json: bool) -> None:
     click.echo(f"{'ID':<12} {'STATE':<8} {'ROOT':<10} {'CPU':>3} {'MEMORY':>7} {'SSH':>5}  "
                f"{'IMAGE':<27} {'UPTIME':>8}  REASON")  # fmt: skip
     for i in items:
+        root = "volume" if any(d.kind is DriveKind.BOOT_VOLUME for d in i.drives) \
+            else "persistent" if i.persistent else "ephemeral"  # fmt: skip
         click.echo(
-            f"{i.id:<12} {i.state:<8} {'persistent' if i.persistent else 'ephemeral':<10} "
+            f"{i.id:<12} {i.state:<8} {root:<10} "
             f"{i.machine.cpu:>3} {i.machine.ram_mib:>6}M "
             f"{i.ssh_port:>5}  {i.image_id:<27} {_uptime(i.uptime()):>8}  {i.reason}"
         )
@@ -284,20 +293,62 @@ def volume_group() -> None:
     \b
     Example:
       imagekit volume create data 10 && imagekit launch ID --persistent-disk data
+      imagekit volume create --from-image ID --name web-root && \\
+          imagekit launch --boot-volume web-root
     """
 
 
 @volume_group.command("create")
-@click.argument("name")
-@click.argument("size_gb", type=int)
-def volume_create(name: str, size_gb: int) -> None:
-    """Create a volume of SIZE_GB gigabytes.
+@click.argument("name", required=False)
+@click.argument("size_gb", type=int, required=False)
+@click.option("--from-image", "reference", metavar="ID|ENDORSER:TAG",
+              help="a bootable volume: a copy of this verified image")
+@click.option("--name", "name_option", metavar="NAME", help="the volume's name")
+@click.option("--size", metavar="SIZE", help="with --from-image: grow the disk to SIZE (e.g. 20G)")
+@click.option("--allow-private-locations", is_flag=True, default=None,
+              help="allow downloads from private/loopback addresses")
+@common
+def volume_create(name: str | None, size_gb: int | None, reference: str | None,
+                  name_option: str | None, size: str | None,
+                  allow_private_locations: bool | None, marketplace: str | None,
+                  trust: str | None, policy_path: Path | None) -> None:  # fmt: skip
+    """Create a blank volume of SIZE_GB gigabytes, or a bootable one from an image.
+
+    --from-image resolves, verifies and policy-checks the image as launch does, fetches it
+    through the cache and copies it into the volume (Downloading, then Available); boot
+    from it with launch --boot-volume NAME.
 
     \b
     Example:
       imagekit volume create data 10
+      imagekit volume create --from-image BtSKdXa2SvHlSVTvgFgivIYDq-- --name web-root --size 20G
     """
-    v = _volumes().create(name, size_gb)
+    if name and name_option and name != name_option:
+        raise InputError(f"two names given: {name!r} and --name {name_option!r}")
+    name = name or name_option
+    if not name:
+        raise InputError("give the volume a name (--name NAME)")
+    if reference is None:
+        if size is not None:
+            raise InputError("--size goes with --from-image; a blank volume takes SIZE_GB")
+        if size_gb is None:
+            raise InputError("give the size in GB (imagekit volume create NAME SIZE_GB) "
+                             "or --from-image ID")  # fmt: skip
+        v = _volumes().create(name, size_gb)
+        click.echo(v.name)
+        return
+    if size_gb is not None:
+        raise InputError("a volume made --from-image takes --size, not SIZE_GB")
+    from ..lifecycle import create_boot_volume
+    from ..machines import parse_size_mib
+    from ..progress import ProgressBar
+
+    s = settings(marketplace=marketplace, trust=trust, policy=policy_path,
+                 allow_private_locations=allow_private_locations)  # fmt: skip
+    size_mib = parse_size_mib(size) if size else None
+    with ProgressBar(f"fetch {name[:12]}", None) as bar:
+        v = create_boot_volume(s, name, reference, size_mib=size_mib, progress=bar,
+                               on_state=lambda state: info(f"{name}: {state}"))  # fmt: skip
     click.echo(v.name)
 
 

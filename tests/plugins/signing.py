@@ -50,9 +50,15 @@ def _write_signer(tmp: Path, key_pem: bytes, cert_pem: bytes, email: str) -> Sig
     return SignerFiles(base.private_key, base.certificate, base.chain, key_path, cert_path, email)
 
 
+def _issued_yesterday() -> dt.datetime:
+    # Test modules fix their NOW at import; a certificate issued later in a long run
+    # would otherwise not yet be valid at that NOW.
+    return dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+
+
 @pytest.fixture(scope="session")
 def _session_endorser_pems() -> tuple[bytes, bytes]:
-    return keys.make_self_signed(ENDORSER_EMAIL, ENDORSER_NAME, 30)
+    return keys.make_self_signed(ENDORSER_EMAIL, ENDORSER_NAME, 30, now=_issued_yesterday())
 
 
 @pytest.fixture
@@ -74,7 +80,9 @@ def make_signer(tmp_path: Path) -> Callable[..., SignerFiles]:
         key_type: str = "ec",
         now: dt.datetime | None = None,
     ) -> SignerFiles:
-        key_pem, cert_pem = keys.make_self_signed(email, name, days, key_type=key_type, now=now)
+        key_pem, cert_pem = keys.make_self_signed(
+            email, name, days, key_type=key_type, now=now or _issued_yesterday()
+        )
         return _write_signer(tmp_path / f"signer-{next(counter)}", key_pem, cert_pem, email)
 
     return make
