@@ -28,6 +28,7 @@ from pathlib import Path
 
 import httpx
 
+from .settings import load_settings
 from .tinyappliance import make_tiny_appliance
 
 DOG = "The dog (Canis familiaris) is a domesticated descendant of the wolf."
@@ -41,7 +42,18 @@ BOOT_TIMEOUT_BUILT = 900.0
 GUEST_SCRIPT = """#!/bin/sh
 mkdir -p /mnt/data
 mount -o ro "$(blkid -L FLORA_FAUNA)" /mnt/data
+echo "IMAGEKIT-DEMO: $(cat /etc/imagekit-demo), less at $(command -v less)" > /dev/ttyS0
+for keys in /root/.ssh/authorized_keys /home/*/.ssh/authorized_keys; do
+    [ -s "$keys" ] || continue
+    echo "IMAGEKIT-DEMO: ssh key in $keys: $(cut -d' ' -f1,3 "$keys" | tail -1)" > /dev/ttyS0
+done
 echo "IMAGEKIT-DEMO: file /animals/dog.txt: $(cat /mnt/data/animals/dog.txt)" > /dev/ttyS0
+"""
+
+# The build step's script, run as root inside the image while it is built.
+BUILD_SCRIPT = """#!/bin/sh
+set -e
+echo "built by imagekit build on $(date -u +%Y-%m-%d)" > /etc/imagekit-demo
 """
 
 
@@ -77,16 +89,19 @@ class Story:
     def result(self, text: str) -> None:
         print(f"   -> {text}", flush=True)
 
-    def imagekit(self, *args: str | Path, quiet: bool = False) -> str:
+    def imagekit(self, *args: str | Path, quiet: bool = False, live: bool = False) -> str:
+        """Run imagekit, return its stdout; ``live`` lets its progress through to the terminal."""
         argv = [*_imagekit(), *map(str, args)]
         if not quiet:
             print("   $ imagekit " + shlex.join(argv[len(_imagekit()) :]), flush=True)
         proc = subprocess.run(
             argv, cwd=self.work, env=self.env, stdin=subprocess.DEVNULL,
-            capture_output=True, text=True, check=False,
+            stdout=subprocess.PIPE, stderr=None if live else subprocess.PIPE,
+            text=True, check=False,
         )
         if proc.returncode != 0:
-            raise DemoFailed(proc.stderr.strip() or f"imagekit exited {proc.returncode}")
+            detail = "" if live else (proc.stderr or "").strip()
+            raise DemoFailed(detail or f"imagekit {args[0]} exited {proc.returncode}")
         return proc.stdout.strip()
 
     # --- the story ------------------------------------------------------------------
@@ -111,7 +126,8 @@ class Story:
         with self.marketplace() as url:
             self.step("Describe, sign, verify and publish both entries (bytes served locally)")
             files = f"{url}/files"
-            app_id = self.publish(appliance, files, "--os", "linux", "--os-arch", "x86_64",
+            os_fields = ("--os", "linux") if self.fast else ("--os", "debian", "--os-version", "12")
+            app_id = self.publish(appliance, files, *os_fields, "--os-arch", "x86_64",
                                   "--title", "Demo appliance", "--tag", "demo-appliance")
             flora_id = self.publish(self.work / "flora.iso", files, "--kind", "disk",
                                     "--title", "Flora and fauna", "--tag", "flora-and-fauna")
@@ -119,14 +135,16 @@ class Story:
             print(f"\n   Browse the catalogue: {url}/", flush=True)
 
             self.step("Launch the appliance by its ID, with the data disk and the ssh key")
-            args = ["launch", app_id, "--readonly-disk", flora_id, "--ssh-key", ssh_key,
-                    "--allow-private-locations", "--json"]
+            args: list[str | Path] = [
+                "launch", app_id, "--readonly-disk", flora_id, "--ssh-key", ssh_key,
+                "--allow-private-locations", "--json",
+            ]
             if self.fast:
                 args += ["--type", "t1.micro"]
             else:
                 (self.work / "read-data.sh").write_text(GUEST_SCRIPT)
                 args += ["--type", "m1.small", "--user-data", "read-data.sh"]
-            launched = self.imagekit(*args)
+            launched = self.imagekit(*args, live=True)
             instance = re.search(r'"id":\s*"([^"]+)"', launched)
             if not instance:
                 raise DemoFailed(f"launch printed no instance id: {launched}")
@@ -135,8 +153,8 @@ class Story:
                 self.result(f"instance {name}")
                 print(self.imagekit("instances"), flush=True)
                 self.step("Show from inside the guest that it read animals/dog.txt")
-                line = self.wait_for_dog(name)
-                self.result(line)
+                for line in self.wait_for_dog(name):
+                    self.result(line)
             finally:
                 self.step("Kill the instance")
                 self.imagekit("kill", name)
@@ -148,16 +166,21 @@ class Story:
     def appliance(self) -> Path:
         if self.fast:
             self.step("Make the tiny test appliance (DEMO_FAST=1)")
-            out = make_tiny_appliance(self.work / "appliance.raw")
-            self.result(f"{out.name}: Debian kernel + busybox initramfs, bootable disk")
-            return out
+            tiny = make_tiny_appliance(self.work / "appliance.raw")
+            self.result(f"{tiny.name}: Debian kernel + busybox initramfs, bootable disk")
+            return tiny
         self.step("Build a small Debian appliance with diskimage-builder")
         (self.work / "motd").write_text("Built with imagekit\n")
+        (self.work / "setup.sh").write_text(BUILD_SCRIPT)
+        # The layer cache is the user's own (a pure cache keyed by content): a second demo
+        # reuses the base and package layers instead of bootstrapping Debian again.
+        layers = load_settings().cache_dir
         out = self.imagekit(
-            "build", "--base", "debian:bookworm", "--package", "less",
-            "--file", "/etc/motd=motd", "--format", "qcow2", "-o", "appliance.qcow2",
+            "build", "--base", "debian:bookworm", "--package", "less", "--script", "setup.sh",
+            "--file", "/etc/motd=motd", "--format", "qcow2", "--cache-dir", layers,
+            "-o", "appliance.qcow2", live=True,
         )
-        self.result(out.splitlines()[-1] if out else "appliance.qcow2")
+        self.result(f"appliance.qcow2, ID {out.splitlines()[-1] if out else '?'}")
         return self.work / "appliance.qcow2"
 
     def publish(self, image: Path, files_url: str, *fields: str) -> str:
@@ -223,17 +246,19 @@ class Story:
                 server.kill()
             log.close()
 
-    def wait_for_dog(self, instance: str) -> str:
+    def wait_for_dog(self, instance: str) -> list[str]:
+        """The guest's report lines, once the dog line is among them."""
         deadline = time.monotonic() + (BOOT_TIMEOUT_FAST if self.fast else BOOT_TIMEOUT_BUILT)
-        pattern = re.compile(r"IMAGEKIT-(?:TINY|DEMO): file /animals/dog\.txt: .*")
+        report = re.compile(r"IMAGEKIT-(?:TINY|DEMO): .*")
         print(f"   $ imagekit console {instance}   (until the line appears)", flush=True)
         while time.monotonic() < deadline:
-            console = self.imagekit("console", instance, quiet=True)
-            found = pattern.search(console)
-            if found:
-                if DOG not in found.group(0):
-                    raise DemoFailed(f"the guest read something else: {found.group(0)}")
-                return found.group(0).strip()
+            lines = [m.group(0).strip() for m in
+                     report.finditer(self.imagekit("console", instance, quiet=True))]
+            dog = [line for line in lines if "file /animals/dog.txt:" in line]
+            if dog:
+                if DOG not in dog[0]:
+                    raise DemoFailed(f"the guest read something else: {dog[0]}")
+                return lines
             time.sleep(3)
         raise DemoFailed("the guest did not report animals/dog.txt in time (see the console)")
 

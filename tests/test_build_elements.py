@@ -4,7 +4,9 @@ that undoes mounts and loop devices after an interrupted build."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -372,6 +374,16 @@ def test_failing_script_leaves_no_image_and_names_the_log(tiny: dict) -> None:
     _no_leftovers(tiny["cache"], out)
 
 
+@pytest.fixture
+def sigint_raises() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt, even in a run started in the background (which
+    inherits SIGINT ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("sigint_raises")
 def test_interrupt_during_a_script_cleans_up(tiny: dict) -> None:
     """Ctrl-C while a script runs in the chroot: mounts and loop devices are undone."""
     from imagekit.build import build_image

@@ -7,6 +7,7 @@ with ``--debug``.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import sys
@@ -21,6 +22,52 @@ from ..settings import Settings, load_settings
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
+# Which module of this package defines each command. A module is imported only when one of
+# its commands runs (or help lists them all): `imagekit kill` need not load the builder,
+# the registry server and the ISO writer first.
+COMMAND_MODULES: dict[str, str] = {
+    "config": "config_cmd",
+    "keygen": "keys_cmd",
+    "sign": "sign_cmd",
+    "verify": "sign_cmd",
+    "id": "id_cmd",
+    "cdrom": "media_cmd",
+    "context": "media_cmd",
+    "metadata": "metadata_cmd",
+    "build": "build_cmd",
+    "serve": "server_cmd",
+    "publish": "market_cmd",
+    "search": "market_cmd",
+    "show": "market_cmd",
+    "deprecate": "market_cmd",
+    "launch": "launch_cmd",
+    "instances": "launch_cmd",
+    "console": "launch_cmd",
+    "ssh": "launch_cmd",
+    "kill": "launch_cmd",
+    "types": "launch_cmd",
+    "policy": "launch_cmd",
+    "cache": "launch_cmd",
+    "volume": "launch_cmd",
+    "stop": "lifecycle_cmd",
+    "start": "lifecycle_cmd",
+    "reboot": "lifecycle_cmd",
+    "snapshot": "lifecycle_cmd",
+}
+
+
+class _LazyGroup(click.Group):
+    """A group whose commands register themselves when their module is first imported."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMAND_MODULES)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMAND_MODULES.get(cmd_name)
+        if module is not None and cmd_name not in self.commands:
+            importlib.import_module(f"{__package__}.{module}")
+        return super().get_command(ctx, cmd_name)
+
 
 class _State:
     def __init__(self, config: Path | None, debug: bool) -> None:
@@ -31,7 +78,7 @@ class _State:
         return load_settings(overrides, path=self.config)
 
 
-@click.group(context_settings=CONTEXT_SETTINGS)
+@click.group(cls=_LazyGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, prog_name="imagekit")
 @click.option("--config", type=click.Path(path_type=Path), help="config file (TOML)")
 @click.option("--debug", is_flag=True, help="log external commands; show tracebacks")
