@@ -51,6 +51,7 @@ import operator
 import os
 import random
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -376,3 +377,21 @@ def format_table(rows: Sequence[Row]) -> str:
         if n == 0:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (for a server the bench starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    """Terminate a server the bench started; kill it if it lingers."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -34,8 +34,10 @@ from ._common import (
     Row,
     bench_dir,
     env_bytes,
+    free_port,
     human_bytes,
     make_test_file,
+    stop_process,
     time_call,
     time_command,
     warm_page_cache,
@@ -48,31 +50,15 @@ ROOT = Path(__file__).resolve().parents[1]
 IMAGEKIT = str(Path(sys.executable).parent / "imagekit")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}")
+            raise RuntimeError(f"the server for port {port} exited with {proc.returncode}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
             return
         time.sleep(0.1)
     raise RuntimeError(f"nothing listens on port {port}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @contextlib.contextmanager
@@ -82,7 +68,7 @@ def _nginx(work: Path, root: Path):  # type: ignore[no-untyped-def]
         d.chmod(0o755)
     prefix = work / "nginx"
     (prefix / "logs").mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     conf = prefix / "nginx.conf"
     conf.write_text(f"""
 daemon off;
@@ -109,7 +95,7 @@ http {{
         _wait_port(port, proc)
         yield f"http://127.0.0.1:{port}"
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 def cold(work: Path, args: BenchArgs) -> list[Row]:
@@ -185,7 +171,7 @@ def warm(work: Path, args: BenchArgs) -> list[Row]:
     (work / "bench.key").write_bytes(key_pem)
     (work / "bench.crt").write_bytes(cert_pem)
     signer = load_signer(key=work / "bench.key", cert=work / "bench.crt")
-    mport = _free_port()
+    mport = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEKIT_")}
     server = subprocess.Popen(
         [sys.executable, "-m", "marketplace_server", "--host", "127.0.0.1", "--port",
@@ -274,7 +260,7 @@ def warm(work: Path, args: BenchArgs) -> list[Row]:
         for instance_id in launched:
             with contextlib.suppress(Exception):
                 kill(instance_id)
-        _stop(server)
+        stop_process(server)
     added = best_launch - best_direct
     return [
         Row.make(NAME, "warm: qemu started directly", best_direct, "s"),

@@ -28,7 +28,6 @@ import hashlib
 import os
 import random
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -38,7 +37,7 @@ from typing import Any
 
 import httpx
 
-from ._common import BenchArgs, Row, bench_dir
+from ._common import BenchArgs, Row, bench_dir, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 OSES = [("debian", ["11", "12", "13"]), ("ubuntu", ["22.04", "24.04"]), ("alpine", ["3.19"]),
@@ -49,12 +48,6 @@ WORDS = [
     "storage", "analytics", "notebook", "cluster", "gateway", "monitor", "builder", "runner",
     "mail", "dns", "ldap", "vpn", "ci", "edge",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _fields(rng: random.Random, i: int) -> dict[str, Any]:
@@ -199,7 +192,7 @@ def _start_nginx(work: Path, pool: list[bytes], paths: list[str]) -> tuple[Any, 
         target = root / path.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
-    port = _free_port()
+    port = free_port()
     conf = work / "nginx.conf"
     conf.write_text(f"""
 user root;
@@ -246,16 +239,6 @@ def _wait(url: str, proc: Any, ok_status: tuple[int, ...] = (200,)) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def _stop(proc: Any) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def run(args: BenchArgs) -> list[Row]:
     total = int(os.environ.get("BENCH_SERVER_ENTRIES", 5_000 if args.quick else 100_000))
     signed_count = min(total, int(os.environ.get("BENCH_SERVER_SIGNED", 2_000)))
@@ -278,7 +261,7 @@ def run(args: BenchArgs) -> list[Row]:
         pool, paths = _load(work / "data", total, signed_count, db_url)
         load_s = time.perf_counter() - t
         rows.append(Row.make(name, f"load {total} entries ({signed_count} signed)", load_s, "s"))
-        port = _free_port()
+        port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEKIT_")}
         env["PYTHONPATH"] = str(ROOT)
         server = subprocess.Popen(
@@ -327,9 +310,9 @@ def run(args: BenchArgs) -> list[Row]:
             rows.append(Row.make(name, "GET entry server (1 worker)", server_rps, "req/s",
                                  baseline=("nginx", nginx_rps), target=">= 0.15"))
         finally:
-            _stop(server)
+            stop_process(server)
             if nginx is not None:
-                _stop(nginx)
+                stop_process(nginx)
             if cluster is not None:
                 cluster.stop()
     return rows

@@ -40,35 +40,53 @@ def connect_unix(path: Path, *, timeout: float, what: str) -> socket.socket:
     return sock
 
 
+class JsonLines:
+    """Newline-delimited JSON commands over a unix socket, as QMP and the guest agent speak."""
+
+    def __init__(self, path: Path, *, timeout: float, what: str) -> None:
+        self.what = what
+        self._sock = connect_unix(path, timeout=timeout, what=what)
+        self._buf = b""
+
+    def send(self, name: str, arguments: dict[str, Any], *, prefix: bytes = b"") -> None:
+        msg: dict[str, Any] = {"execute": name}
+        if arguments:
+            msg["arguments"] = arguments
+        try:
+            self._sock.sendall(prefix + json.dumps(msg).encode() + b"\n")
+        except OSError as e:
+            raise QMPError(f"{self.what}: write failed: {e}") from e
+
+    def line(self) -> bytes:
+        while b"\n" not in self._buf:
+            try:
+                chunk = self._sock.recv(65536)
+            except OSError as e:
+                raise QMPError(f"{self.what}: read failed: {e}") from e
+            if not chunk:
+                raise QMPError(f"{self.what} closed the connection")
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.close()
+
+
 class QMP:
     def __init__(self, path: Path, *, timeout: float = 5.0) -> None:
-        self._sock = connect_unix(path, timeout=timeout, what="QMP socket")
-        self._buf = b""
+        self._channel = JsonLines(path, timeout=timeout, what="QMP socket")
         self.events: list[dict[str, Any]] = []
         self._read()  # greeting
         self.command("qmp_capabilities")
 
     def _read(self) -> dict[str, Any]:
-        while b"\n" not in self._buf:
-            try:
-                chunk = self._sock.recv(65536)
-            except OSError as e:
-                raise QMPError(f"QMP read failed: {e}") from e
-            if not chunk:
-                raise QMPError("QMP connection closed")
-            self._buf += chunk
-        line, self._buf = self._buf.split(b"\n", 1)
-        msg: dict[str, Any] = json.loads(line)
+        msg: dict[str, Any] = json.loads(self._channel.line())
         return msg
 
     def command(self, name: str, **arguments: Any) -> Any:
-        msg: dict[str, Any] = {"execute": name}
-        if arguments:
-            msg["arguments"] = arguments
-        try:
-            self._sock.sendall(json.dumps(msg).encode() + b"\n")
-        except OSError as e:
-            raise QMPError(f"QMP write failed: {e}") from e
+        self._channel.send(name, arguments)
         while True:
             reply = self._read()
             if "event" in reply:
@@ -90,8 +108,7 @@ class QMP:
                 self.events.append(msg)
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._sock.close()
+        self._channel.close()
 
     def __enter__(self) -> QMP:
         return self

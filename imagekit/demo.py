@@ -28,6 +28,7 @@ from pathlib import Path
 
 import httpx
 
+from .entry import parse_entry_bytes
 from .settings import load_settings
 from .tinyappliance import make_tiny_appliance
 
@@ -43,7 +44,7 @@ GUEST_SCRIPT = """#!/bin/sh
 mkdir -p /mnt/data
 mount -o ro "$(blkid -L FLORA_FAUNA)" /mnt/data
 echo "IMAGEKIT-DEMO: $(cat /etc/imagekit-demo), less at $(command -v less)" > /dev/ttyS0
-for keys in /root/.ssh/authorized_keys /home/*/.ssh/authorized_keys; do
+for keys in /home/*/.ssh/authorized_keys; do
     [ -s "$keys" ] || continue
     echo "IMAGEKIT-DEMO: ssh key in $keys: $(cut -d' ' -f1,3 "$keys" | tail -1)" > /dev/ttyS0
 done
@@ -116,21 +117,21 @@ class Story:
         ssh_key = self.ssh_key()
         self.result(f"keys/demo.key, keys/demo.crt, keys/demo.p12; ssh key {ssh_key.name}")
 
-        appliance = self.appliance()
+        appliance, appliance_entry = self.appliance()
 
-        self.step("Make the 'flora and fauna' read-only data disk")
+        self.step("Make the 'flora and fauna' read-only data disk and describe it")
         tree = self.flora_and_fauna()
-        disk_id = self.imagekit("cdrom", tree, "--label", "FLORA_FAUNA", "-o", "flora.iso")
-        self.result(f"flora.iso, ID {disk_id.split()[-1]}")
+        self.imagekit("cdrom", tree, "--label", "FLORA_FAUNA", "-o", "flora.iso")
+        self.imagekit("metadata", "flora.iso", "--kind", "disk", "--title", "Flora and fauna",
+                      "--tag", "flora-and-fauna", "--valid-days", "30", "-o", "flora.xml")
+        self.result(f"flora.iso, flora.xml: ID {self.entry_id('flora.xml')}")
 
         with self.marketplace() as url:
-            self.step("Describe, sign, verify and publish both entries (bytes served locally)")
+            self.step("Sign, verify and publish both entries (bytes served locally)")
             files = f"{url}/files"
-            os_fields = ("--os", "linux") if self.fast else ("--os", "debian", "--os-version", "12")
-            app_id = self.publish(appliance, files, *os_fields, "--os-arch", "x86_64",
-                                  "--title", "Demo appliance", "--tag", "demo-appliance")
-            flora_id = self.publish(self.work / "flora.iso", files, "--kind", "disk",
-                                    "--title", "Flora and fauna", "--tag", "flora-and-fauna")
+            self.publish(appliance, appliance_entry, files)
+            self.publish(self.work / "flora.iso", "flora.xml", files)
+            app_id, flora_id = self.entry_id(appliance_entry), self.entry_id("flora.xml")
             self.result(f"appliance {app_id}, data disk {flora_id}")
             print(f"\n   Browse the catalogue: {url}/", flush=True)
 
@@ -163,35 +164,43 @@ class Story:
         self.result("stopped")
         print("\nDemo complete.", flush=True)
 
-    def appliance(self) -> Path:
+    def appliance(self) -> tuple[Path, str]:
+        """The appliance image and its unsigned entry."""
         if self.fast:
-            self.step("Make the tiny test appliance (DEMO_FAST=1)")
+            self.step("Make the tiny test appliance (DEMO_FAST=1) and describe it")
             tiny = make_tiny_appliance(self.work / "appliance.raw")
-            self.result(f"{tiny.name}: Debian kernel + busybox initramfs, bootable disk")
-            return tiny
+            self.imagekit("metadata", tiny.name, "--os", "linux", "--os-arch", "x86_64",
+                          "--title", "Demo appliance", "--tag", "demo-appliance",
+                          "--valid-days", "30", "-o", "appliance.xml")
+            self.result(f"{tiny.name}: Debian kernel + busybox initramfs, bootable disk; "
+                        f"appliance.xml: ID {self.entry_id('appliance.xml')}")
+            return tiny, "appliance.xml"
         self.step("Build a small Debian appliance with diskimage-builder")
         (self.work / "motd").write_text("Built with imagekit\n")
         (self.work / "setup.sh").write_text(BUILD_SCRIPT)
         # The layer cache is the user's own (a pure cache keyed by content): a second demo
         # reuses the base and package layers instead of bootstrapping Debian again.
         layers = load_settings().cache_dir
-        out = self.imagekit(
+        self.imagekit(
             "build", "--base", "debian:bookworm", "--package", "less", "--script", "setup.sh",
             "--file", "/etc/motd=motd", "--format", "qcow2", "--cache-dir", layers,
+            "--title", "Demo appliance", "--tag", "demo-appliance",
             "-o", "appliance.qcow2", live=True,
         )
-        self.result(f"appliance.qcow2, ID {out.splitlines()[-1] if out else '?'}")
-        return self.work / "appliance.qcow2"
+        entry = "appliance.qcow2.xml"  # written by the build, checksums and all
+        self.result(f"appliance.qcow2, {entry}: ID {self.entry_id(entry)}")
+        return self.work / "appliance.qcow2", entry
 
-    def publish(self, image: Path, files_url: str, *fields: str) -> str:
-        entry = image.with_suffix(".xml").name
-        self.imagekit("metadata", image, *fields, "--valid-days", "30", "-o", entry)
+    def entry_id(self, entry: str) -> str:
+        return parse_entry_bytes((self.work / entry).read_bytes()).identifier
+
+    def publish(self, image: Path, entry: str, files_url: str) -> None:
         self.imagekit("publish", entry, "--image", image, "--to", "files",
                       "--url-base", files_url, "--prepare")
         self.imagekit("sign", entry)
-        self.imagekit("verify", entry, "--image", image)
+        for line in self.imagekit("verify", entry, "--image", image).splitlines():
+            self.result(line)
         self.imagekit("publish", entry)
-        return self.imagekit("id", image).split()[-1]
 
     def ssh_key(self) -> Path:
         key = self.work / "keys/id_ed25519"

@@ -9,17 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import TracebackType
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    TaskProgressColumn,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.progress import Progress as RichProgress
+if TYPE_CHECKING:
+    from rich.console import Console
 
 Progress = Callable[[int], None]
 
@@ -31,6 +24,19 @@ class ProgressBar:
     """
 
     def __init__(self, description: str, total: int | None, *, console: Console | None = None):
+        # rich is imported here, not at the top: every library module imports ``Progress``,
+        # and a command that draws no bar should not pay for loading rich.
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            TaskProgressColumn,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+        from rich.progress import Progress as RichProgress
+
         self._console = console or Console(stderr=True)
         self._bar = RichProgress(
             TextColumn("{task.description}"),

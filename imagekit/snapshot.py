@@ -32,7 +32,7 @@ from typing import Any
 from . import lifecycle
 from . import qemu as q
 from ._atomic import atomic_write
-from ._qmp import connect_unix
+from ._qmp import JsonLines
 from ._run import find_tool, run
 from .describe import describe_image
 from .entry import Entry, entry_to_bytes
@@ -81,29 +81,13 @@ class GuestAgent:
     """A minimal qemu guest agent client over the instance's ``qga.sock``."""
 
     def __init__(self, path: Path, *, timeout: float = 10.0) -> None:
-        self._sock = connect_unix(path, timeout=timeout, what="the guest agent")
-        self._buf = b""
+        self._channel = JsonLines(path, timeout=timeout, what="the guest agent")
         self._sync()
 
-    def _send(self, name: str, **arguments: Any) -> None:
-        msg: dict[str, Any] = {"execute": name}
-        if arguments:
-            msg["arguments"] = arguments
-        self._sock.sendall(json.dumps(msg).encode() + b"\n")
-
     def _reply(self) -> dict[str, Any]:
-        while b"\n" not in self._buf:
-            try:
-                chunk = self._sock.recv(65536)
-            except OSError as e:
-                raise EnvironmentProblem(f"guest agent: {e}") from e
-            if not chunk:
-                raise EnvironmentProblem("guest agent closed the connection")
-            self._buf += chunk
-        line, self._buf = self._buf.split(b"\n", 1)
-        line = line.strip().lstrip(b"\xff")
-        if not line:
-            return self._reply()
+        line = b""
+        while not line:  # the agent may answer the sync's 0xff with a bare delimiter
+            line = self._channel.line().strip().lstrip(b"\xff")
         try:
             reply: dict[str, Any] = json.loads(line)
         except ValueError as e:
@@ -113,23 +97,21 @@ class GuestAgent:
     def _sync(self) -> None:
         # guest-sync-delimited makes the agent drop stale input; the reply echoes our id
         token = int.from_bytes(os.urandom(4), "big") >> 1
-        self._sock.sendall(b"\xff")
-        self._send("guest-sync-delimited", id=token)
+        self._channel.send("guest-sync-delimited", {"id": token}, prefix=b"\xff")
         while True:
             reply = self._reply()
             if reply.get("return") == token:
                 return
 
     def command(self, name: str, **arguments: Any) -> Any:
-        self._send(name, **arguments)
+        self._channel.send(name, arguments)
         reply = self._reply()
         if "error" in reply:
             raise EnvironmentProblem(f"guest agent {name}: {reply['error'].get('desc')}")
         return reply.get("return")
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._sock.close()
+        self._channel.close()
 
 
 @contextlib.contextmanager
