@@ -132,6 +132,10 @@ def frozen(instance: Instance) -> Any:
 # --- snapshot ---------------------------------------------------------------------------
 
 
+# Suffixes that promise another format than the qcow2 a snapshot is.
+_NOT_QCOW2 = frozenset({".raw", ".img", ".iso", ".vmdk", ".vdi", ".vhd", ".vhdx"})
+
+
 def _check_output(path: Path, *, overwrite: bool) -> Path:
     path = Path(path)
     if path.exists() and not overwrite:
@@ -217,6 +221,9 @@ def snapshot(
         raise InvalidState(f"instance {inst.id} is {inst.state} and its root disk is gone",
                            hint="snapshot before kill")  # fmt: skip
     output = _check_output(output, overwrite=overwrite)
+    if output.suffix.lower() in _NOT_QCOW2:
+        raise InputError(f"{output}: a snapshot is written as qcow2, not {output.suffix}",
+                         hint="name it .qcow2; qemu-img convert makes other formats from it")
     entry_output = _check_output(entry_output or output.with_name(output.name + ".xml"),
                                  overwrite=overwrite)  # fmt: skip
     find_tool(q.QEMU_IMG)

@@ -155,6 +155,9 @@ def test_missing_instance_and_existing_output_are_refused_before_anything_happen
     assert taken.read_bytes() == b"precious" and no_stray_qemu() == [pid]
     with pytest.raises(InputError, match="does not exist"):
         snapshot(lifecycle_settings, "vm-here", tmp_path / "no" / "dir.qcow2", carry_base=False)
+    with pytest.raises(InputError, match=r"written as qcow2, not \.raw"):
+        snapshot(lifecycle_settings, "vm-here", tmp_path / "disk.raw", carry_base=False)
+    assert not (tmp_path / "disk.raw").exists() and no_stray_qemu() == [pid]
 
 
 @pytest.fixture
