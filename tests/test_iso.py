@@ -378,3 +378,22 @@ def test_fast_path_writes_what_pycdlib_add_file_writes(tree: Path, joliet: bool,
     slow = io.BytesIO()
     write_iso(tree, slow, label="SAME", joliet=joliet)
     assert fast.getvalue() == slow.getvalue()
+
+
+def test_kernel_copy_to_a_file_writes_what_the_python_copy_writes(tree: Path,
+                                                                  tmp_path: Path) -> None:
+    seen: list[int] = []
+    on_disk = make_iso(tree, tmp_path / "o.iso", label="SAME", progress=seen.append)
+    in_memory = io.BytesIO()  # no file descriptor: pycdlib's own copy loop
+    write_iso(tree, in_memory, label="SAME")
+    assert on_disk.read_bytes() == in_memory.getvalue()
+    assert sum(seen) == on_disk.stat().st_size
+
+
+def test_kernel_copy_refuses_a_file_that_shrank(tmp_path: Path) -> None:
+    from imagekit.iso import _kernel_copy
+
+    (tmp_path / "short").write_bytes(b"0123456789")
+    with (open(tmp_path / "short", "rb") as infp, open(tmp_path / "out", "wb") as outfp,
+          pytest.raises(IsoError, match="short shrank while the ISO was written")):
+        list(_kernel_copy(20, 4, infp, outfp))

@@ -225,6 +225,11 @@ def test_dead_qemu_is_failed_with_the_console_log_named_and_start_recovers(
     assert result.exit_code == 0, result.stderr
     assert result.stdout.strip() == "vm-crash"
     assert store.load("vm-crash").state is State.RUNNING
+    # the crashed boot's log is kept beside the new one, for finding where it stopped
+    before = cli("console", "vm-crash", "--previous", "--tail", "1", env=env)
+    assert before.exit_code == 0 and before.stdout == "IKOK\n"
+    both = cli("console", "vm-crash", "--previous", "--follow", env=env)
+    assert both.exit_code == 2 and "--previous" in both.stderr
 
 
 def test_a_killed_instance_cannot_be_started(sector_vm, lifecycle_settings, no_stray_qemu):

@@ -208,23 +208,33 @@ def ssh_cmd(instance: str, user: str, identity: Path | None, command: tuple[str,
 @cli.command("console")
 @click.argument("instance")
 @click.option("-f", "--follow", is_flag=True, help="keep printing while the VM runs")
-def console_cmd(instance: str, follow: bool) -> None:
-    """Print an instance's serial console log.
+@click.option("--previous", is_flag=True, help="the log of the boot before the last start")
+@click.option("--tail", type=click.IntRange(1), metavar="N", help="begin with the last N lines")
+def console_cmd(instance: str, follow: bool, previous: bool, tail: int | None) -> None:
+    """Print INSTANCE's serial console log (what the guest wrote on ttyS0).
 
     \b
-    Example:
+    Examples:
       imagekit console vm-1a2b --follow
+      imagekit console vm-1a2b --previous --tail 50     # where did the last boot stop?
     """
     from ..instances import InstanceStore
+    from ..lifecycle import console_log
 
+    if follow and previous:
+        raise click.UsageError("--follow reads the running boot's log, not --previous")
     store = InstanceStore(settings().state_dir)
     inst = store.find(instance)
+    path = console_log(settings(), inst.id, previous=True) if previous else inst.console_log
     out = sys.stdout.buffer
     try:
-        fp = open(inst.console_log, "rb")  # noqa: SIM115
+        fp = open(path, "rb")  # noqa: SIM115
     except FileNotFoundError:
-        return
+        return  # nothing written yet
     with fp:
+        if tail is not None:
+            lines = fp.read().rstrip(b"\n").split(b"\n")[-tail:]
+            out.write(b"\n".join(lines) + b"\n")
         while True:
             chunk = fp.read(65536)
             if chunk:

@@ -1,8 +1,7 @@
-"""``imagekit stop | start | reboot | snapshot | console``: an instance after its launch."""
+"""``imagekit stop | start | reboot | snapshot``: an instance after its launch."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -141,22 +140,3 @@ def snapshot_cmd(instance: str, output: Path, entry_output: Path | None, title: 
     info(f"next: imagekit sign {snap.entry_path}")
     click.echo(snap.entry.identifier)
 
-
-if "console" not in cli.commands:
-
-    @cli.command("console")
-    @click.argument("instance")
-    @click.option("--previous", is_flag=True, help="the boot before the last start")
-    @click.option("--tail", type=click.IntRange(1), metavar="N", help="only the last N lines")
-    def console_cmd(instance: str, previous: bool, tail: int | None) -> None:
-        """Print INSTANCE's serial console log (what the guest wrote on ttyS0).
-
-        \b
-        Example:
-          imagekit console vm-1a2b3c4d --tail 50
-        """
-        data = lifecycle.console_log(settings(), instance, previous=previous).read_bytes()
-        if tail is not None:
-            data = b"\n".join(data.rstrip(b"\n").split(b"\n")[-tail:]) + b"\n"
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import click
@@ -12,47 +11,6 @@ from ..context._spec import ContextError, parse_variable
 from ..iso import IsoError, check_label, extract_iso, list_iso, make_iso
 from ..progress import ProgressBar
 from ._app import cli, emit_json, info
-
-
-class _Hashes:
-    """SHA-1 and SHA-256 of the image as it is written (imagekit.digests when present)."""
-
-    def __init__(self) -> None:
-        self._multi = None
-        try:
-            from ..digests import DigestAlgorithm, MultiHasher
-
-            self._multi = MultiHasher([DigestAlgorithm.SHA1, DigestAlgorithm.SHA256])
-        except ImportError:
-            self._sha1, self._sha256 = hashlib.sha1(), hashlib.sha256()
-        self.size = 0
-
-    def update(self, chunk: bytes) -> None:
-        self.size += len(chunk)
-        if self._multi is not None:
-            self._multi.update(chunk)
-        else:
-            self._sha1.update(chunk)
-            self._sha256.update(chunk)
-
-    def close(self) -> None:
-        if self._multi is not None:
-            self._multi.close()
-
-    def finish(self) -> dict[str, str]:
-        if self._multi is not None:
-            digests = self._multi.finish()
-            values = {str(k): v for k, v in digests.values.items()}
-            return {"sha1": values["SHA-1"], "sha256": values["SHA-256"]}
-        return {"sha1": self._sha1.hexdigest(), "sha256": self._sha256.hexdigest()}
-
-
-def _identifier(sha1: str) -> str | None:
-    try:
-        from ..identifier import sha1_to_id
-    except ImportError:
-        return None
-    return sha1_to_id(sha1)
 
 
 def _tree_bytes(src: Path) -> int:
@@ -120,21 +78,24 @@ def cdrom(
     if not directory.is_dir():
         raise IsoError(f"{directory} is not a directory")
     check_label(label, joliet=not no_joliet)
-    hashes = _Hashes()
-    try:
+    from ..digests import DigestAlgorithm, MultiHasher
+    from ..identifier import sha1_to_id
+
+    # hashed in threads while pycdlib writes: the ISO is never read back
+    with MultiHasher([DigestAlgorithm.SHA1, DigestAlgorithm.SHA256]) as hasher:
         with ProgressBar("writing ISO", _tree_bytes(directory)) as bar:
             make_iso(directory, output, label=label, joliet=not no_joliet, progress=bar,
-                     sink=hashes.update)
-        digests = hashes.finish()
-    finally:
-        hashes.close()
-    identifier = _identifier(digests["sha1"])
+                     sink=hasher.update)
+        digests = hasher.finish()
+    sha1 = digests.values[DigestAlgorithm.SHA1]
+    identifier = sha1_to_id(sha1)
     if as_json:
         emit_json({"path": str(output), "label": check_label(label, joliet=not no_joliet),
-                   "bytes": hashes.size, "identifier": identifier, **digests})
+                   "bytes": digests.size, "identifier": identifier, "sha1": sha1,
+                   "sha256": digests.values[DigestAlgorithm.SHA256]})
         return
-    info(f"wrote {output} ({hashes.size} bytes)")
-    click.echo(identifier or digests["sha1"])
+    info(f"wrote {output} ({digests.size} bytes)")
+    click.echo(identifier)
 
 
 def _read(path: Path, what: str) -> bytes:
