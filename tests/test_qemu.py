@@ -116,6 +116,27 @@ def test_probe_boots_a_guest_under_tcg():
     assert q.probe_accel("tcg", timeout=20) is True
 
 
+def test_probe_without_a_readable_kernel_boots_its_boot_sector(monkeypatch):
+    monkeypatch.setattr(q, "_probe_kernel", lambda: None)
+    assert q.probe_accel("tcg", timeout=20) is True
+
+
+@pytest.mark.parametrize(("prints", "ok"), [
+    ("Probing EDD (edd=off to disable)... ok", False),  # real mode ran, then the hang
+    ("Probing EDD (edd=off to disable)... ok\n[    0.000000] Linux version 6.1.0", True),
+])  # fmt: skip
+def test_probe_wants_the_kernel_to_start_not_only_its_real_mode_setup(
+    prints: str, ok: bool, tmp_path: Path, monkeypatch
+):
+    kernel = tmp_path / "vmlinuz-test"
+    kernel.write_bytes(b"")
+    monkeypatch.setattr(q, "_probe_kernel", lambda: kernel)
+    fake = tmp_path / "qemu"
+    fake.write_text(f"#!/bin/sh\nprintf '%s\\n' '{prints}'\nexec sleep 30\n")
+    fake.chmod(0o755)
+    assert q.probe_accel("tcg", qemu=str(fake), timeout=1.5) is ok
+
+
 def test_accel_setting_tcg_never_probes_and_auto_remembers(tmp_path: Path, monkeypatch):
     calls: list[str] = []
     real = q.probe_accel
