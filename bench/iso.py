@@ -45,9 +45,12 @@ import sys
 from pathlib import Path
 from imagekit.digests import MultiHasher
 from imagekit.iso import make_iso
-hasher = MultiHasher(["SHA-1", "SHA-256"]) if sys.argv[3] == "hash" else None
-make_iso(Path(sys.argv[1]), Path(sys.argv[2]), label="BENCH", sink=hasher and hasher.update)
-hasher and hasher.finish()
+if sys.argv[3] == "hash":
+    with MultiHasher(["SHA-1", "SHA-256"]) as hasher:
+        make_iso(Path(sys.argv[1]), Path(sys.argv[2]), label="BENCH", sink=hasher.update)
+        hasher.finish()
+else:
+    make_iso(Path(sys.argv[1]), Path(sys.argv[2]), label="BENCH")
 """
 
 

@@ -128,6 +128,11 @@ class Instance:
         return self.directory / "console.log"
 
     @property
+    def previous_console_log(self) -> Path:
+        """The log of the boot before the last start (kept when qemu starts again)."""
+        return self.directory / "console.log.1"
+
+    @property
     def volumes(self) -> list[str]:
         """Names of the volumes the instance holds (its boot volume too)."""
         return [d.identifier for d in self.drives

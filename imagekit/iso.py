@@ -131,24 +131,23 @@ class _FixedClock:
 
 # pycdlib calls time.time() and time.localtime() while building records; we swap its
 # modules' ``time`` for a fixed UTC clock during a build, so dates never depend on the
-# wall clock or TZ. A lock keeps two builds in one process from interleaving the swap.
+# wall clock or TZ. A lock keeps two builds in one process from interleaving the swaps
+# (this one and the data copy's below).
 _CLOCK_MODULES = ("pycdlib.pycdlib", "pycdlib.headervd", "pycdlib.dates", "pycdlib.utils")
-_clock_lock = threading.RLock()
+_patch_lock = threading.RLock()
 
 
 @contextlib.contextmanager
 def _fixed_clock(epoch: int) -> Iterator[None]:
     mods = [importlib.import_module(m) for m in _CLOCK_MODULES]
-    with _clock_lock:
+    with _patch_lock:
         saved = [(m, m.time) for m in mods]  # type: ignore[attr-defined]
         clock = _FixedClock(epoch)
         try:
             for m in mods:
                 m.time = clock  # type: ignore[attr-defined]
-            pycdlib.utils.copy_data_yield = _kernel_copy
             yield
         finally:
-            pycdlib.utils.copy_data_yield = _pycdlib_copy
             for m, t in saved:
                 m.time = t  # type: ignore[attr-defined]
 
@@ -190,6 +189,16 @@ def _kernel_copy(
         yield n
     infp.seek(in_off)
     outfp.seek(out_off)
+
+
+@contextlib.contextmanager
+def _kernel_copies() -> Iterator[None]:
+    with _patch_lock:
+        pycdlib.utils.copy_data_yield = _kernel_copy
+        try:
+            yield
+        finally:
+            pycdlib.utils.copy_data_yield = _pycdlib_copy
 
 
 # --- the tree to write -------------------------------------------------------------------
@@ -446,7 +455,7 @@ def _master(
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        with _fixed_clock(epoch):
+        with _fixed_clock(epoch), _kernel_copies():
             iso.new(
                 interchange_level=3,  # level 3: files of 4 GiB and more as multi-extent
                 vol_ident=label,

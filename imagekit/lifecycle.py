@@ -309,7 +309,7 @@ def boot(
         os.replace(fresh, root.path)
     if inst.console_log.exists():
         # qemu truncates the log when it starts: keep the previous boot's
-        os.replace(inst.console_log, inst.console_log.with_name("console.log.1"))
+        os.replace(inst.console_log, inst.previous_console_log)
     for p in (inst.qmp_socket, inst.pid_file, inst.directory / q.QGA_SOCKET):
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
@@ -387,21 +387,6 @@ def reboot(
                 qmp.command("cont")
         reason = "rebooted (reset)" if hard else "rebooted"
         return store.transition(inst, State.RUNNING, reason)
-
-
-# --- console ----------------------------------------------------------------------------
-
-
-def console_log(settings: Settings, name: str, *, previous: bool = False) -> Path:
-    """Path of the instance's serial console log (``previous``: the boot before the last
-    start). Raises NotFound."""
-    store = InstanceStore(settings.state_dir)
-    inst = store.find(name)
-    path = inst.console_log.with_name("console.log.1") if previous else inst.console_log
-    if not path.exists():
-        raise InputError(f"instance {inst.id} has no {'previous ' if previous else ''}"
-                         "console log yet")  # fmt: skip
-    return path
 
 
 @contextlib.contextmanager

@@ -219,13 +219,14 @@ def console_cmd(instance: str, follow: bool, previous: bool, tail: int | None) -
       imagekit console vm-1a2b --previous --tail 50     # where did the last boot stop?
     """
     from ..instances import InstanceStore
-    from ..lifecycle import console_log
 
     if follow and previous:
         raise click.UsageError("--follow reads the running boot's log, not --previous")
     store = InstanceStore(settings().state_dir)
     inst = store.find(instance)
-    path = console_log(settings(), inst.id, previous=True) if previous else inst.console_log
+    path = inst.previous_console_log if previous else inst.console_log
+    if previous and not path.exists():
+        raise InputError(f"instance {inst.id} has no previous console log yet")
     out = sys.stdout.buffer
     try:
         fp = open(path, "rb")  # noqa: SIM115
