@@ -39,7 +39,7 @@ test-fast: install
 	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
 
 demo: install
-	$(VENV)/bin/python -m imagekit.demo
+	$(VENV)/bin/python -m imagekit.devtools.demo
 
 bench: install
 	$(PY) -m bench

@@ -25,7 +25,7 @@ import json
 import sys
 from pathlib import Path
 
-from imagekit.digests import DigestAlgorithm
+from imagekit.image.digests import DigestAlgorithm
 
 from ._common import (
     BenchArgs,

@@ -101,10 +101,10 @@ http {{
 
 
 def cold(work: Path, args: BenchArgs) -> list[Row]:
-    from imagekit.describe import describe_image
-    from imagekit.digests import digest_file
-    from imagekit.fetch import fetch_image
-    from imagekit.policy import default_policy
+    from imagekit.entry.describe import describe_image
+    from imagekit.fetch.download import fetch_image
+    from imagekit.image.digests import digest_file
+    from imagekit.policy.rules import default_policy
 
     size = QUICK_BYTES if args.quick else env_bytes("BENCH_LAUNCH_BYTES", DEFAULT_BYTES)
     www = work / "www"
@@ -163,14 +163,14 @@ def cold(work: Path, args: BenchArgs) -> list[Row]:
 
 
 def warm(work: Path, args: BenchArgs) -> list[Row]:
-    from imagekit import qemu as q
-    from imagekit.client import MarketplaceClient
-    from imagekit.describe import describe_image
-    from imagekit.entry import entry_to_bytes
-    from imagekit.instances import InstanceStore, read_pid
-    from imagekit.keys import load_signer, make_self_signed
-    from imagekit.signing import sign_entry
-    from imagekit.tinyappliance import make_tiny_appliance
+    from imagekit.devtools.tinyappliance import make_tiny_appliance
+    from imagekit.entry.describe import describe_image
+    from imagekit.entry.model import entry_to_bytes
+    from imagekit.launch import qemu as q
+    from imagekit.launch.instances import InstanceStore, read_pid
+    from imagekit.market.client import MarketplaceClient
+    from imagekit.signing.keys import load_signer, make_self_signed
+    from imagekit.signing.sign import sign_entry
 
     www = work / "www-tiny"
     www.mkdir()
@@ -235,9 +235,9 @@ def warm(work: Path, args: BenchArgs) -> list[Row]:
                 kill(instance_id)
 
             # the launcher's own work, in-process (no interpreter start, no CLI imports)
-            from imagekit.launch import LaunchRequest
-            from imagekit.launch import launch as launch_in_process
-            from imagekit.machines import machine_type
+            from imagekit.launch.launcher import LaunchRequest
+            from imagekit.launch.launcher import launch as launch_in_process
+            from imagekit.launch.machines import machine_type
             from imagekit.settings import load_settings
 
             settings = load_settings({

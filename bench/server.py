@@ -4,7 +4,7 @@ GET's throughput against nginx serving the same signed files, measured in the sa
 Backend: SQLite, or PostgreSQL (a temporary cluster) with ``BENCH_SERVER_BACKEND=postgresql``.
 Data (``BENCH_SERVER_ENTRIES``, default 100,000; ``--quick``: 5,000): a pool of distinct,
 genuinely signed entries (``BENCH_SERVER_SIGNED``, default 2,000; ECDSA P-256 keys of 20
-endorsers, signed in parallel by ``imagekit.signing.sign_entry``) goes through the server's
+endorsers, signed in parallel by ``imagekit.signing.sign.sign_entry``) goes through the server's
 full ingest (verification included). The remaining rows are loaded with
 ``Storage.add_many``: each has its own identifier and its own mix of indexed columns
 (endorser, OS, version, arch, kind, tag, words of title and description, validity,
@@ -66,8 +66,8 @@ def _fields(rng: random.Random, i: int) -> dict[str, Any]:
 
 def _sign_chunk(args: tuple[list[tuple[bytes, bytes]], int, int, int]) -> list[bytes]:
     """Worker: sign entries ``start..stop`` (seeded, so the run is reproducible)."""
-    from imagekit.keys import load_signer
-    from imagekit.signing import sign_entry
+    from imagekit.signing.keys import load_signer
+    from imagekit.signing.sign import sign_entry
 
     sys.path.insert(0, str(ROOT))
     from tests.plugins.market import draft_entry
@@ -94,7 +94,7 @@ def _sign_chunk(args: tuple[list[tuple[bytes, bytes]], int, int, int]) -> list[b
 
 
 def _make_keys(n: int) -> list[tuple[bytes, bytes]]:
-    from imagekit.keys import Signer, make_certificate, make_private_key
+    from imagekit.signing.keys import Signer, make_certificate, make_private_key
 
     keys = []
     for k in range(n):
@@ -138,7 +138,7 @@ def _load(
             f = _fields(rng, i)
             xml = signed[i % len(signed)]
             sha1 = hashlib.sha1(i.to_bytes(8, "big") + b"filler").hexdigest()
-            from imagekit.identifier import sha1_to_id
+            from imagekit.image.identifier import sha1_to_id
 
             yield NewEntry(
                 identifier=sha1_to_id(sha1), email=f"endorser{i % 20}@bench.example.org",

@@ -1,9 +1,10 @@
 """Accept an uploaded entry: every check is the library's, none is re-implemented here.
 
-``imagekit.verify.verify_entry`` parses the bytes safely (``imagekit.xmlsafe``), validates
-the StratusLab profile (``imagekit.entry.parse_entry``), checks the one enveloped signature,
-that the endorser is the certificate, and the certificate's trust. The server adds only
-what is its own: the columns it indexes, and (in storage) "not older than the latest".
+``imagekit.signing.verify.verify_entry`` parses the bytes safely
+(``imagekit.entry.xmlsafe``), validates the StratusLab profile
+(``imagekit.entry.model.parse_entry``), checks the one enveloped signature,
+that the endorser is the certificate, and the certificate's trust. The server adds only what
+is its own: the columns it indexes, and (in storage) "not older than the latest".
 
 Expired entries are accepted (a registry mirrors history; lists report them as ``expired``).
 """
@@ -15,8 +16,8 @@ from datetime import datetime
 from typing import Any
 
 from imagekit.errors import InvalidMetadata
-from imagekit.trust import TrustStore, UnsafeAcceptAnyCertificate
-from imagekit.verify import verify_entry
+from imagekit.signing.trust import TrustStore, UnsafeAcceptAnyCertificate
+from imagekit.signing.verify import verify_entry
 
 from .config import ServerConfig
 from .storage import NewEntry, format_time

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from imagekit.build import baseimport, dib
-from imagekit.build.cache import LayerCache, layer_key
 from imagekit.build.elements import (
     GENERALIZE_HOOK,
     hook_order,
     write_customize_element,
     write_packages_element,
 )
+from imagekit.build.layers import LayerCache, layer_key
 from imagekit.build.recipe import PartitionTable, Recipe
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for loop devices")
@@ -343,7 +343,7 @@ def test_build_on_an_image_places_files_runs_scripts_and_generalizes(tiny: dict)
         assert not (root / "usr" / "sbin" / "policy-rc.d").exists()
         assert not (root / "tmp" / "in_target.d").exists()
     if result.entry_path is not None:
-        from imagekit.entry import parse_entry_bytes
+        from imagekit.entry.model import parse_entry_bytes
 
         entry = parse_entry_bytes(result.entry_path.read_bytes())
         assert entry.identifier == result.identifier
@@ -401,15 +401,15 @@ def test_interrupt_during_a_script_cleans_up(tiny: dict) -> None:
 
 
 def test_cli_builds_from_a_recipe_file_and_prints_the_id(tiny: dict, cli) -> None:
-    from imagekit.identifier import is_identifier
+    from imagekit.image.identifier import is_identifier
 
     work: Path = tiny["dir"]
     (work / "tune.sh").write_text("#!/bin/sh\necho tuned > /etc/tuned\n")
     (work / "appliance.yaml").write_text(
         f"base: {tiny['base'].name}\nscripts: [tune.sh]\nformat: qcow2\ntag: tiny\n"
     )
-    from imagekit.describe import describe_image
-    from imagekit.entry import entry_to_bytes, parse_entry_bytes
+    from imagekit.entry.describe import describe_image
+    from imagekit.entry.model import entry_to_bytes, parse_entry_bytes
 
     base_entry = describe_image(tiny["base"], os="tinyos", os_version="7", os_arch="x86_64")
     Path(f"{tiny['base']}.xml").write_bytes(entry_to_bytes(base_entry))

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from imagekit.cache import ImageCache
-from imagekit.digests import DigestAlgorithm
 from imagekit.errors import ChecksumMismatch
+from imagekit.fetch.cache import ImageCache
+from imagekit.image.digests import DigestAlgorithm
 
 SHA256 = [DigestAlgorithm.SHA256]
 DATA = os.urandom(512 << 10)

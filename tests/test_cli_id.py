@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from imagekit.identifier import sha1_to_id
+from imagekit.image.identifier import sha1_to_id
 
 SHA1 = "c319bbd5afc0a22ba3eaed0507c39383ec28eeff"
 ID = "MMZu9WvwKIro-rtBQfDk4PsKO7_"

@@ -29,7 +29,7 @@ def test_cdrom_prints_the_marketplace_id_of_the_bytes(cli, flora: Path, tmp_path
     out = tmp_path / "flora.iso"
     result = cli("cdrom", flora, "--label", "CDROM", "-o", out)
     assert result.exit_code == 0, result.stderr
-    from imagekit.identifier import sha1_to_id
+    from imagekit.image.identifier import sha1_to_id
 
     assert result.stdout.strip() == sha1_to_id(hashlib.sha1(out.read_bytes()).hexdigest())
     listing = subprocess.run(["xorriso", "-indev", str(out), "-find", "/", "-exec", "lsdl"],

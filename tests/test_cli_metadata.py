@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from imagekit.entry import parse_entry_bytes
-from imagekit.identifier import sha1_to_id
+from imagekit.entry.model import parse_entry_bytes
+from imagekit.image.identifier import sha1_to_id
 
 SCHEMA = Path(__file__).parent.parent / "metadata" / "stratuslab-entry.xsd"
 DATA = b"QFI\xfb\x00\x00\x00\x03" + b"\x00" * 4096

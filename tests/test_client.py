@@ -7,8 +7,8 @@ import socket
 
 import pytest
 
-from imagekit.client import MarketplaceClient
 from imagekit.errors import Ambiguous, InvalidMetadata, InvalidState, NetworkError, NotFound
+from imagekit.market.client import MarketplaceClient
 from tests.plugins.market import draft_entry, sign
 
 pytestmark = pytest.mark.timeout(300)
@@ -68,7 +68,7 @@ def test_errors_are_typed(client, make_endorser, make_signed):
     if shared is None:  # make two IDs share a first character
         import hashlib
 
-        from imagekit.identifier import sha1_to_id
+        from imagekit.image.identifier import sha1_to_id
 
         while shared is None:
             image = os.urandom(16)

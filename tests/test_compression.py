@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from imagekit.compression import Compression, CorruptData, Decompressor, open_decompressed
 from imagekit.errors import InputError, SizeMismatch
+from imagekit.image.compression import Compression, CorruptData, Decompressor, open_decompressed
 
 COMPRESSORS: dict[Compression, Callable[[bytes], bytes]] = {
     Compression.GZ: gzip.compress,

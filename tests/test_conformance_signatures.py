@@ -18,8 +18,8 @@ from imagekit.errors import (
     Untrusted,
     WeakAlgorithm,
 )
-from imagekit.trust import TrustStore
-from imagekit.verify import verify_entry
+from imagekit.signing.trust import TrustStore
+from imagekit.signing.verify import verify_entry
 
 UTC = dt.UTC
 # A time inside each certificate's validity (and before the entry's dcterms:valid):

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from imagekit.entry import entry_to_bytes, parse_entry_bytes
+from imagekit.entry.model import entry_to_bytes, parse_entry_bytes
 from imagekit.errors import InvalidMetadata
 
 CORPUS = Path(__file__).parent / "fixtures" / "stratuslab"

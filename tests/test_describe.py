@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
-import imagekit.describe as describe_module
-from imagekit.compression import Compression
-from imagekit.describe import describe_image
-from imagekit.digests import DigestAlgorithm
-from imagekit.entry import Kind, entry_to_bytes, parse_entry_bytes
+import imagekit.entry.describe as describe_module
+from imagekit.entry.describe import describe_image
+from imagekit.entry.model import Kind, entry_to_bytes, parse_entry_bytes
 from imagekit.errors import InputError, InvalidMetadata, NotFound
-from imagekit.formats import DiskFormat
-from imagekit.identifier import sha1_to_id
+from imagekit.image.compression import Compression
+from imagekit.image.digests import DigestAlgorithm
+from imagekit.image.formats import DiskFormat
+from imagekit.image.identifier import sha1_to_id
 
 NOW = datetime(2026, 5, 6, 7, 8, 9, tzinfo=UTC)
 # A qcow2 header's magic and version, then filler: enough for format detection.

@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
-from imagekit.compression import CorruptData
-from imagekit.digests import (
+from imagekit.errors import InputError, NotFound
+from imagekit.image.compression import CorruptData
+from imagekit.image.digests import (
     ALL_ALGORITHMS,
     CHUNK_SIZE,
     DigestAlgorithm,
@@ -29,8 +30,7 @@ from imagekit.digests import (
     compute_digests,
     digest_file,
 )
-from imagekit.errors import InputError, NotFound
-from imagekit.identifier import sha1_to_id
+from imagekit.image.identifier import sha1_to_id
 
 # A few chunks and a ragged end, so the threaded pipeline and the last short chunk both run.
 DATA = os.urandom(2 * CHUNK_SIZE + 12345)

@@ -9,9 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from lxml import etree
 
-from imagekit.compression import Compression
-from imagekit.digests import DigestAlgorithm
-from imagekit.entry import (
+from imagekit.entry.model import (
     Checksum,
     Endorsement,
     Endorser,
@@ -26,8 +24,10 @@ from imagekit.entry import (
     parse_entry_bytes,
 )
 from imagekit.errors import InvalidMetadata, UnsafeXML
-from imagekit.formats import DiskFormat
-from imagekit.identifier import sha1_to_id
+from imagekit.image.compression import Compression
+from imagekit.image.digests import DigestAlgorithm
+from imagekit.image.formats import DiskFormat
+from imagekit.image.identifier import sha1_to_id
 
 DATA = b"imagekit test image\n"
 SHA1 = hashlib.sha1(DATA).hexdigest()

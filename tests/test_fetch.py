@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from imagekit.digests import DigestAlgorithm
 from imagekit.errors import ChecksumMismatch, InputError, NetworkError, SizeMismatch
-from imagekit.fetch import PrivateAddress, fetch_image, is_public_address, resolve_host
+from imagekit.fetch.download import PrivateAddress, fetch_image, is_public_address, resolve_host
+from imagekit.image.digests import DigestAlgorithm
 from tests.plugins.launch import Fault
 
 SHA256 = [DigestAlgorithm.SHA256]

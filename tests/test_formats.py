@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from imagekit.errors import InputError, NotFound
-from imagekit.formats import HEAD_SIZE, DiskFormat, detect_file_format, detect_format
+from imagekit.image.formats import HEAD_SIZE, DiskFormat, detect_file_format, detect_format
 
 
 def _qemu_img(path: Path, fmt: str, *options: str) -> Path:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from imagekit.context import ContextSpec, make_context_iso
-from imagekit.iso import make_iso
+from imagekit.isofs.writer import make_iso
 
 pytestmark = [
     pytest.mark.slow,

@@ -10,7 +10,7 @@ import re
 import pytest
 
 from imagekit.errors import InputError
-from imagekit.identifier import id_to_sha1, is_identifier, same_sha1, sha1_to_id
+from imagekit.image.identifier import id_to_sha1, is_identifier, same_sha1, sha1_to_id
 
 WORKED_EXAMPLES = [
     ("c319bbd5afc0a22ba3eaed0507c39383ec28eeff", "MMZu9WvwKIro-rtBQfDk4PsKO7_"),

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from imagekit import qemu as q
 from imagekit.errors import Ambiguous, NotFound
-from imagekit.instances import Drive, DriveKind, Instance, InstanceStore, State
-from imagekit.machines import machine_type
+from imagekit.launch import qemu as q
+from imagekit.launch.instances import Drive, DriveKind, Instance, InstanceStore, State
+from imagekit.launch.machines import machine_type
 
 
 def boot_sector(*, power_off: bool) -> bytes:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pycdlib
 import pytest
 
-from imagekit.iso import (
+from imagekit.isofs.writer import (
     DEFAULT_EPOCH,
     IsoError,
     check_label,
@@ -370,7 +370,7 @@ def test_file_of_4_5_gib_multi_extent(tmp_path: Path) -> None:
 @pytest.mark.parametrize("joliet", [True, False], ids=["joliet", "no-joliet"])
 def test_fast_path_writes_what_pycdlib_add_file_writes(tree: Path, joliet: bool,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    import imagekit.iso as iso_module
+    import imagekit.isofs.writer as iso_module
 
     fast = io.BytesIO()
     write_iso(tree, fast, label="SAME", joliet=joliet)
@@ -391,7 +391,7 @@ def test_kernel_copy_to_a_file_writes_what_the_python_copy_writes(tree: Path,
 
 
 def test_kernel_copy_refuses_a_file_that_shrank(tmp_path: Path) -> None:
-    from imagekit.iso import _kernel_copy
+    from imagekit.isofs.writer import _kernel_copy
 
     (tmp_path / "short").write_bytes(b"0123456789")
     with (open(tmp_path / "short", "rb") as infp, open(tmp_path / "out", "wb") as outfp,

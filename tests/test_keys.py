@@ -9,8 +9,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from imagekit import keys
 from imagekit.errors import InputError, NotFound
+from imagekit.signing import keys
 
 
 @pytest.mark.parametrize(

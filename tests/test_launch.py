@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from imagekit.client import MarketplaceClient
 from imagekit.errors import SignatureInvalid
-from imagekit.launch import LaunchRequest, launch
-from imagekit.machines import machine_type
+from imagekit.launch.launcher import LaunchRequest, launch
+from imagekit.launch.machines import machine_type
+from imagekit.market.client import MarketplaceClient
 from imagekit.settings import load_settings
 from tests.plugins.market import draft_entry, sign
 
@@ -24,7 +24,7 @@ IMAGE = os.urandom(1 << 20)
 
 
 def identifier(data: bytes) -> str:
-    from imagekit.identifier import sha1_to_id
+    from imagekit.image.identifier import sha1_to_id
 
     return sha1_to_id(hashlib.sha1(data).hexdigest())
 
@@ -202,7 +202,7 @@ def test_qcow2_image_naming_a_host_backing_file_refused(env, cli, image_entry, t
     not be booted: the launcher checks the verified image before creating the overlay."""
     import subprocess
 
-    from imagekit.entry import entry_to_bytes
+    from imagekit.entry.model import entry_to_bytes
 
     evil = tmp_path / "evil.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", "/etc/hostname",

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from imagekit.client import MarketplaceClient
-from imagekit.identifier import sha1_to_id
-from imagekit.instances import InstanceStore, State
-from imagekit.iso import write_iso_files
+from imagekit.image.identifier import sha1_to_id
+from imagekit.isofs.writer import write_iso_files
+from imagekit.launch.instances import InstanceStore, State
+from imagekit.market.client import MarketplaceClient
 from imagekit.settings import load_settings
 from tests.plugins.market import draft_entry, sign
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from imagekit import lifecycle
-from imagekit import qemu as q
 from imagekit.errors import EnvironmentProblem, InputError, InvalidState, NotFound
-from imagekit.instances import InstanceStore, State, is_our_qemu
-from imagekit.launch import kill
+from imagekit.launch import lifecycle
+from imagekit.launch import qemu as q
+from imagekit.launch.instances import InstanceStore, State, is_our_qemu
+from imagekit.launch.launcher import kill
 from tests.plugins.lifecycle import console_count
 
 
@@ -278,8 +278,8 @@ def published(marketplace, make_endorser, http_files, monkeypatch):
     """``publish(data, served=None) -> ID``: signed entry on a real server, bytes on HTTP."""
     import hashlib
 
-    from imagekit.client import MarketplaceClient
-    from imagekit.identifier import sha1_to_id
+    from imagekit.image.identifier import sha1_to_id
+    from imagekit.market.client import MarketplaceClient
     from tests.plugins.market import draft_entry, sign
 
     endorser = make_endorser()
@@ -299,8 +299,8 @@ def published(marketplace, make_endorser, http_files, monkeypatch):
 
 def test_bootable_volume_from_a_verified_image(published, tmp_path):
     from imagekit.errors import ChecksumMismatch
+    from imagekit.launch.volumes import VolumeStore
     from imagekit.settings import load_settings
-    from imagekit.volumes import VolumeStore
     from tests.plugins.lifecycle import boot_sector
 
     settings = load_settings({"state_dir": tmp_path / "state", "cache_dir": tmp_path / "cache"})
@@ -358,8 +358,8 @@ def launch_boot_volume(cli, name: str) -> str:
 
 
 def test_cli_boot_volume_outlives_kill_and_boots_the_next_launch(boot_env, cli, no_stray_qemu):
-    from imagekit.instances import DriveKind
-    from imagekit.volumes import VolumeStore
+    from imagekit.launch.instances import DriveKind
+    from imagekit.launch.volumes import VolumeStore
 
     settings, publish = boot_env
     image_id = publish()
@@ -430,7 +430,7 @@ def test_cli_boot_volume_outlives_kill_and_boots_the_next_launch(boot_env, cli, 
 )  # fmt: skip
 def test_launch_boot_volume_refusals_leave_nothing_behind(boot_env, cli, no_stray_qemu, args,
                                                           line):  # fmt: skip
-    from imagekit.volumes import VolumeStore
+    from imagekit.launch.volumes import VolumeStore
 
     settings, publish = boot_env
     image_id = publish()

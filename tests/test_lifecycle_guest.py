@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from imagekit import lifecycle
-from imagekit.client import MarketplaceClient
-from imagekit.entry import parse_entry_bytes
-from imagekit.identifier import sha1_to_id
-from imagekit.instances import InstanceStore, State
+from imagekit.entry.model import parse_entry_bytes
+from imagekit.image.identifier import sha1_to_id
+from imagekit.launch import lifecycle
+from imagekit.launch.instances import InstanceStore, State
+from imagekit.market.client import MarketplaceClient
 from imagekit.settings import load_settings
 from tests.plugins.market import draft_entry, sign
 

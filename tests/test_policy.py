@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from imagekit.digests import DigestAlgorithm
-from imagekit.entry import Checksum, Endorsement, Endorser, Entry, entry_to_bytes
+from imagekit.entry.model import Checksum, Endorsement, Endorser, Entry, entry_to_bytes
 from imagekit.errors import Deprecated, Expired, InputError, PolicyRefused
-from imagekit.identifier import sha1_to_id
-from imagekit.policy import (
+from imagekit.image.digests import DigestAlgorithm
+from imagekit.image.identifier import sha1_to_id
+from imagekit.policy.rules import (
     AllOf,
     EndorserAllowed,
     EndorserDenied,
@@ -33,8 +33,8 @@ from imagekit.policy import (
     parse_policy_toml,
     parse_stratuslab_policy,
 )
-from imagekit.trust import TrustStore
-from imagekit.verify import verify_entry
+from imagekit.signing.trust import TrustStore
+from imagekit.signing.verify import verify_entry
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -157,7 +157,7 @@ def test_filter_rejects_consecutive_entries_and_leaves_input_alone():
 
 
 def test_unsafe_accept_all_warns(caplog):
-    with caplog.at_level(logging.WARNING, logger="imagekit.policy"):
+    with caplog.at_level(logging.WARNING, logger="imagekit.policy.rules"):
         rule = UnsafeAcceptAll()
     assert "UnsafeAcceptAll" in caplog.text
     rule.check(make(valid=NOW - timedelta(days=9)), now=NOW)
@@ -236,7 +236,7 @@ def test_toml_policy_refuses_bad_files(text: str, message: str):
 
 
 def test_toml_unsafe_switches_are_named_and_logged(caplog):
-    with caplog.at_level(logging.WARNING, logger="imagekit.policy"):
+    with caplog.at_level(logging.WARNING, logger="imagekit.policy.rules"):
         policy = parse_policy_toml("[unsafe]\nallow-expired = true\nallow-deprecated = true\n")
     assert "UNSAFE allow-expired" in caplog.text
     policy.check(make(valid=NOW - timedelta(days=1), deprecated="old"), now=NOW)

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from imagekit.errors import ChecksumMismatch, InputError
-from imagekit.publish import expected_etag, upload_image
+from imagekit.market.upload import expected_etag, upload_image
 from tests.plugins.market import draft_entry
 
 pytestmark = pytest.mark.timeout(300)
@@ -53,7 +53,7 @@ def test_upload_to_s3_multipart_checks_the_etag(tmp_path, s3_endpoint, bucket):
 def test_upload_detects_a_different_stored_object(tmp_path, s3_endpoint, bucket, monkeypatch):
     image = tmp_path / "x.img"
     image.write_bytes(b"abc" * 1000)
-    import imagekit.publish as publish
+    import imagekit.market.upload as publish
 
     monkeypatch.setattr(publish, "expected_etag", lambda *a, **k: ('"0000"', "00"))
     with pytest.raises(ChecksumMismatch):
@@ -87,7 +87,7 @@ def _image_and_draft(tmp_path: Path) -> tuple[Path, Path, bytes]:
 
 def test_prepare_sign_publish_with_s3(cli, tmp_path, s3_endpoint, bucket, marketplace,
                                       make_endorser):
-    from imagekit.entry import parse_entry_bytes
+    from imagekit.entry.model import parse_entry_bytes
     from tests.plugins.market import sign
 
     image, entry, _ = _image_and_draft(tmp_path)

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from imagekit import qemu as q
 from imagekit.errors import InputError, NotFound
-from imagekit.instances import Drive, DriveKind, Instance
-from imagekit.machines import MACHINE_TYPES, machine_type, parse_size_mib
+from imagekit.launch import qemu as q
+from imagekit.launch.instances import Drive, DriveKind, Instance
+from imagekit.launch.machines import MACHINE_TYPES, machine_type, parse_size_mib
 
 
 def instance(tmp_path: Path, **changes) -> Instance:

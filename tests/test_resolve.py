@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from imagekit.client import MarketplaceClient
-from imagekit.entry import entry_to_bytes
+from imagekit.entry.model import entry_to_bytes
 from imagekit.errors import (
     Deprecated,
     Expired,
@@ -25,9 +24,10 @@ from imagekit.errors import (
     SignatureInvalid,
     Untrusted,
 )
-from imagekit.policy import AllOf, EndorserDenied, Policy, default_policy
-from imagekit.resolve import Reference, Resolver
-from imagekit.trust import TrustStore
+from imagekit.market.client import MarketplaceClient
+from imagekit.market.resolve import Reference, Resolver
+from imagekit.policy.rules import AllOf, EndorserDenied, Policy, default_policy
+from imagekit.signing.trust import TrustStore
 
 BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 

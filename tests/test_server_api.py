@@ -10,7 +10,7 @@ import httpx
 import pytest
 from lxml import etree
 
-from imagekit.identifier import sha1_to_id
+from imagekit.image.identifier import sha1_to_id
 
 pytestmark = pytest.mark.timeout(300)
 

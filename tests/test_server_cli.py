@@ -7,10 +7,10 @@ import json
 import httpx
 import pytest
 
-from imagekit.client import MarketplaceClient
-from imagekit.entry import parse_entry_bytes
-from imagekit.trust import TrustStore
-from imagekit.verify import verify_entry
+from imagekit.entry.model import parse_entry_bytes
+from imagekit.market.client import MarketplaceClient
+from imagekit.signing.trust import TrustStore
+from imagekit.signing.verify import verify_entry
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -7,13 +7,13 @@ import datetime as dt
 import pytest
 from lxml import etree
 
-from imagekit import _xmldsig as X
-from imagekit.entry import parse_entry_bytes
+from imagekit.entry.model import parse_entry_bytes
+from imagekit.entry.xmlsafe import parse_xml
 from imagekit.errors import InputError, InvalidMetadata
-from imagekit.signing import fill_endorsement, sign_entry, strip_signatures
-from imagekit.trust import TrustStore
-from imagekit.verify import verify_entry
-from imagekit.xmlsafe import parse_xml
+from imagekit.signing import _xmldsig as X
+from imagekit.signing.sign import fill_endorsement, sign_entry, strip_signatures
+from imagekit.signing.trust import TrustStore
+from imagekit.signing.verify import verify_entry
 from tests.plugins.signing import make_cert, signer_from
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=890)  # the fraction must not be written

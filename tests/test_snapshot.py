@@ -16,15 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from imagekit import lifecycle
-from imagekit.describe import describe_image
-from imagekit.digests import DigestAlgorithm
-from imagekit.entry import parse_entry_bytes
+from imagekit.entry.describe import describe_image
+from imagekit.entry.model import parse_entry_bytes
 from imagekit.errors import EnvironmentProblem, InputError, NotFound
-from imagekit.identifier import sha1_to_id
-from imagekit.instances import InstanceStore, State
-from imagekit.snapshot import bump_version, snapshot
-from imagekit.verify import verify_entry
+from imagekit.image.digests import DigestAlgorithm
+from imagekit.image.identifier import sha1_to_id
+from imagekit.launch import lifecycle
+from imagekit.launch.instances import InstanceStore, State
+from imagekit.launch.snapshot import bump_version, snapshot
+from imagekit.signing.verify import verify_entry
 from tests.plugins.lifecycle import console_count
 
 

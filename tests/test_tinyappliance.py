@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from imagekit.devtools.tinyappliance import PART_START, make_tiny_appliance
 from imagekit.errors import InputError
-from imagekit.tinyappliance import PART_START, make_tiny_appliance
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("syslinux") and shutil.which("mcopy") and Path("/bin/busybox").exists()),

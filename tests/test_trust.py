@@ -9,7 +9,6 @@ import re
 import pytest
 from cryptography import x509
 
-from imagekit._xmldsig import dn_matches, parse_dn
 from imagekit.errors import (
     CertificateExpired,
     CertificateRevoked,
@@ -18,7 +17,8 @@ from imagekit.errors import (
     Untrusted,
     WeakAlgorithm,
 )
-from imagekit.trust import TrustStore, trust_paths
+from imagekit.signing._xmldsig import dn_matches, parse_dn
+from imagekit.signing.trust import TrustStore, trust_paths
 from tests.plugins.signing import make_cert, make_crl, pem
 
 NOW = dt.datetime.now(dt.UTC)

@@ -10,9 +10,8 @@ import pytest
 import xmlsec
 from lxml import etree
 
-from imagekit import _xmldsig as X
-from imagekit.digests import DigestAlgorithm, compute_digests
-from imagekit.entry import parse_entry_bytes
+from imagekit.entry.model import parse_entry_bytes
+from imagekit.entry.xmlsafe import parse_xml
 from imagekit.errors import (
     CertificateExpired,
     CertificateRevoked,
@@ -26,10 +25,11 @@ from imagekit.errors import (
     Untrusted,
     WeakAlgorithm,
 )
-from imagekit.signing import append_signature, fill_endorsement, sign_entry
-from imagekit.trust import TrustStore
-from imagekit.verify import check_image_digests, verify_entry
-from imagekit.xmlsafe import parse_xml
+from imagekit.image.digests import DigestAlgorithm, compute_digests
+from imagekit.signing import _xmldsig as X
+from imagekit.signing.sign import append_signature, fill_endorsement, sign_entry
+from imagekit.signing.trust import TrustStore
+from imagekit.signing.verify import check_image_digests, verify_entry
 from tests.plugins.signing import make_cert, make_crl, pem, signer_from
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -319,7 +319,7 @@ def test_unsigned_entry(draft, trust_store):
 def test_image_digests_match(asset):
     entry = parse_entry_bytes(asset("stratuslab/client-manifest-cern-signed.xml").read_bytes())
     # digests equal to the entry's own values (the CERN image itself is not in the corpus)
-    from imagekit.digests import Digests
+    from imagekit.image.digests import Digests
 
     check_image_digests(entry, Digests(size=entry.bytes, values=entry.digests))
 
@@ -339,7 +339,7 @@ def test_wrong_image_size(asset):
 
 
 def test_image_digest_algorithms_must_overlap(asset):
-    from imagekit.digests import Digests
+    from imagekit.image.digests import Digests
 
     entry = parse_entry_bytes(asset("stratuslab/valid-minimal.xml").read_bytes())  # SHA-1 only
     with pytest.raises(ChecksumMismatch, match="none of the entry"):

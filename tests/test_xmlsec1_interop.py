@@ -9,12 +9,12 @@ import subprocess
 import pytest
 from lxml import etree
 
-from imagekit import _xmldsig as X
+from imagekit.entry.xmlsafe import parse_xml
 from imagekit.errors import SignatureInvalid
-from imagekit.signing import fill_endorsement, sign_entry
-from imagekit.trust import TrustStore
-from imagekit.verify import verify_entry
-from imagekit.xmlsafe import parse_xml
+from imagekit.signing import _xmldsig as X
+from imagekit.signing.sign import fill_endorsement, sign_entry
+from imagekit.signing.trust import TrustStore
+from imagekit.signing.verify import verify_entry
 from tests.plugins.signing import make_cert, pem, signer_from
 
 pytestmark = pytest.mark.skipif(shutil.which("xmlsec1") is None, reason="xmlsec1 not installed")

@@ -33,11 +33,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from .. import __version__
-from .._atomic import atomic_write
+from .._files import atomic_write
 from .._run import find_tool, run
 from ..errors import CommandError, EnvironmentProblem, ImagekitError, InputError, Interrupted
 from . import baseimport, dib
-from .cache import LayerCache, file_digest, layer_key
 from .elements import (
     GENERALIZE_HOOK,
     SHIPPED_ELEMENTS,
@@ -45,6 +44,7 @@ from .elements import (
     write_customize_element,
     write_packages_element,
 )
+from .layers import LayerCache, file_digest, layer_key
 from .recipe import DEFAULT_SIZE, BaseKind, Recipe
 
 __all__ = ["BuildResult", "Phase", "Recipe", "build_image"]
@@ -351,10 +351,10 @@ def _run_hook(root: Path, hook: str, log_fp: IO[bytes]) -> None:
 def _describe(image: Path, recipe: Recipe) -> tuple[str | None, bytes | None]:
     """The image's ID and its unsigned metadata entry (None, None without the metadata module)."""
     try:
-        from ..describe import describe_image
-        from ..entry import entry_to_bytes
+        from ..entry.describe import describe_image
+        from ..entry.model import entry_to_bytes
     except ImportError:
-        log.warning("imagekit.describe is not available: no metadata entry written")
+        log.warning("imagekit.entry.describe is not available: no metadata entry written")
         return _identifier(image), None
     os_, os_version, os_arch = recipe.entry_os
     inherited = _base_entry(recipe)
@@ -385,7 +385,7 @@ def _base_entry(recipe: Recipe) -> Any:
         return None
     path = Path(recipe.base + ".xml")
     try:
-        from ..entry import parse_entry_bytes
+        from ..entry.model import parse_entry_bytes
 
         return parse_entry_bytes(path.read_bytes())
     except (OSError, ImportError, InputError):
@@ -394,8 +394,8 @@ def _base_entry(recipe: Recipe) -> Any:
 
 def _identifier(image: Path) -> str | None:
     try:
-        from ..digests import DigestAlgorithm, digest_file
-        from ..identifier import sha1_to_id
+        from ..image.digests import DigestAlgorithm, digest_file
+        from ..image.identifier import sha1_to_id
     except ImportError:
         return None
     digests = digest_file(image, [DigestAlgorithm.SHA1], compression="")

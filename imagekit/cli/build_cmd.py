@@ -40,9 +40,9 @@ def _marketplace_resolver(current: Any) -> Callable[[str, Path], Path]:
     """Resolve, verify and fetch a Marketplace base exactly as ``launch`` does."""
 
     def resolve(reference: str, workdir: Path) -> Path:
-        from ..cache import ImageCache
         from ..errors import InputError
-        from ..launch import check_image_safe, make_resolver, qemu_format
+        from ..fetch.cache import ImageCache
+        from ..launch.launcher import check_image_safe, make_resolver, qemu_format
 
         resolver, policy = make_resolver(current)
         verified = resolver.resolve(reference)

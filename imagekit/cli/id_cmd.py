@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from ..compression import Compression
-from ..digests import DigestAlgorithm, digest_file
 from ..errors import InputError
-from ..identifier import id_to_sha1, sha1_to_id
+from ..image.compression import Compression
+from ..image.digests import DigestAlgorithm, digest_file
+from ..image.identifier import id_to_sha1, sha1_to_id
 from ..progress import ProgressBar
 from ._app import cli, emit_json
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from .._atomic import atomic_write
-from .._xmldsig import describe_certificate
+from .._files import atomic_write
 from ..errors import InputError, InvalidState
-from ..keys import KEY_TYPES, Signer, make_certificate, make_p12, make_private_key
+from ..signing._xmldsig import describe_certificate
+from ..signing.keys import KEY_TYPES, Signer, make_certificate, make_p12, make_private_key
 from ._app import cli, emit_json, info
 
 PASSPHRASE_ENV = "IMAGEKIT_P12_PASSPHRASE"

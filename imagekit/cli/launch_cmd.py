@@ -99,8 +99,8 @@ def launch_cmd(
       imagekit launch --boot-volume web-root --type m1.small
     """
     from ..context import ContextFile, parse_ssh_keys, parse_variable
-    from ..launch import LaunchRequest, execute, plan_launch
-    from ..machines import machine_type, parse_size_mib
+    from ..launch.launcher import LaunchRequest, execute, plan_launch
+    from ..launch.machines import machine_type, parse_size_mib
     from ..progress import ProgressBar
 
     s = settings(marketplace=marketplace, trust=trust, policy=policy_path, accel=accel,
@@ -157,7 +157,7 @@ def instances_cmd(as_json: bool) -> None:
     Example:
       imagekit instances
     """
-    from ..instances import DriveKind, InstanceStore
+    from ..launch.instances import DriveKind, InstanceStore
 
     items = InstanceStore(settings().state_dir).all()
     if as_json:
@@ -188,7 +188,7 @@ def ssh_cmd(instance: str, user: str, identity: Path | None, command: tuple[str,
       imagekit ssh vm-1a2b -l debian -- uname -a
     """
     from .._run import find_tool
-    from ..instances import InstanceStore, State
+    from ..launch.instances import InstanceStore, State
 
     store = InstanceStore(settings().state_dir)
     inst = store.refresh(store.find(instance))
@@ -218,7 +218,7 @@ def console_cmd(instance: str, follow: bool, previous: bool, tail: int | None) -
       imagekit console vm-1a2b --follow
       imagekit console vm-1a2b --previous --tail 50     # where did the last boot stop?
     """
-    from ..instances import InstanceStore
+    from ..launch.instances import InstanceStore
 
     if follow and previous:
         raise click.UsageError("--follow reads the running boot's log, not --previous")
@@ -256,7 +256,7 @@ def kill_cmd(instances: tuple[str, ...]) -> None:
     Example:
       imagekit kill vm-1a2b
     """
-    from ..launch import kill
+    from ..launch.launcher import kill
 
     s = settings()
     for name in instances:
@@ -273,7 +273,7 @@ def types_cmd(as_json: bool) -> None:
     Example:
       imagekit types
     """
-    from ..machines import DEFAULT_TYPE, MACHINE_TYPES
+    from ..launch.machines import DEFAULT_TYPE, MACHINE_TYPES
 
     if as_json:
         emit_json([t.to_dict() for t in MACHINE_TYPES.values()])
@@ -288,9 +288,9 @@ def types_cmd(as_json: bool) -> None:
 
 
 def _volumes() -> Any:
-    from ..instances import InstanceStore
-    from ..launch import _is_alive
-    from ..volumes import VolumeStore
+    from ..launch.instances import InstanceStore
+    from ..launch.launcher import _is_alive
+    from ..launch.volumes import VolumeStore
 
     s = settings()
     store = InstanceStore(s.state_dir)
@@ -350,8 +350,8 @@ def volume_create(name: str | None, size_gb: int | None, reference: str | None,
         return
     if size_gb is not None:
         raise InputError("a volume made --from-image takes --size, not SIZE_GB")
-    from ..lifecycle import create_boot_volume
-    from ..machines import parse_size_mib
+    from ..launch.lifecycle import create_boot_volume
+    from ..launch.machines import parse_size_mib
     from ..progress import ProgressBar
 
     s = settings(marketplace=marketplace, trust=trust, policy=policy_path,
@@ -404,7 +404,7 @@ def volume_attach(name: str, instance: str) -> None:
     Example:
       imagekit volume attach data vm-1a2b
     """
-    from ..launch import attach_volume
+    from ..launch.launcher import attach_volume
 
     inst = attach_volume(settings(), instance, name)
     info(f"{name} attached to {inst.id}")
@@ -419,7 +419,7 @@ def volume_detach(name: str) -> None:
     Example:
       imagekit volume detach data
     """
-    from ..launch import detach_volume
+    from ..launch.launcher import detach_volume
 
     detach_volume(settings(), name)
 
@@ -446,7 +446,7 @@ def cache_list(as_json: bool) -> None:
     Example:
       imagekit cache list --json
     """
-    from ..cache import ImageCache
+    from ..fetch.cache import ImageCache
 
     items = ImageCache(settings().cache_dir).list()
     if as_json:
@@ -468,8 +468,8 @@ def cache_prune(older_than: float | None) -> None:
     Example:
       imagekit cache prune --older-than 30
     """
-    from ..cache import ImageCache
-    from ..instances import DriveKind, InstanceStore
+    from ..fetch.cache import ImageCache
+    from ..launch.instances import DriveKind, InstanceStore
 
     s = settings()
     in_use: set[Path] = set()
@@ -511,8 +511,8 @@ def policy_check(reference: str, as_json: bool, marketplace: str | None, trust: 
     Example:
       imagekit policy check alice@example.org:debian-base --policy site.toml
     """
-    from ..launch import make_resolver
-    from ..resolve import Reference, pick
+    from ..launch.launcher import make_resolver
+    from ..market.resolve import Reference, pick
 
     s = settings(marketplace=marketplace, trust=trust, policy=policy_path)
     resolver, policy = make_resolver(s)
@@ -550,7 +550,7 @@ def policy_show(marketplace: str | None, trust: str | None, policy_path: Path | 
     Example:
       imagekit policy show --policy /etc/imagekit/policy.cfg
     """
-    from ..policy import load_policy
+    from ..policy.rules import load_policy
 
     p = load_policy(settings(policy=policy_path).policy)
     click.echo(f"# {p.source}")
@@ -569,8 +569,8 @@ def policy_import(cfg: Path, output: Path | None) -> None:
     Example:
       imagekit policy import /etc/stratuslab/policy.cfg -o /etc/imagekit/policy.toml
     """
-    from .._atomic import atomic_write
-    from ..policy import stratuslab_to_toml
+    from .._files import atomic_write
+    from ..policy.rules import stratuslab_to_toml
 
     text = stratuslab_to_toml(_read(cfg, "policy").decode("utf-8", "replace"), source=cfg.name)
     if output is None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from .. import lifecycle
-from ..instances import Instance
+from ..launch import lifecycle
+from ..launch.instances import Instance
 from ._app import cli, emit_json, info, settings
 
 
@@ -120,7 +120,7 @@ def snapshot_cmd(instance: str, output: Path, entry_output: Path | None, title: 
       imagekit sign web-v2.qcow2.xml --key me.key --cert me.crt
       imagekit publish web-v2.qcow2.xml --image web-v2.qcow2 --to s3://images/web
     """
-    from ..snapshot import snapshot
+    from ..launch.snapshot import snapshot
 
     fields = {"title": title, "description": description, "version": version_, "tag": tag}
     snap = snapshot(

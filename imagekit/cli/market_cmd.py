@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from .._atomic import atomic_write
+from .._files import atomic_write
 from ..errors import InputError, InvalidState, NotFound
 from ._app import cli, emit_json, info, settings
 
@@ -18,13 +18,13 @@ _STATUS = click.Choice(["valid", "expired", "deprecated"])
 
 
 def _client(marketplace: str | None) -> Any:
-    from ..client import MarketplaceClient
+    from ..market.client import MarketplaceClient
 
     return MarketplaceClient(settings(marketplace=marketplace).marketplace)
 
 
 def _signer(key: Path | None, cert: Path | None, p12: Path | None) -> Any:
-    from ..keys import load_signer
+    from ..signing.keys import load_signer
 
     s = settings(key=key, cert=cert, p12=p12)
     if s.p12 is not None and key is None and cert is None:
@@ -37,7 +37,7 @@ def _signer(key: Path | None, cert: Path | None, p12: Path | None) -> Any:
 def _trust(extra_cert: Any = None) -> Any:
     """The trust store of the settings, or (publishing one's own entries) the signer's own
     certificate, or, when neither is known, any certificate: the signature is still checked."""
-    from ..trust import TrustStore, UnsafeAcceptAnyCertificate
+    from ..signing.trust import TrustStore, UnsafeAcceptAnyCertificate
 
     s = settings()
     if s.trust:
@@ -106,9 +106,9 @@ def publish_cmd(entry: Path, image: Path | None, destination: str | None,
       imagekit publish entry.xml --image app.qcow2 --to /srv/files \\
           --url-base http://127.0.0.1:8080/files --key me.key --cert me.crt
     """
-    from ..entry import Endorsement, entry_to_bytes, parse_entry_bytes
-    from ..signing import sign_entry
-    from ..verify import verify_entry
+    from ..entry.model import Endorsement, entry_to_bytes, parse_entry_bytes
+    from ..signing.sign import sign_entry
+    from ..signing.verify import verify_entry
 
     data = entry.read_bytes()
     if (image is None) != (destination is None):
@@ -124,8 +124,8 @@ def publish_cmd(entry: Path, image: Path | None, destination: str | None,
     draft = parse_entry_bytes(data)
     signer = _signer(key, cert, p12) if one_shot else None
     _check_image(draft, image)
+    from ..market.upload import upload_image
     from ..progress import ProgressBar
-    from ..publish import upload_image
 
     assert destination is not None
     with ProgressBar(f"uploading {image.name}", image.stat().st_size) as bar:
@@ -147,9 +147,9 @@ def publish_cmd(entry: Path, image: Path | None, destination: str | None,
 
 
 def _check_image(draft: Any, image: Path) -> None:
-    from ..digests import digest_file
+    from ..image.digests import digest_file
     from ..progress import ProgressBar
-    from ..verify import check_image_digests
+    from ..signing.verify import check_image_digests
 
     with ProgressBar(f"hashing {image.name}", None) as bar:
         digests = digest_file(image, [c.algorithm for c in draft.checksums], progress=bar)
@@ -270,9 +270,9 @@ def deprecate_cmd(identifier: str, reason: str, key: Path | None, cert: Path | N
       imagekit deprecate MMZu9WvwKIro-rtBQfDk4PsKO7_ --reason "CVE-2024-1234" \\
           --key me.key --cert me.crt
     """
-    from ..entry import Endorsement, entry_to_bytes
-    from ..signing import endorser_email, sign_entry
-    from ..verify import verify_entry
+    from ..entry.model import Endorsement, entry_to_bytes
+    from ..signing.sign import endorser_email, sign_entry
+    from ..signing.verify import verify_entry
 
     if not reason.strip():
         raise InputError("--reason must not be empty")

@@ -8,7 +8,7 @@ import click
 
 from ..context import ContextFile, ContextScheme, ContextSpec, make_context_iso, parse_ssh_keys
 from ..context._spec import ContextError, parse_variable
-from ..iso import IsoError, check_label, extract_iso, list_iso, make_iso
+from ..isofs.writer import IsoError, check_label, extract_iso, list_iso, make_iso
 from ..progress import ProgressBar
 from ._app import cli, emit_json, info
 
@@ -78,8 +78,8 @@ def cdrom(
     if not directory.is_dir():
         raise IsoError(f"{directory} is not a directory")
     check_label(label, joliet=not no_joliet)
-    from ..digests import DigestAlgorithm, MultiHasher
-    from ..identifier import sha1_to_id
+    from ..image.digests import DigestAlgorithm, MultiHasher
+    from ..image.identifier import sha1_to_id
 
     # hashed in threads while pycdlib writes: the ISO is never read back
     with MultiHasher([DigestAlgorithm.SHA1, DigestAlgorithm.SHA256]) as hasher:

@@ -8,11 +8,11 @@ from typing import Any
 
 import click
 
-from .._atomic import atomic_write
-from ..describe import DEFAULT_VALID_DAYS, describe_image
-from ..digests import DigestAlgorithm
-from ..entry import entry_to_bytes, entry_to_dict, parse_date
+from .._files import atomic_write
+from ..entry.describe import DEFAULT_VALID_DAYS, describe_image
+from ..entry.model import entry_to_bytes, entry_to_dict, parse_date
 from ..errors import InputError
+from ..image.digests import DigestAlgorithm
 from ..progress import ProgressBar
 from ._app import cli, emit_json, info
 

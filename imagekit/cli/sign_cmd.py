@@ -8,11 +8,11 @@ from typing import Any
 
 import click
 
-from .._atomic import atomic_write
-from .._xmldsig import describe_certificate
+from .._files import atomic_write
 from ..errors import ImagekitError, InputError, NotFound, Untrusted, VerificationError
-from ..keys import Signer, load_signer
-from ..trust import TrustStore, UnsafeAcceptAnyCertificate, load_trust
+from ..signing._xmldsig import describe_certificate
+from ..signing.keys import Signer, load_signer
+from ..signing.trust import TrustStore, UnsafeAcceptAnyCertificate, load_trust
 from ._app import cli, emit_json, info, settings
 from .keys_cmd import p12_passphrase
 
@@ -83,8 +83,8 @@ def sign(
       imagekit sign entry.xml --key me.key --cert me.crt
       IMAGEKIT_P12_PASSPHRASE=... imagekit sign entry.xml --p12 me.p12 -o signed.xml
     """
-    from ..entry import parse_entry_bytes
-    from ..signing import sign_entry
+    from ..entry.model import parse_entry_bytes
+    from ..signing.sign import sign_entry
 
     data = _read(entry)
     signer = _signer(key, cert, p12)
@@ -170,9 +170,9 @@ def verify(
       imagekit verify entry.xml --trust /etc/grid-security/certificates --image disk.qcow2
       imagekit verify old.xml --trust jane.crt --allow-sha1 --at 2011-06-01
     """
-    from ..digests import digest_file
+    from ..image.digests import digest_file
     from ..progress import ProgressBar
-    from ..verify import check_image_digests, verify_entry
+    from ..signing.verify import check_image_digests, verify_entry
 
     now = parse_at(at) if at else dt.datetime.now(dt.UTC).replace(microsecond=0)
     store: TrustStore

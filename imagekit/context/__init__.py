@@ -11,8 +11,8 @@ import importlib
 from pathlib import Path
 from typing import IO
 
-from .._atomic import atomic_open
-from ..iso import write_iso_files
+from .._files import atomic_open
+from ..isofs.writer import write_iso_files
 from ._spec import (
     ContextError,
     ContextFile,

@@ -62,10 +62,10 @@ def sector_vm(
     instance saved in ``lifecycle_settings.state_dir`` (Running if ``start``); the base image
     is ``tmp_path/<name>.img`` (``payload`` after the boot sector). Every qemu is checked
     gone at the end of the test."""
-    from imagekit import qemu as q
-    from imagekit.instances import Drive, DriveKind, Instance, InstanceStore, State
-    from imagekit.lifecycle import prepare_root_disk
-    from imagekit.machines import machine_type
+    from imagekit.launch import qemu as q
+    from imagekit.launch.instances import Drive, DriveKind, Instance, InstanceStore, State
+    from imagekit.launch.lifecycle import prepare_root_disk
+    from imagekit.launch.machines import machine_type
 
     store = InstanceStore(lifecycle_settings.state_dir)
     made: list[str] = []

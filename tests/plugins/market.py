@@ -287,7 +287,7 @@ class Endorser:
 
 
 def new_endorser(directory: Path, email: str | None = None, *, key_type: str = "ec") -> Endorser:
-    from imagekit.keys import Signer, make_certificate, make_private_key
+    from imagekit.signing.keys import Signer, make_certificate, make_private_key
 
     email = email or f"e{uuid.uuid4().hex[:10]}@example.org"
     key = make_private_key(key_type)
@@ -318,9 +318,9 @@ def draft_entry(
     locations: tuple[str, ...] = (),
 ) -> bytes:
     """An unsigned entry for ``image`` (random bytes by default), built by the library."""
-    from imagekit.digests import DigestAlgorithm
-    from imagekit.entry import Checksum, Entry, entry_to_bytes
-    from imagekit.identifier import sha1_to_id
+    from imagekit.entry.model import Checksum, Entry, entry_to_bytes
+    from imagekit.image.digests import DigestAlgorithm
+    from imagekit.image.identifier import sha1_to_id
 
     image = os.urandom(64) if image is None else image
     sha1 = hashlib.sha1(image).hexdigest()
@@ -351,7 +351,7 @@ def draft_entry(
 
 def sign(draft: bytes, endorser: Endorser, *, ago: float = 0) -> bytes:
     """Sign ``draft`` as ``endorser``, endorsed ``ago`` seconds in the past."""
-    from imagekit.signing import sign_entry
+    from imagekit.signing.sign import sign_entry
 
     when = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(seconds=ago)
     return sign_entry(draft, endorser.signer, now=when)

@@ -12,7 +12,7 @@ def tiny_appliance(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
                    ) -> Path:
     """Path to the tiny appliance (raw disk). Treat it as read-only: boot it with
     ``snapshot=on`` or copy it. Cached across sessions in pytest's cache directory."""
-    from imagekit.tinyappliance import make_tiny_appliance
+    from imagekit.devtools.tinyappliance import make_tiny_appliance
 
     cache = getattr(request.config, "cache", None)
     cache_dir = Path(cache.mkdir("imagekit-tiny")) if cache is not None else \

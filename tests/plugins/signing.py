@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from imagekit import keys
-from imagekit.trust import TrustStore
+from imagekit.signing import keys
+from imagekit.signing.trust import TrustStore
 
 ENDORSER_EMAIL = "endorser@example.org"
 ENDORSER_NAME = "Test Endorser"
@@ -97,7 +97,7 @@ def trust_store(signer: SignerFiles) -> TrustStore:
 @pytest.fixture
 def sign_xml(signer: SignerFiles) -> Callable[..., bytes]:
     """``sign_xml(data, *, now=None, signer=None, email=None) -> bytes``: sign an entry."""
-    from imagekit.signing import sign_entry
+    from imagekit.signing.sign import sign_entry
 
     def sign(
         data: bytes,

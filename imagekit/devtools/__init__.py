@@ -1,0 +1,1 @@
+"""Tools for demos and tests, not on the data path: the demo story, the tiny appliance."""

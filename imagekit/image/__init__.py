@@ -1,0 +1,1 @@
+"""Facts about image bytes: the identifier, digests, compression and formats."""

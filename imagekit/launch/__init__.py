@@ -1,0 +1,1 @@
+"""Running verified images in local qemu VMs: plan and execute, instances, lifecycle, disks."""

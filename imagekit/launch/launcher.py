@@ -1,0 +1,520 @@
+"""Launch an appliance by its Marketplace ID (or endorser:tag) in a real qemu VM.
+
+Two phases, so that a refusal never leaves anything behind:
+
+1. ``plan_launch``: check EVERY precondition without side effects — the trust store and the
+   policy load, every reference (image and read-only disks) resolves to a verified,
+   acceptable entry, the context renders, volumes exist and are free (a boot volume too),
+   ``--disk-size`` does not shrink the image, qemu and qemu-img are installed, the cache
+   directory is writable with room for the downloads, a loopback port is free, the
+   accelerator is known (the probe runs last, only if everything else passed).
+2. ``execute``: record the instance, fetch and verify the bytes into the cache (or hit it),
+   create the overlay (or take hold of the boot volume instead), context ISO, volatile and
+   swap disks, start qemu. A failure there marks the instance Failed with the reason and
+   removes what it created (a boot volume is only released).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .._run import find_tool, run
+from ..context import ContextFile, ContextSpec, make_context_iso, render_context
+from ..errors import (
+    CommandError,
+    EnvironmentProblem,
+    ImagekitError,
+    InputError,
+    InvalidState,
+)
+from ..fetch.cache import ImageCache
+from ..fetch.download import check_locations
+from ..market.resolve import Resolver
+from ..policy.rules import Policy, load_policy
+from ..progress import Progress
+from ..settings import Settings
+from ..signing.trust import TrustStore
+from ..signing.verify import VerifiedEntry
+from . import qemu as q
+from ._qmp import QMP, QMPError
+from .instances import Drive, DriveKind, Instance, InstanceStore, State, new_instance_id
+from .machines import MachineType
+from .volumes import VolumeStore
+
+log = logging.getLogger(__name__)
+
+# qemu-img format names for dcterms:format values
+_QEMU_FORMATS = {"raw": "raw", "qcow2": "qcow2", "vmdk": "vmdk", "vdi": "vdi", "vhd": "vpc",
+                 "vhdx": "vhdx", "iso": "raw"}  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchRequest:
+    image: str  # ID or endorser:tag; "" with ``boot_volume``
+    machine: MachineType
+    ssh_keys: tuple[str, ...] = ()
+    user_data: bytes | None = None
+    readonly_disks: tuple[str, ...] = ()
+    volatile_disks: tuple[int, ...] = ()  # sizes in GB
+    persistent_disks: tuple[str, ...] = ()  # volume names
+    context_scheme: str = "nocloud"
+    hostname: str | None = None
+    variables: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    files: tuple[ContextFile, ...] = ()
+    persistent: bool = False  # root disk: a standalone copy kept across stop/start
+    disk_size_mib: int | None = None  # grow the root disk to this size
+    boot_volume: str | None = None  # boot from this volume (create_boot_volume) instead
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Everything checked, nothing done yet."""
+
+    request: LaunchRequest
+    instance_id: str
+    directory: Path
+    root: VerifiedEntry | None  # None: the root disk is ``request.boot_volume``
+    readonly: tuple[VerifiedEntry, ...]
+    policy: Policy
+    context: ContextSpec
+    qemu: str
+    accel: str
+    ssh_port: int
+    uncached_bytes: int
+    image_id: str = ""  # what the root disk was made from
+
+
+def qemu_format(entry: Any) -> str:
+    fmt = str(entry.format) if entry.format else "raw"
+    try:
+        return _QEMU_FORMATS[fmt]
+    except KeyError:
+        raise InputError(f"entry {entry.identifier}: qemu cannot use format {fmt!r}") from None
+
+
+def load_trust(settings: Settings) -> TrustStore:
+    if not settings.trust:
+        raise InputError(
+            "no trusted certificates configured: nothing could be verified",
+            hint="set trust = <PEM file or directory> (config, IMAGEKIT_TRUST or --trust)",
+        )
+    store = TrustStore.from_paths([settings.trust])
+    if store.is_empty:
+        raise InputError(f"trust {settings.trust}: no certificate found")
+    return store
+
+
+def make_resolver(
+    settings: Settings, *, client: Any = None, now: datetime | None = None
+) -> tuple[Resolver, Policy]:
+    trust = load_trust(settings)
+    policy = load_policy(settings.policy)
+    if client is None:
+        from ..market.client import MarketplaceClient
+
+        transport = None
+        if settings.marketplace.startswith("http://"):
+            import httpx
+
+            # plain HTTP: skip building a TLS context with the system CA bundle (a third of
+            # a second per launch on a loaded machine, for a connection that uses no TLS)
+            transport = httpx.HTTPTransport(verify=False)
+        client = MarketplaceClient(settings.marketplace, transport=transport)
+    return Resolver(client, trust, policy, state_dir=settings.state_dir, now=now), policy
+
+
+def plan_launch(
+    request: LaunchRequest,
+    settings: Settings,
+    *,
+    client: Any = None,
+    now: datetime | None = None,
+) -> Plan:
+    """Check every precondition of ``request``; no file is created, no process started
+    (except, with accel = auto and no remembered answer, the accelerator probe, last).
+
+    Raises the first refusal: InputError (bad request, no trust), NotFound, Ambiguous,
+    VerificationError (signature, trust, Expired, Deprecated, PolicyRefused, Rollback),
+    ToolMissing, EnvironmentProblem (cache not writable, no space, KVM unusable), InvalidState
+    (volume in use), NetworkError. With ``request.boot_volume`` no root image is resolved or
+    fetched: the volume (made by ``lifecycle.create_boot_volume``) is the root disk.
+    """
+    _check_root_choice(request)
+    if request.context_scheme not in ("nocloud", "configdrive", "opennebula", "stratuslab"):
+        raise InputError(f"unknown context scheme {request.context_scheme!r}")
+    for size in request.volatile_disks:
+        if size < 1 or size > 4096:
+            raise InputError(f"volatile disk size {size} GB: must be 1..4096")
+    instance_id = new_instance_id()
+    store = InstanceStore(settings.state_dir)
+    resolver, policy = make_resolver(settings, client=client, now=now)
+
+    root: VerifiedEntry | None = None
+    if not request.boot_volume:
+        root = resolver.resolve(request.image)
+        if root.entry.kind is not None and str(root.entry.kind) == "disk":
+            raise InputError(f"{request.image} is a data disk, not a machine image",
+                             hint="attach it with --readonly-disk")  # fmt: skip
+        qemu_format(root.entry)
+    readonly = tuple(resolver.resolve(ref) for ref in request.readonly_disks)
+    for ro in readonly:
+        qemu_format(ro.entry)
+
+    spec = ContextSpec.build(
+        instance_id=instance_id,
+        hostname=request.hostname,
+        ssh_keys=request.ssh_keys,
+        user_data=request.user_data,
+        variables=dict(request.variables),
+        files=request.files,
+    )
+    render_context(request.context_scheme, spec)  # refuses what the scheme cannot carry
+
+    volumes = VolumeStore(settings.state_dir, is_alive=lambda i: _is_alive(store, i))
+    names = [*request.persistent_disks, *([request.boot_volume] if request.boot_volume else [])]
+    if len(set(names)) != len(names):
+        raise InputError("a persistent disk is given twice")
+    for name in names:
+        volumes.check_free(name)
+    image_id = root.entry.identifier if root else _boot_volume_origin(volumes, request)
+
+    qemu = find_tool(q.QEMU)
+    find_tool(q.QEMU_IMG)
+
+    cache = ImageCache(settings.cache_dir)
+    if root and request.disk_size_mib:
+        _check_disk_size(root, request.disk_size_mib, cache, policy)
+    cache.ensure_writable()
+    fetched = (root, *readonly) if root else readonly
+    uncached = sum(
+        v.entry.bytes
+        for v in fetched
+        if not cache.has(v.entry, policy.digest_algorithms(v.entry))
+    )
+    for v in fetched:
+        if not cache.has(v.entry, policy.digest_algorithms(v.entry)):
+            check_locations(v.entry, allow_private=settings.allow_private_locations)
+    free = cache.free_bytes()
+    if uncached and uncached + (256 << 20) > free:
+        raise EnvironmentProblem(
+            f"not enough space in {cache.root}: {uncached} bytes to download, {free} free"
+        )
+    try:
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EnvironmentProblem(f"state directory {settings.state_dir}: {e.strerror}") from e
+
+    port = q.free_loopback_port()
+    accel = q.resolve_accel(settings.accel, qemu=qemu, state_dir=settings.state_dir)
+    return Plan(
+        request=request,
+        instance_id=instance_id,
+        directory=store.directory(instance_id),
+        root=root,
+        readonly=readonly,
+        policy=policy,
+        context=spec,
+        qemu=qemu,
+        accel=accel,
+        ssh_port=port,
+        uncached_bytes=uncached,
+        image_id=image_id,
+    )
+
+
+def _check_root_choice(request: LaunchRequest) -> None:
+    if bool(request.image) == bool(request.boot_volume):
+        raise InputError("give either an image (ID or endorser:tag) or --boot-volume NAME")
+    if request.boot_volume and request.persistent:
+        raise InputError("--persistent does not apply to a boot volume: it always keeps its data")
+    if request.boot_volume and request.disk_size_mib:
+        raise InputError("--disk-size does not apply to a boot volume",
+                         hint="size it when creating it: imagekit volume create --size")
+
+
+def _boot_volume_origin(volumes: VolumeStore, request: LaunchRequest) -> str:
+    assert request.boot_volume
+    origin = volumes.find_origin(request.boot_volume)
+    if origin is None:
+        raise InputError(
+            f"volume {request.boot_volume} is not bootable (it was not made from an image)",
+            hint="imagekit volume create --from-image ID --name NAME",
+        )
+    return origin
+
+
+def _check_disk_size(root: VerifiedEntry, size_mib: int, cache: ImageCache,
+                     policy: Policy) -> None:  # fmt: skip
+    """Refuse a root disk size below the image's virtual size, when that is known before the
+    download: a raw image is its bytes, a cached one is asked (``qemu-img info``, read-only).
+    Otherwise ``prepare_root_disk`` refuses it after the download."""
+    from .lifecycle import disk_info
+
+    if qemu_format(root.entry) == "raw":
+        size = root.entry.bytes
+    elif (hit := cache.lookup(root.entry, policy.digest_algorithms(root.entry))) is not None:
+        size = int(disk_info(hit.path)["virtual-size"])
+    else:
+        return
+    if size_mib * 1024 * 1024 < size:
+        raise InputError(f"disk size {size_mib} MiB is smaller than the image "
+                         f"({-(-size // (1024 * 1024))} MiB): disks only grow")  # fmt: skip
+
+
+def _is_alive(store: InstanceStore, instance_id: str) -> bool:
+    try:
+        inst = store.refresh(store.load(instance_id))
+    except ImagekitError:
+        return False
+    return not inst.state.is_final
+
+
+def check_image_safe(path: Path, fmt: str) -> None:
+    """Refuse images that would make qemu open other host files (a backing file or an
+    external data file inside a qcow2/vmdk). Raises InputError."""
+    if fmt == "raw":
+        return
+    out = run([find_tool(q.QEMU_IMG), "info", "--output=json", "-f", fmt, str(path)],
+              timeout=60).stdout  # fmt: skip
+    info = json.loads(out)
+    if info.get("backing-filename") or info.get("full-backing-filename"):
+        raise InputError(f"image {path.name} names a backing file: refused")
+    specific = (info.get("format-specific") or {}).get("data") or {}
+    if specific.get("data-file") or (specific.get("extents") and fmt == "vmdk" and any(
+        e.get("filename") != str(path) for e in specific.get("extents", [])
+    )):
+        raise InputError(f"image {path.name} refers to external data files: refused")
+
+
+def execute(
+    plan: Plan,
+    settings: Settings,
+    *,
+    progress: Callable[[str, int], Progress | None] | None = None,
+    on_state: Callable[[Instance], None] | None = None,
+) -> Instance:
+    """Carry out a checked plan; return the instance (Running, or Failed with a reason).
+
+    ``progress(label, total)`` may return a callback for each download.
+    Raises what fails, after marking the instance Failed and removing what it created.
+    """
+    store = InstanceStore(settings.state_dir)
+    volumes = VolumeStore(settings.state_dir, is_alive=lambda i: _is_alive(store, i))
+    cache = ImageCache(settings.cache_dir)
+    req = plan.request
+    d = plan.directory
+    d.mkdir(parents=True, exist_ok=False)
+    root_entry = plan.root.entry if plan.root else None
+    inst = Instance(
+        id=plan.instance_id,
+        directory=d,
+        image_id=plan.image_id or (root_entry.identifier if root_entry else ""),
+        base_image=Path(),
+        base_format=qemu_format(root_entry) if root_entry else "qcow2",
+        machine=req.machine,
+        accel=plan.accel,
+        ssh_port=plan.ssh_port,
+        drives=(),
+        context_scheme=req.context_scheme,
+        endorser=(root_entry.endorser_email or "") if root_entry else "",
+        state=State.PENDING,
+        qemu=plan.qemu,
+        # a boot volume keeps its data across stop/start like a persistent root disk
+        persistent=req.persistent or bool(req.boot_volume),
+    )
+    store.save(inst)
+    notify = on_state or (lambda _i: None)
+    try:
+        inst = store.transition(inst, State.PROLOG)
+        notify(inst)
+
+        def get(v: VerifiedEntry) -> Path:
+            cb = progress(v.entry.identifier, v.entry.bytes) if progress else None
+            img = cache.get(
+                v.entry,
+                plan.policy.digest_algorithms(v.entry),
+                allow_private=settings.allow_private_locations,
+                progress=cb,
+            )
+            check_image_safe(img.path, qemu_format(v.entry))
+            return img.path
+
+        drives: list[Drive] = []
+        if plan.root is None:
+            assert req.boot_volume
+            vol = volumes.acquire(req.boot_volume, inst.id)
+            drives.append(Drive(DriveKind.BOOT_VOLUME, vol.path, "qcow2", serial="root",
+                                identifier=req.boot_volume))  # fmt: skip
+            inst = store.save(dataclasses.replace(inst, drives=tuple(drives)))
+        else:
+            base = get(plan.root)
+            overlay = d / "overlay.qcow2"
+            drives.append(Drive(DriveKind.ROOT, overlay, "qcow2", serial="root",
+                                identifier=plan.root.entry.identifier))  # fmt: skip
+            inst = store.save(dataclasses.replace(inst, base_image=base, drives=tuple(drives)))
+            q.create_overlay(base, inst.base_format, overlay)
+            if req.persistent or req.disk_size_mib:
+                from .lifecycle import prepare_root_disk
+
+                prepare_root_disk(overlay, persistent=req.persistent, size_mib=req.disk_size_mib)
+
+        context = d / "context.iso"
+        make_context_iso(req.context_scheme, plan.context, context)
+        drives.append(Drive(DriveKind.CONTEXT, context, "raw", readonly=True, serial="context"))
+        for i, ro in enumerate(plan.readonly):
+            path = get(ro)
+            drives.append(Drive(DriveKind.READONLY, path, qemu_format(ro.entry), readonly=True,
+                                serial=f"ro{i}", identifier=ro.entry.identifier))  # fmt: skip
+        for i, size in enumerate(req.volatile_disks):
+            path = d / f"volatile-{i}.qcow2"
+            drives.append(Drive(DriveKind.VOLATILE, path, "qcow2", serial=f"volatile{i}",
+                                size_gb=size))  # fmt: skip
+            inst = store.save(dataclasses.replace(inst, drives=tuple(drives)))
+            q.create_blank(path, size * 1024)
+        for name in req.persistent_disks:
+            vol = volumes.acquire(name, inst.id)
+            drives.append(Drive(DriveKind.VOLUME, vol.path, "qcow2", serial=f"vol-{name}"[:20],
+                                identifier=name))  # fmt: skip
+            inst = store.save(dataclasses.replace(inst, drives=tuple(drives)))
+        if req.machine.swap_mib > 0:
+            path = d / "swap.qcow2"
+            drives.append(Drive(DriveKind.SWAP, path, "qcow2", serial="swap"))
+            inst = store.save(dataclasses.replace(inst, drives=tuple(drives)))
+            q.create_blank(path, req.machine.swap_mib)
+        inst = store.transition(inst, State.BOOT, drives=tuple(drives))
+        notify(inst)
+        pid = _start_with_port_retry(store, inst)
+        inst = store.save(dataclasses.replace(store.load(inst.id), pid=pid,
+                                              started=datetime.now(UTC)))  # fmt: skip
+        inst = store.wait(inst, {State.RUNNING}, timeout=30)
+        notify(inst)
+        return inst
+    except BaseException as e:
+        _abort(store, volumes, store.load(inst.id), e)
+        raise
+
+
+def _start_with_port_retry(store: InstanceStore, inst: Instance) -> int:
+    for attempt in range(3):
+        try:
+            return q.start(inst, qemu=inst.qemu)
+        except CommandError as e:
+            # another process took the port between the check and qemu's bind
+            if ("hostfwd" not in e.stderr and "host forwarding" not in e.stderr) or attempt == 2:
+                raise
+            inst = store.save(dataclasses.replace(inst, ssh_port=q.free_loopback_port()))
+    raise AssertionError("unreachable")
+
+
+def _abort(store: InstanceStore, volumes: VolumeStore, inst: Instance, e: BaseException) -> None:
+    with contextlib.suppress(Exception):
+        store.stop(inst)
+    with contextlib.suppress(Exception):
+        store.remove_owned_files(inst)
+    with contextlib.suppress(Exception):
+        volumes.release_all(inst.id)
+    reason = str(e) or type(e).__name__
+    with contextlib.suppress(Exception):
+        store.transition(store.load(inst.id), State.FAILED, reason)
+
+
+def launch(
+    request: LaunchRequest,
+    settings: Settings,
+    *,
+    client: Any = None,
+    now: datetime | None = None,
+    progress: Callable[[str, int], Progress | None] | None = None,
+) -> Instance:
+    """Plan (every check) then execute. See ``plan_launch`` and ``execute``."""
+    plan = plan_launch(request, settings, client=client, now=now)
+    return execute(plan, settings, progress=progress)
+
+
+# --- other instance operations ----------------------------------------------------------
+
+
+def kill(settings: Settings, name: str) -> Instance:
+    """Stop the instance's qemu and remove its overlay, context ISO, volatile and swap disks;
+    release its volumes (a boot volume is kept, like every volume). The record (and console
+    log) stays, state Done (or Failed)."""
+    store = InstanceStore(settings.state_dir)
+    inst = store.find(name)
+    with store.lock(inst.id):
+        inst = store.load(inst.id)
+        store.stop(inst)
+        store.remove_owned_files(inst)
+        VolumeStore(settings.state_dir).release_all(inst.id)
+        if not inst.state.is_final:
+            inst = store.transition(inst, State.DONE, "killed")
+    return inst
+
+
+def attach_volume(settings: Settings, instance_name: str, volume: str) -> Instance:
+    """Hot-plug a persistent volume into a running instance (virtio, via QMP)."""
+    store = InstanceStore(settings.state_dir)
+    volumes = VolumeStore(settings.state_dir, is_alive=lambda i: _is_alive(store, i))
+    inst = store.refresh(store.find(instance_name))
+    if inst.state is not State.RUNNING:
+        raise InvalidState(f"instance {inst.id} is {inst.state}, not Running")
+    vol = volumes.acquire(volume, inst.id)
+    node = f"vol-{volume}"[:31]
+    try:
+        with QMP(inst.qmp_socket) as qmp:
+            qmp.command("blockdev-add", **{
+                "node-name": node, "driver": "qcow2",
+                "file": {"driver": "file", "filename": str(vol.path)},
+            })  # fmt: skip
+            for port in q.HOTPLUG_PORTS:
+                try:
+                    qmp.command("device_add", driver="virtio-blk-pci", drive=node, id=node,
+                                serial=node[:20], bus=port)  # fmt: skip
+                    break
+                except QMPError as e:
+                    last = e
+            else:
+                qmp.command("blockdev-del", **{"node-name": node})
+                raise EnvironmentProblem(f"cannot hot-plug {volume} into {inst.id}: {last}",
+                                         hint="kill it and launch with --persistent-disk")
+    except (QMPError, EnvironmentProblem):
+        volumes.release(volume, inst.id)
+        raise
+    drive = Drive(DriveKind.VOLUME, vol.path, "qcow2", serial=node[:20], identifier=volume)
+    return store.save(dataclasses.replace(inst, drives=(*inst.drives, drive)))
+
+
+def detach_volume(settings: Settings, volume: str) -> None:
+    """Unplug a volume from the instance holding it (or just release a stale hold)."""
+    store = InstanceStore(settings.state_dir)
+    volumes = VolumeStore(settings.state_dir, is_alive=lambda i: _is_alive(store, i))
+    vol = volumes.get(volume)
+    if vol.attached_to is None:
+        volumes.release(volume)
+        return
+    inst = store.refresh(store.load(vol.attached_to))
+    if any(d.kind is DriveKind.BOOT_VOLUME and d.identifier == volume for d in inst.drives):
+        raise InvalidState(f"volume {volume} is the boot disk of {inst.id}",
+                           hint=f"imagekit kill {inst.id}")  # fmt: skip
+    node = f"vol-{volume}"[:31]
+    if inst.state is State.RUNNING:
+        with QMP(inst.qmp_socket, timeout=30) as qmp:
+            try:
+                qmp.command("device_del", id=node)
+                qmp.wait_event("DEVICE_DELETED")
+                qmp.command("blockdev-del", **{"node-name": node})
+            except QMPError as e:
+                raise EnvironmentProblem(
+                    f"cannot detach {volume} from {inst.id}: {e}",
+                    hint="volumes attached at launch stay until the instance is killed",
+                ) from e
+    volumes.release(volume, inst.id)
+    store.save(dataclasses.replace(
+        inst, drives=tuple(d for d in inst.drives if d.identifier != volume
+                           or d.kind is not DriveKind.VOLUME)))  # fmt: skip

@@ -1,0 +1,260 @@
+"""qemu: the command line (a pure function of an Instance), the accelerator probe, disks and
+starting the daemon.
+
+qemu runs daemonized with a pid file, a QMP socket in the instance directory, the serial
+console written to ``console.log`` and user-mode networking forwarding a loopback port to
+the guest's ssh. ``-no-shutdown`` keeps qemu alive when the guest powers off, so the next
+look at the instance can tell a clean power-off (QMP status ``shutdown``) from a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from .._files import atomic_write
+from .._run import child_env, find_tool, run
+from ..errors import CommandError, EnvironmentProblem, InputError
+from .instances import Drive, DriveKind, Instance
+
+QEMU = "qemu-system-x86_64"
+QEMU_IMG = "qemu-img"
+HOTPLUG_PORTS = ("hp0", "hp1", "hp2")
+QGA_SOCKET = "qga.sock"  # in the instance directory
+QGA_CHANNEL = "org.qemu.guest_agent.0"
+
+
+# --- the command line -------------------------------------------------------------------
+
+
+def _drive_args(index: int, drive: Drive) -> list[str]:
+    node = f"{drive.kind}{index}"
+    opts = [
+        f"file={_escape(str(drive.path))}",
+        f"format={drive.format}",
+        "if=none",
+        f"id={node}",
+        # writeback cache, but flushes honoured: the guest's fsync reaches the host
+        "cache=writeback",
+    ]
+    if drive.readonly:
+        opts.append("readonly=on")
+    dev = [f"virtio-blk-pci,drive={node}", f"serial={drive.serial or node}"]
+    if drive.kind in (DriveKind.ROOT, DriveKind.BOOT_VOLUME):
+        dev.append("bootindex=0")
+    return ["-drive", ",".join(opts), "-device", ",".join(dev)]
+
+
+def _escape(value: str) -> str:
+    # qemu option values: a comma is written as two commas
+    return value.replace(",", ",,")
+
+
+def qemu_argv(instance: Instance, *, qemu: str = QEMU, daemonize: bool = True) -> list[str]:
+    """The complete qemu command line for ``instance``. Pure: no I/O, no probing.
+
+    The QMP socket is given relative to the instance directory (qemu is started there),
+    because its absolute path may be longer than a unix socket path can be.
+    """
+    if instance.accel not in ("tcg", "kvm"):
+        raise InputError(f"accelerator must be resolved to tcg or kvm, not {instance.accel!r}")
+    m = instance.machine
+    argv = [
+        qemu,
+        # the name tags the process, so leftovers can be found by instance ID
+        "-name", f"imagekit-{instance.id},process=imagekit-{instance.id}",
+        "-machine", "q35",
+        # -accel tcg by default: /dev/kvm exists on some hosts where KVM guests hang;
+        # kvm only when the probe actually booted a guest with it
+        "-accel", "tcg" if instance.accel == "tcg" else "kvm",
+        # max under TCG offers x86-64-v2+ features modern distributions require
+        "-cpu", "host" if instance.accel == "kvm" else "max",
+        "-smp", str(m.cpu),
+        "-m", f"{m.ram_mib}M",
+        "-nodefaults", "-no-user-config",
+        "-display", "none",
+        "-serial", f"file:{_escape(str(instance.console_log))}",
+        "-qmp", f"unix:{instance.qmp_socket.name},server=on,wait=off",
+        "-pidfile", str(instance.pid_file),
+        # keep qemu (and QMP) up when the guest powers off: the state store then sees
+        # status "shutdown" (a clean Done) rather than a vanished process
+        "-no-shutdown",
+        "-netdev",
+        f"user,id=net0,hostfwd=tcp:127.0.0.1:{instance.ssh_port}-:22",
+        "-device", "virtio-net-pci,netdev=net0",
+        "-device", "virtio-rng-pci",
+        # empty PCIe root ports: q35's root complex cannot hot-plug, a root port can
+        # (``imagekit volume attach`` plugs a volume into a free one)
+        *(a for i, port in enumerate(HOTPLUG_PORTS)
+          for a in ("-device", f"pcie-root-port,id={port},chassis={i + 1}")),
+        # a virtio-serial channel for the qemu guest agent (used, when the guest runs one,
+        # to freeze file systems for a consistent snapshot); relative path as for QMP
+        "-chardev", f"socket,id=qga0,path={QGA_SOCKET},server=on,wait=off",
+        "-device", "virtio-serial-pci,id=vser0",
+        "-device", f"virtserialport,bus=vser0.0,chardev=qga0,name={QGA_CHANNEL}",
+    ]  # fmt: skip
+    for i, drive in enumerate(instance.drives):
+        argv += _drive_args(i, drive)
+    if daemonize:
+        argv.append("-daemonize")
+    return argv
+
+
+# --- accelerator ------------------------------------------------------------------------
+
+
+def _probe_boot_sector() -> bytes:
+    """A 512-byte boot sector writing ``IKOK`` to COM1 and halting."""
+    code = bytes([0xBA, 0xF8, 0x03])  # mov dx, 0x3f8
+    for ch in b"IKOK\n":
+        code += bytes([0xB0, ch, 0xEE])  # mov al, ch; out dx, al
+    code += bytes([0xFA, 0xF4, 0xEB, 0xFD])  # cli; hlt; jmp $-1
+    return code.ljust(510, b"\0") + b"\x55\xaa"
+
+
+def _probe_kernel() -> Path | None:
+    """The host's own Linux kernel, if it can be read (Debian's are world-readable)."""
+    for kernel in sorted(Path("/boot").glob("vmlinuz-*"), reverse=True):
+        if os.access(kernel, os.R_OK):
+            return kernel
+    return None
+
+
+def probe_accel(accel: str, *, qemu: str | None = None, timeout: float = 6.0) -> bool:
+    """Boot a small guest with ``accel`` and see it print on the serial port.
+
+    Existence of /dev/kvm is not enough: on some hosts KVM guests hang. Some of those hang
+    only past a real-mode start (seen here: a boot sector, even one that enters long mode
+    and touches 60 MiB, runs; Debian's kernel hangs while it decompresses itself). So the
+    probe boots the host's kernel when it can read one and waits for its first line of
+    ``start_kernel`` (under working KVM in well under a second), else a boot sector.
+    """
+    qemu = qemu or find_tool(QEMU)
+    if accel == "kvm" and not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    with tempfile.TemporaryDirectory(prefix="imagekit-probe-") as tmp:
+        base = [
+            qemu, "-accel", accel, "-machine", "pc", "-m", "128", "-nodefaults",
+            "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot",
+        ]  # fmt: skip
+        kernel = _probe_kernel()
+        if kernel is not None:
+            argv = [*base, "-kernel", str(kernel),
+                    "-append", "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1"]  # fmt: skip
+            sign = b"Linux version"
+        else:
+            img = Path(tmp) / "probe.img"
+            img.write_bytes(_probe_boot_sector())
+            argv = [*base, "-drive", f"file={img},format=raw,if=ide"]
+            sign = b"IKOK"
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=child_env(),
+        )
+        try:
+            assert proc.stdout is not None
+            os.set_blocking(proc.stdout.fileno(), False)
+            deadline = time.monotonic() + timeout
+            seen = b""
+            while time.monotonic() < deadline and proc.poll() is None:
+                with contextlib.suppress(BlockingIOError, TypeError):
+                    seen += proc.stdout.read(4096) or b""
+                if sign in seen:
+                    return True
+                time.sleep(0.02)
+            return False
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+def _probe_key(qemu: str) -> str:
+    try:
+        boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot_id = ""
+    st = os.stat(qemu)
+    return hashlib.sha256(f"{qemu}|{st.st_mtime_ns}|{st.st_size}|{boot_id}".encode()).hexdigest()
+
+
+def resolve_accel(setting: str, *, qemu: str, state_dir: Path) -> str:
+    """``tcg`` / ``kvm`` as given; ``auto``: kvm if a probe boots with it, else tcg.
+
+    The probe's answer is remembered per qemu binary and host boot, under ``state_dir``.
+    Raises EnvironmentProblem if ``kvm`` is required and does not work.
+    """
+    if setting == "tcg":
+        return "tcg"
+    cache = state_dir / "accel-probe.json"
+    key = _probe_key(qemu)
+    known: dict[str, bool] = {}
+    with contextlib.suppress(OSError, ValueError):
+        known = json.loads(cache.read_text())
+    if key not in known:
+        known = {key: probe_accel("kvm", qemu=qemu)}
+        state_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(cache, json.dumps(known))
+    kvm_ok = known[key]
+    if setting == "kvm":
+        if not kvm_ok:
+            raise EnvironmentProblem(
+                "accel=kvm requested but a probe guest does not run under KVM here",
+                hint="use accel = tcg (or auto)",
+            )
+        return "kvm"
+    return "kvm" if kvm_ok else "tcg"
+
+
+# --- ports ------------------------------------------------------------------------------
+
+
+def free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+# --- disks ------------------------------------------------------------------------------
+
+
+def create_overlay(base: Path, base_format: str, out: Path) -> None:
+    """A qcow2 copy-on-write overlay over ``base`` (which stays untouched)."""
+    run([find_tool(QEMU_IMG), "create", "-q", "-f", "qcow2", "-b", str(base.resolve()),
+         "-F", base_format, str(out)], timeout=60)  # fmt: skip
+
+
+def create_blank(out: Path, size_mib: int) -> None:
+    run([find_tool(QEMU_IMG), "create", "-q", "-f", "qcow2", str(out), f"{size_mib}M"],
+        timeout=60)  # fmt: skip
+
+
+# --- starting ---------------------------------------------------------------------------
+
+
+def start(instance: Instance, *, qemu: str, timeout: float = 60.0) -> int:
+    """Start qemu daemonized for ``instance``; return its pid.
+
+    Raises CommandError (with qemu's own message) if qemu refuses to start.
+    """
+    argv = qemu_argv(instance, qemu=qemu)
+    try:
+        # cwd: the QMP socket path in argv is relative to the instance directory
+        run(argv, cwd=instance.directory, timeout=timeout)
+    except CommandError:
+        raise
+    for _ in range(100):
+        with contextlib.suppress(OSError, ValueError):
+            return int(instance.pid_file.read_text().strip())
+        time.sleep(0.02)
+    raise EnvironmentProblem(f"qemu started but wrote no pid file {instance.pid_file}")

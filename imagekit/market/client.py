@@ -1,0 +1,239 @@
+"""Talk to a marketplace server over HTTP.
+
+The client never trusts the server: entries come back as the raw signed XML bytes, for the
+caller to verify locally (``imagekit.signing.verify.verify_entry``). Summaries (``EntrySummary``)
+are the server's index columns, good for listing and choosing, never for trusting.
+
+Errors: NetworkError (unreachable, 5xx), NotFound (404), Ambiguous (ID prefix matching
+several IDs), InvalidState (upload not newer than the latest endorsement), InvalidMetadata
+(the server refused an upload), InputError (other 4xx).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from ..errors import (
+    Ambiguous,
+    InputError,
+    InvalidMetadata,
+    InvalidState,
+    NetworkError,
+    NotFound,
+)
+
+DEFAULT_TIMEOUT = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class EntrySummary:
+    """The server's summary of one stored endorsement (unverified)."""
+
+    identifier: str
+    email: str
+    created: str
+    latest: bool
+    status: str
+    valid: str | None
+    deprecated: str | None
+    os: str | None
+    os_version: str | None
+    arch: str | None
+    kind: str | None
+    tag: str | None
+    title: str | None
+    description: str | None
+    locations: tuple[str, ...]
+    sha1: str
+    bytes: int
+    etag: str
+    uploaded: str
+    path: str
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EntrySummary:
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        values["locations"] = tuple(values.get("locations") or ())
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["locations"] = list(self.locations)
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchResult:
+    """One page: ``total`` is None when more pages follow and ``count`` was not asked."""
+
+    total: int | None
+    more: bool
+    entries: list[EntrySummary]
+
+
+@dataclasses.dataclass(frozen=True)
+class EndorserSummary:
+    email: str
+    entries: int
+    latest_created: str
+
+
+def _seg(value: str) -> str:
+    return quote(value, safe="@:+!$&'*=^`{|}~-._")
+
+
+class MarketplaceClient:
+    """A marketplace at ``base_url`` (e.g. ``http://127.0.0.1:8080``)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.base_url, timeout=timeout, transport=transport,
+            headers={"User-Agent": "imagekit"}, follow_redirects=False,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> MarketplaceClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as e:
+            raise NetworkError(
+                f"marketplace {self.base_url} unreachable: {e}",
+                hint="is the server running? (imagekit serve; setting: marketplace)",
+            ) from e
+        if response.status_code >= 400:
+            raise _error(response)
+        return response
+
+    # --- entries -------------------------------------------------------------------------
+
+    def upload(self, xml: bytes) -> str:
+        """Publish a signed entry; return its path (``/metadata/{id}/{email}/{created}``)."""
+        response = self._request(
+            "POST", "/metadata", content=xml, headers={"Content-Type": "application/xml"}
+        )
+        return response.headers["Location"]
+
+    def entry_url(self, path: str) -> str:
+        return self.base_url + path
+
+    def get_entry(self, identifier: str, email: str, created: str) -> bytes:
+        """The signed XML of one endorsement (``identifier`` may be a unique prefix)."""
+        path = f"/metadata/{_seg(identifier)}/{_seg(email)}/{_seg(created)}"
+        return self._request("GET", path, headers={"Accept": "application/xml"}).content
+
+    def get_path(self, path: str) -> bytes:
+        """The signed XML at a path returned by ``upload`` or found in a summary."""
+        return self._request("GET", path, headers={"Accept": "application/xml"}).content
+
+    def by_tag(self, email: str, tag: str) -> bytes:
+        """The signed XML of the endorser's newest non-deprecated entry tagged ``tag``."""
+        path = f"/tag/{_seg(email)}/{_seg(tag)}"
+        return self._request("GET", path, headers={"Accept": "application/xml"}).content
+
+    def search(
+        self,
+        *,
+        identifier: str | None = None,
+        email: str | None = None,
+        os: str | None = None,
+        os_version: str | None = None,
+        arch: str | None = None,
+        kind: str | None = None,
+        status: str | None = None,
+        tag: str | None = None,
+        location: str | None = None,
+        q: str | None = None,
+        history: bool = False,
+        limit: int = 100,
+        offset: int = 0,
+        count: bool = False,
+    ) -> SearchResult:
+        """Summaries of matching entries, newest endorsement first (one page)."""
+        params: dict[str, Any] = {
+            "identifier": identifier, "email": email, "os": os, "os-version": os_version,
+            "arch": arch, "kind": kind, "status": status, "tag": tag, "location": location,
+            "q": q, "limit": limit, "offset": offset,
+        }
+        if history:
+            params["history"] = "true"
+        if count:
+            params["count"] = "true"
+        params = {k: v for k, v in params.items() if v is not None}
+        data = self._request("GET", "/api/entries", params=params).json()
+        return SearchResult(
+            total=data["total"], more=data["more"],
+            entries=[EntrySummary.from_dict(e) for e in data["entries"]],
+        )
+
+    def iter_search(self, *, page: int = 500, **filters: Any) -> Iterator[EntrySummary]:
+        """Every matching summary, page by page."""
+        offset = 0
+        while True:
+            result = self.search(limit=page, offset=offset, **filters)
+            yield from result.entries
+            offset += len(result.entries)
+            if not result.entries or not result.more:
+                return
+
+    def current(self, identifier: str) -> list[EntrySummary]:
+        """Each endorser's latest endorsement of ``identifier`` (or a unique prefix)."""
+        data = self._request("GET", f"/api/entries/{_seg(identifier)}").json()
+        return [EntrySummary.from_dict(e) for e in data]
+
+    def current_entries(self, identifier: str) -> list[bytes]:
+        """The signed XML of each endorser's latest endorsement of ``identifier``."""
+        return [self.get_path(s.path) for s in self.current(identifier)]
+
+    def history(self, identifier: str, email: str | None = None) -> list[EntrySummary]:
+        """Every endorsement of ``identifier`` (optionally by one endorser), newest first."""
+        return list(self.iter_search(identifier=identifier, email=email, history=True))
+
+    def entry_json(self, identifier: str, email: str, created: str) -> dict[str, Any]:
+        """Index columns plus every term (``entry``), as the server parsed them."""
+        path = f"/api/entries/{_seg(identifier)}/{_seg(email)}/{_seg(created)}"
+        result: dict[str, Any] = self._request("GET", path).json()
+        return result
+
+    def endorsers(self) -> list[EndorserSummary]:
+        return [EndorserSummary(**e) for e in self._request("GET", "/api/endorsers").json()]
+
+
+def _error(response: httpx.Response) -> Exception:
+    message = response.text.strip().splitlines()[0] if response.text.strip() else ""
+    message = message or f"HTTP {response.status_code}"
+    kind = response.headers.get("X-Imagekit-Error", "")
+    status = response.status_code
+    if status == 404:
+        return NotFound(message)
+    if kind == "Ambiguous":
+        return Ambiguous(message)
+    if kind == "InvalidState" or status == 409:
+        return InvalidState(message)
+    if status >= 500:
+        return NetworkError(f"marketplace error {status}: {message}")
+    if message.startswith("invalid metadata: "):
+        return InvalidMetadata("refused-by-server", message.removeprefix("invalid metadata: "))
+    return InputError(f"marketplace refused the request ({status}): {message}")

@@ -1,0 +1,246 @@
+"""From what the user typed to one verified, acceptable entry.
+
+A reference is a Marketplace ID, a unique ID prefix, or ``endorser:tag``. The marketplace is
+asked for the candidates (each endorser's current endorsement of the ID, or the endorser's
+newest entry with the tag), and every candidate is then verified HERE, against the
+configured trust store (the server is not trusted), checked against the site policy and
+against the rollback memory. The newest acceptable endorsement wins.
+
+Rollback memory: the newest endorsement ``created`` seen per (ID, endorser), and per
+(endorser, tag), persisted atomically under ``state_dir``. A server that later serves an
+older endorsement (hiding a deprecation, say) is refused with ``Rollback``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .._files import atomic_write
+from ..errors import (
+    Ambiguous,
+    ImagekitError,
+    InputError,
+    NotFound,
+    Rollback,
+    SignatureInvalid,
+    VerificationError,
+)
+from ..image.identifier import is_identifier
+from ..policy.rules import Policy
+from ..signing.trust import TrustStore
+from ..signing.verify import VerifiedEntry, verify_entry
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    """A parsed image reference: an ID (or prefix), or an endorser's tag."""
+
+    identifier: str | None = None
+    endorser: str | None = None
+    tag: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Reference:
+        text = text.strip()
+        if ":" in text and "@" in text.split(":", 1)[0]:
+            email, tag = text.split(":", 1)
+            if not tag:
+                raise InputError(f"{text!r}: empty tag (use endorser@example.org:tag)")
+            return cls(endorser=email.lower(), tag=tag)
+        if not text or len(text) > 27 or not all(c.isalnum() or c in "-_" for c in text):
+            raise InputError(
+                f"{text!r} is neither a Marketplace ID (or prefix) nor endorser:tag"
+            )
+        return cls(identifier=text)
+
+    def __str__(self) -> str:
+        return self.identifier or f"{self.endorser}:{self.tag}"
+
+    def matches(self, entry: Any) -> bool:
+        """Whether a verified entry is what was asked for (the server may substitute)."""
+        if self.identifier is not None:
+            return bool(entry.identifier.startswith(self.identifier))
+        return (entry.endorser_email or "").lower() == self.endorser and entry.tag == self.tag
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    xml: bytes
+    verified: VerifiedEntry | None = None
+    error: ImagekitError | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.verified is not None and self.error is None
+
+
+# --- rollback memory --------------------------------------------------------------------
+
+
+class RollbackMemory:
+    """Newest endorsement ``created`` seen per key, in ``state_dir/rollback.json``."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "rollback.json"
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[dict[str, str]]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                data: dict[str, str] = {}
+                with contextlib.suppress(FileNotFoundError):
+                    data = json.loads(self.path.read_text())
+                before = dict(data)
+                yield data
+                if data != before:
+                    atomic_write(self.path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    @staticmethod
+    def keys(entry: Any) -> list[str]:
+        email = (entry.endorser_email or "").lower()
+        keys = [f"id|{entry.identifier}|{email}"]
+        if entry.tag:
+            keys.append(f"tag|{email}|{entry.tag}")
+        return keys
+
+    def check_and_record(self, entry: Any) -> None:
+        """Raise Rollback if an endorsement newer than ``entry``'s was seen before for
+        the same (ID, endorser) or (endorser, tag); otherwise remember this one."""
+        created: datetime | None = entry.endorsement_created
+        if created is None:
+            raise SignatureInvalid(f"entry {entry.identifier} has no endorsement date")
+        with self._locked() as data:
+            for key in self.keys(entry):
+                seen = data.get(key)
+                if seen and datetime.fromisoformat(seen) > created:
+                    what = key.split("|", 1)[1].replace("|", " by ", 1)
+                    raise Rollback(
+                        f"{what}: the marketplace offers an endorsement of "
+                        f"{created:%Y-%m-%dT%H:%M:%SZ}, older than {seen} already seen"
+                    )
+            for key in self.keys(entry):
+                seen = data.get(key)
+                if not seen or datetime.fromisoformat(seen) < created:
+                    data[key] = created.isoformat()
+
+
+# --- the resolver -----------------------------------------------------------------------
+
+
+class Resolver:
+    """Resolve references with ``client`` (a ``MarketplaceClient``), ``trust`` and ``policy``."""
+
+    def __init__(
+        self,
+        client: Any,
+        trust: TrustStore,
+        policy: Policy,
+        *,
+        state_dir: Path,
+        now: datetime | None = None,
+    ) -> None:
+        self.client = client
+        self.trust = trust
+        self.policy = policy
+        self.memory = RollbackMemory(state_dir)
+        self.now = now
+
+    def fetch_candidates(self, ref: Reference) -> list[bytes]:
+        """The signed XML the marketplace offers for ``ref`` (unverified).
+
+        Raises NotFound, Ambiguous, NetworkError.
+        """
+        if ref.identifier is not None:
+            if len(ref.identifier) < 27 or not is_identifier(ref.identifier):
+                summaries = self.client.current(ref.identifier)
+                ids = {s.identifier for s in summaries}
+                if len(ids) > 1:
+                    raise Ambiguous(f"{ref} matches several images: {', '.join(sorted(ids))}")
+                return [self.client.get_path(s.path) for s in summaries]
+            return list(self.client.current_entries(ref.identifier))
+        assert ref.endorser is not None and ref.tag is not None
+        return [self.client.by_tag(ref.endorser, ref.tag)]
+
+    def assess(self, ref: Reference, xmls: Sequence[bytes]) -> list[Candidate]:
+        """Verify, match, rollback-check and policy-check each candidate (new list)."""
+        now = self.now or datetime.now(UTC)
+        out: list[Candidate] = []
+        for xml in tuple(xmls):
+            try:
+                verified = verify_entry(
+                    xml,
+                    self.trust,
+                    now=now,
+                    allow_sha1=self.policy.allow_sha1_signatures,
+                    # expiry is the policy's call (NotExpired), so it is reported as such
+                    allow_expired=True,
+                )
+            except ImagekitError as e:
+                out.append(Candidate(xml, None, e))
+                continue
+            try:
+                if not ref.matches(verified.entry):
+                    raise SignatureInvalid(
+                        f"the marketplace answered {ref} with a different entry "
+                        f"({verified.entry.identifier} by {verified.entry.endorser_email})"
+                    )
+                self.memory.check_and_record(verified.entry)
+                self.policy.check(verified, now=now)
+            except VerificationError as e:
+                out.append(Candidate(xml, verified, e))
+                continue
+            out.append(Candidate(xml, verified, None))
+        return out
+
+    def candidates(self, text: str | Reference) -> list[Candidate]:
+        ref = text if isinstance(text, Reference) else Reference.parse(text)
+        xmls = self.fetch_candidates(ref)
+        if not xmls:
+            raise NotFound(f"the marketplace has no entry for {ref}")
+        return self.assess(ref, xmls)
+
+    def resolve(self, text: str | Reference) -> VerifiedEntry:
+        """The newest acceptable verified entry for ``text``.
+
+        Raises the refusal of the newest candidate when none is acceptable (SignatureInvalid,
+        Untrusted, Expired, Deprecated, PolicyRefused, Rollback, ...), NotFound, Ambiguous,
+        NetworkError.
+        """
+        ref = text if isinstance(text, Reference) else Reference.parse(text)
+        cands = self.candidates(ref)
+        return pick(ref, cands)
+
+
+def _created(c: Candidate) -> datetime:
+    if c.verified is not None and c.verified.entry.endorsement_created is not None:
+        created: datetime = c.verified.entry.endorsement_created
+        return created
+    return datetime.min.replace(tzinfo=UTC)
+
+
+def pick(ref: Reference | str, cands: Sequence[Candidate]) -> VerifiedEntry:
+    accepted = [c for c in cands if c.accepted]
+    if accepted:
+        best = max(accepted, key=_created)
+        assert best.verified is not None
+        return best.verified
+    refused = sorted(cands, key=_created, reverse=True)
+    if not refused:
+        raise NotFound(f"the marketplace has no entry for {ref}")
+    first = refused[0].error
+    assert first is not None
+    if len(refused) > 1:
+        others = "; ".join(str(c.error) for c in refused[1:])
+        first.args = (f"{first} (other candidates refused too: {others})",)
+    raise first

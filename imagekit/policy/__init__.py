@@ -1,0 +1,1 @@
+"""Site policy: which verified entries may run."""

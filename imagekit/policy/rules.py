@@ -1,0 +1,630 @@
+"""Site policy: small rules that compose, deciding which verified entries may run.
+
+A rule looks at a verified entry (its parsed ``entry`` and the signing ``certificate``) and
+either returns or raises a VerificationError naming the reason: ``Expired``, ``Deprecated``
+or ``PolicyRefused``. ``AllOf`` combines rules; an empty ``AllOf`` refuses everything (a
+policy that says nothing must not mean "anything goes"). Rules that weaken the checks are
+named ``Unsafe...`` and log a warning when built.
+
+Filters never mutate the list they walk: StratusLab's policy removed rejected entries from
+the list it was iterating and so skipped the entry after each removal.
+
+Formats: imagekit's own TOML (see ``parse_policy_toml``) and StratusLab's ``policy.cfg``
+(INI, one value per continuation line; ``parse_stratuslab_policy``). Both add the rules
+StratusLab lacked (not expired, not deprecated, SHA-256 or stronger checked on the bytes)
+unless the file opts out under ``[unsafe]``.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import hashlib
+import logging
+import tomllib
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..errors import Deprecated, Expired, InputError, PolicyRefused, VerificationError
+from ..image.digests import DigestAlgorithm
+
+log = logging.getLogger(__name__)
+
+
+class Subject(Protocol):
+    """What a rule inspects: ``imagekit.signing.verify.VerifiedEntry`` satisfies it."""
+
+    @property
+    def entry(self) -> Any: ...
+
+    @property
+    def certificate(self) -> Any: ...
+
+
+class Rule(Protocol):
+    def check(self, subject: Subject, *, now: datetime) -> None:
+        """Return if ``subject`` is acceptable; raise a VerificationError naming why not."""
+
+    def describe(self) -> str: ...
+
+
+# --- small accessors, so rules read entries one way --------------------------------------
+
+
+def _endorser_names(entry: Any) -> set[str]:
+    """The endorser's e-mail (case-folded) and subject DN: either may be listed."""
+    names: set[str] = set()
+    email = getattr(entry, "endorser_email", None)
+    if email:
+        names.add(str(email).strip().lower())
+    endorsement = getattr(entry, "endorsement", None)
+    endorser = getattr(endorsement, "endorser", None)
+    subject = getattr(endorser, "subject", None)
+    if subject:
+        names.add(_norm_dn(str(subject)))
+    return names
+
+
+def _norm_dn(dn: str) -> str:
+    return ",".join(part.strip() for part in dn.split(",")).lower()
+
+
+def _norm_name(name: str) -> str:
+    name = name.strip()
+    return name.lower() if "@" in name and "=" not in name else _norm_dn(name)
+
+
+def _sha1(entry: Any) -> int:
+    # Compare numerically: StratusLab entries may strip leading zeros from hex values.
+    return int(str(entry.sha1), 16)
+
+
+def _cert_fingerprint(cert: Any) -> str:
+    """SHA-256 of the DER certificate; accepts cryptography certificates, DER or PEM bytes."""
+    if cert is None:
+        return ""
+    if hasattr(cert, "public_bytes"):
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        der = cert.public_bytes(Encoding.DER)
+    elif isinstance(cert, bytes) and cert.lstrip().startswith(b"-----BEGIN"):
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        der = x509.load_pem_x509_certificate(cert).public_bytes(Encoding.DER)
+    else:
+        der = bytes(cert)
+    return hashlib.sha256(der).hexdigest()
+
+
+# --- rules ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class EndorserAllowed:
+    """Only these endorsers (e-mail addresses or subject DNs)."""
+
+    names: frozenset[str]
+
+    def __init__(self, names: Iterable[str]) -> None:
+        object.__setattr__(self, "names", frozenset(_norm_name(n) for n in names if n.strip()))
+
+    def check(self, subject: Subject, *, now: datetime) -> None:
+        if not (_endorser_names(subject.entry) & self.names):
+            raise PolicyRefused(
+                f"endorser {subject.entry.endorser_email or '(none)'} is not on the allowed list"
+            )
+
+    def describe(self) -> str:
+        return f"endorser in {sorted(self.names)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class EndorserDenied:
+    names: frozenset[str]
+
+    def __init__(self, names: Iterable[str]) -> None:
+        object.__setattr__(self, "names", frozenset(_norm_name(n) for n in names if n.strip()))
+
+    def check(self, subject: Subject, *, now: datetime) -> None:
+        if _endorser_names(subject.entry) & self.names:
+            raise PolicyRefused(f"endorser {subject.entry.endorser_email} is denied")
+
+    def describe(self) -> str:
+        return f"endorser not in {sorted(self.names)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class IdAllowed:
+    ids: frozenset[str]
+
+    def __init__(self, ids: Iterable[str]) -> None:
+        object.__setattr__(self, "ids", frozenset(i.strip() for i in ids if i.strip()))
+
+    def check(self, subject: Subject, *, now: datetime) -> None:
+        if subject.entry.identifier not in self.ids:
+            raise PolicyRefused(f"image {subject.entry.identifier} is not on the allowed list")
+
+    def describe(self) -> str:
+        return f"ID in {sorted(self.ids)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class IdDenied:
+    ids: frozenset[str]
+
+    def __init__(self, ids: Iterable[str]) -> None:
+        object.__setattr__(self, "ids", frozenset(i.strip() for i in ids if i.strip()))
+
+    def check(self, subject: Subject, *, now: datetime) -> None:
+        if subject.entry.identifier in self.ids:
+            raise PolicyRefused(f"image {subject.entry.identifier} is denied")
+
+    def describe(self) -> str:
+        return f"ID not in {sorted(self.ids)}"
+
+
+def _parse_sha1s(values: Iterable[str]) -> frozenset[int]:
+    out = set()
+    for v in values:
+        v = v.strip()
+        if not v:
+            continue
+        try:
+            out.add(int(v, 16))
+        except ValueError as e:
+            raise InputError(f"policy: {v!r} is not a hexadecimal SHA-1") from e
+    return frozenset(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sha1Allowed:
+    values: frozenset[int]
+
+    def __init__(self, values: Iterable[str]) -> None:
+        object.__setattr__(self, "values", _parse_sha1s(values))
+
+    def check(self, subject: Subject, *, now: datetime) -> None:
+        if _sha1(subject.entry) not in self.values:
+            raise PolicyRefused(f"SHA-1 {subject.entry.sha1} is not on the allowed list")
+
+    def describe(self) -> str:
+        return f"SHA-1 in {sorted(f'{v:040x}' for v in self.values)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Sha1Denied:
+    values: frozenset[int]
+
+    def __init__(self, values: Iterable[str]) -> None:
+        object.__setattr__(self, "values", _parse_sha1s(values))
+
+    def check(self, subject: Subject, *, now: datetime) -> None:
+        if _sha1(subject.entry) in self.values:
+            raise PolicyRefused(f"SHA-1 {subject.entry.sha1} is denied")
+
+    def describe(self) -> str:
+        return f"SHA-1 not in {sorted(f'{v:040x}' for v in self.values)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class NotExpired:
+    def check(self, subject: Subject, *, now: datetime) -> None:
+        entry = subject.entry
+        if entry.is_expired(now):
+            raise Expired(f"entry {entry.identifier} expired on {entry.valid:%Y-%m-%dT%H:%M:%SZ}")
+
+    def describe(self) -> str:
+        return "not expired"
+
+
+@dataclasses.dataclass(frozen=True)
+class NotDeprecated:
+    def check(self, subject: Subject, *, now: datetime) -> None:
+        reason = getattr(subject.entry, "deprecated", None)
+        if reason is not None:
+            raise Deprecated(f"entry {subject.entry.identifier} is deprecated: {reason}")
+
+    def describe(self) -> str:
+        return "not deprecated"
+
+
+@dataclasses.dataclass(frozen=True)
+class MinDigest:
+    """The entry must carry a checksum at least this strong; ``digest_algorithms`` names the
+    ones the launcher computes on the downloaded bytes and compares."""
+
+    algorithm: DigestAlgorithm
+
+    def __init__(self, algorithm: str | DigestAlgorithm = "SHA-256") -> None:
+        object.__setattr__(self, "algorithm", DigestAlgorithm.parse(str(algorithm)))
+
+    def strong_enough(self, entry: Any) -> list[DigestAlgorithm]:
+        floor = self.algorithm.strength
+        return sorted(
+            {c.algorithm for c in entry.checksums if c.algorithm.strength >= floor},
+            key=lambda a: a.strength,
+        )
+
+    def check(self, subject: Subject, *, now: datetime) -> None:
+        if not self.strong_enough(subject.entry):
+            have = ", ".join(str(c.algorithm) for c in subject.entry.checksums)
+            raise PolicyRefused(
+                f"entry {subject.entry.identifier} has no {self.algorithm} or stronger "
+                f"checksum (has {have})"
+            )
+
+    def describe(self) -> str:
+        return f"{self.algorithm} or stronger, checked on the bytes"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrustedCertFor:
+    """Entries endorsed by ``endorser`` must be signed with one of these certificates.
+
+    Entries of other endorsers pass: combine with EndorserAllowed to restrict who may sign.
+    """
+
+    endorser: str
+    fingerprints: frozenset[str]
+
+    def __init__(self, endorser: str, certificates: Iterable[Any]) -> None:
+        fps = frozenset(_cert_fingerprint(c) for c in certificates)
+        if not fps:
+            raise InputError(f"policy: no certificate given for endorser {endorser}")
+        object.__setattr__(self, "endorser", _norm_name(endorser))
+        object.__setattr__(self, "fingerprints", fps)
+
+    def check(self, subject: Subject, *, now: datetime) -> None:
+        if self.endorser not in _endorser_names(subject.entry):
+            return
+        if _cert_fingerprint(subject.certificate) not in self.fingerprints:
+            raise PolicyRefused(
+                f"entry endorsed by {self.endorser} is not signed with a certificate "
+                "the policy trusts for that endorser"
+            )
+
+    def describe(self) -> str:
+        return f"{self.endorser} signs with one of {len(self.fingerprints)} pinned certificate(s)"
+
+
+@dataclasses.dataclass(frozen=True)
+class UnsafeAcceptAll:
+    """Accepts everything. Only for tests and deliberate opt-outs; warns when built."""
+
+    def __post_init__(self) -> None:
+        log.warning("policy: UnsafeAcceptAll accepts every verified entry")
+
+    def check(self, subject: Subject, *, now: datetime) -> None:
+        return None
+
+    def describe(self) -> str:
+        return "UNSAFE: accept everything"
+
+
+@dataclasses.dataclass(frozen=True)
+class AllOf:
+    """Every rule must accept. No rules at all refuses: silence is not consent."""
+
+    rules: tuple[Rule, ...]
+
+    def __init__(self, *rules: Rule) -> None:
+        object.__setattr__(self, "rules", tuple(rules))
+
+    def check(self, subject: Subject, *, now: datetime) -> None:
+        if not self.rules:
+            raise PolicyRefused("the policy has no rules (an empty policy refuses everything)")
+        for rule in self.rules:
+            rule.check(subject, now=now)
+
+    def describe(self) -> str:
+        return " AND ".join(r.describe() for r in self.rules) or "(refuse everything)"
+
+
+# --- the policy object ------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Rejected:
+    subject: Any
+    reason: VerificationError
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """A site policy: a rule plus the verification switches it implies.
+
+    ``allow_sha1_signatures`` is passed to the verifier (StratusLab's RSA-SHA1 signatures).
+    """
+
+    rule: Rule
+    allow_sha1_signatures: bool = False
+    source: str = "(built in)"
+
+    def check(self, subject: Subject, *, now: datetime | None = None) -> None:
+        """Raise Expired, Deprecated or PolicyRefused if ``subject`` may not run."""
+        self.rule.check(subject, now=now or datetime.now(UTC))
+
+    def is_allowed(self, subject: Subject, *, now: datetime | None = None) -> bool:
+        try:
+            self.check(subject, now=now)
+        except VerificationError:
+            return False
+        return True
+
+    def partition(
+        self, subjects: Sequence[Any], *, now: datetime | None = None
+    ) -> tuple[list[Any], list[Rejected]]:
+        """Split into (accepted, rejected-with-reason): new lists, the input is untouched."""
+        now = now or datetime.now(UTC)
+        accepted: list[Any] = []
+        rejected: list[Rejected] = []
+        for subject in tuple(subjects):
+            try:
+                self.rule.check(subject, now=now)
+            except VerificationError as e:
+                rejected.append(Rejected(subject, e))
+            else:
+                accepted.append(subject)
+        return accepted, rejected
+
+    def filter(self, subjects: Sequence[Any], *, now: datetime | None = None) -> list[Any]:
+        """The acceptable subjects, as a new list (the input is not modified)."""
+        return self.partition(subjects, now=now)[0]
+
+    def digest_algorithms(self, entry: Any) -> list[DigestAlgorithm]:
+        """Algorithms to compute on the downloaded bytes and compare with ``entry``.
+
+        One is enough: the weakest of the entry's checksums that meets the MinDigest floor
+        (a signed SHA-256 binds the bytes; hashing SHA-512 as well would double the cost
+        and add nothing). Several MinDigest rules: each contributes its own. Without a
+        MinDigest rule, the strongest checksum the entry carries.
+        """
+        chosen: list[DigestAlgorithm] = []
+        for rule in _walk(self.rule):
+            if isinstance(rule, MinDigest):
+                algs = rule.strong_enough(entry)
+                if algs and algs[0] not in chosen:
+                    chosen.append(algs[0])
+        if chosen:
+            return chosen
+        strongest = max((c.algorithm for c in entry.checksums), key=lambda a: a.strength)
+        return [strongest]
+
+    def describe(self) -> str:
+        return self.rule.describe()
+
+
+def _walk(rule: Rule) -> Iterable[Rule]:
+    yield rule
+    if isinstance(rule, AllOf):
+        for r in rule.rules:
+            yield from _walk(r)
+
+
+def default_rules() -> list[Rule]:
+    """What every policy gets unless it opts out under ``[unsafe]``."""
+    return [NotExpired(), NotDeprecated(), MinDigest(DigestAlgorithm.SHA256)]
+
+
+def default_policy() -> Policy:
+    return Policy(AllOf(*default_rules()))
+
+
+# --- TOML -------------------------------------------------------------------------------
+
+_TOML_KEYS = {
+    "endorsers": {"allow", "deny"},
+    "images": {"allow", "deny"},
+    "checksums": {"allow-sha1", "deny-sha1"},
+    "digests": {"minimum"},
+    "trusted-certificates": None,  # table: endorser -> [paths]
+    "unsafe": {
+        "allow-expired",
+        "allow-deprecated",
+        "allow-sha1-signatures",
+        "no-digest-minimum",
+        "accept-all",
+    },
+}
+
+EXAMPLE_TOML = """\
+# imagekit site policy
+[endorsers]
+allow = ["jane.tester@example.org", "CN=Jim Tester,O=Example"]   # e-mails or subject DNs
+deny  = ["hackers@example.org"]
+
+[images]
+allow = []                  # empty: any ID
+deny  = ["GOaxJFdoEXvqAm9ArJgnZ0_GGG"]
+
+[checksums]
+deny-sha1 = ["639ac4915da045efa809bd02b2609d9d3f932e85"]
+
+[digests]
+minimum = "SHA-256"         # computed on the downloaded bytes and compared
+
+[trusted-certificates]      # endorser -> certificates that must have signed its entries
+"jane.tester@example.org" = ["certs/jane.pem"]
+
+# [unsafe]                  # every switch here weakens the checks and is logged
+# allow-expired = true
+# allow-deprecated = true
+# allow-sha1-signatures = true    # verify StratusLab's RSA-SHA1 signatures
+"""
+
+
+def _strings(doc: dict[str, Any], table: str, key: str, source: str) -> list[str]:
+    value = doc.get(table, {}).get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InputError(f"policy {source}: [{table}] {key} must be a list of strings")
+    return value
+
+
+def parse_policy_toml(text: str, *, base_dir: Path | None = None, source: str = "") -> Policy:
+    """Build a Policy from imagekit's TOML format (``EXAMPLE_TOML``).
+
+    Raises InputError on unknown tables or keys, wrong types, unreadable certificates.
+    """
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"policy {source}: {e}") from e
+    for table, value in doc.items():
+        if table not in _TOML_KEYS or not isinstance(value, dict):
+            raise InputError(f"policy {source}: unknown table [{table}]")
+        allowed = _TOML_KEYS[table]
+        if allowed is not None:
+            for key in value:
+                if key not in allowed:
+                    raise InputError(f"policy {source}: unknown key {key!r} in [{table}]")
+    unsafe = doc.get("unsafe", {})
+    for key, val in unsafe.items():
+        if not isinstance(val, bool):
+            raise InputError(f"policy {source}: [unsafe] {key} must be true or false")
+        if val:
+            log.warning("policy %s: UNSAFE %s", source, key)
+
+    rules: list[Rule] = []
+    if unsafe.get("accept-all"):
+        rules.append(UnsafeAcceptAll())
+    if allow := _strings(doc, "endorsers", "allow", source):
+        rules.append(EndorserAllowed(allow))
+    if deny := _strings(doc, "endorsers", "deny", source):
+        rules.append(EndorserDenied(deny))
+    if allow := _strings(doc, "images", "allow", source):
+        rules.append(IdAllowed(allow))
+    if deny := _strings(doc, "images", "deny", source):
+        rules.append(IdDenied(deny))
+    if allow := _strings(doc, "checksums", "allow-sha1", source):
+        rules.append(Sha1Allowed(allow))
+    if deny := _strings(doc, "checksums", "deny-sha1", source):
+        rules.append(Sha1Denied(deny))
+    for endorser, paths in doc.get("trusted-certificates", {}).items():
+        if not isinstance(paths, list) or not paths:
+            raise InputError(f"policy {source}: [trusted-certificates] {endorser!r}: list paths")
+        certs = []
+        for p in paths:
+            path = Path(p) if base_dir is None else base_dir / p
+            try:
+                certs.append(path.read_bytes())
+            except OSError as e:
+                raise InputError(f"policy {source}: certificate {path}: {e.strerror}") from e
+        try:
+            rules.append(TrustedCertFor(endorser, certs))
+        except ValueError as e:
+            raise InputError(f"policy {source}: certificate for {endorser}: {e}") from e
+    if not unsafe.get("allow-expired"):
+        rules.append(NotExpired())
+    if not unsafe.get("allow-deprecated"):
+        rules.append(NotDeprecated())
+    if not unsafe.get("no-digest-minimum"):
+        minimum = doc.get("digests", {}).get("minimum", "SHA-256")
+        try:
+            rule = MinDigest(minimum)
+        except ValueError as e:
+            raise InputError(f"policy {source}: [digests] minimum: {e}") from e
+        if rule.algorithm.strength < DigestAlgorithm.SHA256.strength:
+            raise InputError(
+                f"policy {source}: [digests] minimum {rule.algorithm} is weaker than SHA-256",
+                hint="set [unsafe] no-digest-minimum = true to opt out deliberately",
+            )
+        rules.append(rule)
+    return Policy(
+        AllOf(*rules),
+        allow_sha1_signatures=bool(unsafe.get("allow-sha1-signatures")),
+        source=source or "(toml)",
+    )
+
+
+# --- StratusLab policy.cfg --------------------------------------------------------------
+
+
+def _ini_list(cp: configparser.ConfigParser, section: str, key: str) -> list[str]:
+    if not cp.has_option(section, key):
+        return []
+    return [line.strip() for line in cp.get(section, key).splitlines() if line.strip()]
+
+
+def parse_stratuslab_policy(text: str, *, source: str = "policy.cfg") -> Policy:
+    """Import StratusLab's INI policy (whitelist/blacklist of endorsers, images, checksums).
+
+    An empty whitelist means "no restriction", as in StratusLab. imagekit's rules are added
+    (not expired, not deprecated, SHA-256 or stronger), and since StratusLab signed with
+    RSA-SHA1, SHA-1 signatures are accepted (``allow_sha1_signatures``).
+    """
+    cp = configparser.ConfigParser(interpolation=None, strict=True)
+    try:
+        cp.read_string(text, source=source)
+    except configparser.Error as e:
+        raise InputError(f"policy {source}: {e}") from e
+    rules: list[Rule] = []
+    if allow := _ini_list(cp, "endorsers", "whitelistendorsers"):
+        rules.append(EndorserAllowed(allow))
+    if deny := _ini_list(cp, "endorsers", "blacklistendorsers"):
+        rules.append(EndorserDenied(deny))
+    if allow := _ini_list(cp, "images", "whitelistimages"):
+        rules.append(IdAllowed(allow))
+    if deny := _ini_list(cp, "images", "blacklistimages"):
+        rules.append(IdDenied(deny))
+    if allow := _ini_list(cp, "checksums", "whitelistchecksums"):
+        rules.append(Sha1Allowed(allow))
+    if deny := _ini_list(cp, "checksums", "blacklistchecksums"):
+        rules.append(Sha1Denied(deny))
+    rules.extend(default_rules())
+    return Policy(AllOf(*rules), allow_sha1_signatures=True, source=source)
+
+
+def stratuslab_to_toml(text: str, *, source: str = "policy.cfg") -> str:
+    """Convert StratusLab's ``policy.cfg`` into imagekit's TOML (same decisions: see
+    ``parse_stratuslab_policy``). Raises InputError for a file that is not INI."""
+    import json
+
+    cp = configparser.ConfigParser(interpolation=None, strict=True)
+    try:
+        cp.read_string(text, source=source)
+    except configparser.Error as e:
+        raise InputError(f"policy {source}: {e}") from e
+
+    def line(key: str, values: list[str]) -> str:
+        return f"{key} = [" + ", ".join(json.dumps(v) for v in values) + "]"
+
+    out = [f"# imagekit site policy, imported from StratusLab {source}", ""]
+    for table, pairs in (
+        ("endorsers", (("allow", "whitelistendorsers"), ("deny", "blacklistendorsers"))),
+        ("images", (("allow", "whitelistimages"), ("deny", "blacklistimages"))),
+        ("checksums", (("allow-sha1", "whitelistchecksums"), ("deny-sha1", "blacklistchecksums"))),
+    ):
+        out.append(f"[{table}]")
+        out += [line(key, _ini_list(cp, table, ini)) for key, ini in pairs]
+        out.append("")
+    out += [
+        "[digests]",
+        'minimum = "SHA-256"',
+        "",
+        "[unsafe]",
+        "# StratusLab signed with RSA-SHA1: keep accepting those signatures",
+        "allow-sha1-signatures = true",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def load_policy(path: Path | None) -> Policy:
+    """The policy at ``path`` (``.toml``, else StratusLab INI), or the default policy.
+
+    Raises InputError if the file cannot be read or parsed.
+    """
+    if path is None:
+        return default_policy()
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise InputError(f"policy {path}: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise InputError(f"policy {path}: not text") from e
+    if path.suffix == ".toml":
+        return parse_policy_toml(text, base_dir=path.parent, source=str(path))
+    return parse_stratuslab_policy(text, source=str(path))

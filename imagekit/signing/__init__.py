@@ -1,0 +1,1 @@
+"""The endorser's part: keys, signing, verification, trust in certificates."""
