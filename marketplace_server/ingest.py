@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from imagekit.errors import InvalidMetadata
-from imagekit.signing.trust import TrustStore, UnsafeAcceptAnyCertificate
+from imagekit.signing.trust import TrustStore, UnsafeAcceptAnyCertificate, load_trust
 from imagekit.signing.verify import verify_entry
 
 from .config import ServerConfig
@@ -90,4 +90,4 @@ def _make_trust(config: ServerConfig) -> TrustStore | None:
     to the clients, which verify every entry locally anyway."""
     if config.any_valid_signature:
         return None
-    return TrustStore.from_paths(list(config.trust))
+    return load_trust(config.trust)

@@ -185,6 +185,18 @@ def test_policy_check_command(env, cli, make_endorser, tmp_path: Path):
     assert "PolicyRefused" in result.stdout
 
 
+def test_trust_setting_with_several_locations_works_for_launch_as_for_verify(
+    env, cli, make_endorser, monkeypatch
+):
+    """``IMAGEKIT_TRUST=a.pem:b.pem`` is one setting read one way by every command."""
+    other = make_endorser()
+    monkeypatch.setenv("IMAGEKIT_TRUST", f"{other.cert_path}:{env.endorser.cert_path}")
+    ident = env.publish(os.urandom(999), ago=30)
+    result = cli("policy", "check", ident)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith(f"ACCEPT {ident}")
+
+
 def test_volume_commands_and_single_holder(env, cli):
     assert cli("volume", "create", "data", "1").exit_code == 0
     result = cli("volume", "create", "data", "1")

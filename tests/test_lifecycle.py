@@ -481,3 +481,51 @@ def test_cli_volume_create_usage_errors_are_one_line(cli, tmp_path, args, line):
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [f"imagekit: error: {line}"]
     assert not (tmp_path / "state" / "volumes").exists()
+
+
+# --- one rule each: images in use, volume holders ---------------------------------------
+
+
+def test_cache_prune_keeps_the_readonly_disk_a_done_instance_starts_with(
+    sector_vm, lifecycle_settings, cli, monkeypatch
+):
+    """``start`` boots Done instances again, so their read-only disks are still in use."""
+    import dataclasses
+
+    from imagekit.launch.instances import Drive, DriveKind
+
+    monkeypatch.setenv("IMAGEKIT_STATE_DIR", str(lifecycle_settings.state_dir))
+    monkeypatch.setenv("IMAGEKIT_CACHE_DIR", str(lifecycle_settings.cache_dir))
+    images = lifecycle_settings.cache_dir / "images"
+    images.mkdir(parents=True)
+    data = images / ("SHA-256-" + "ab" * 32)
+    data.write_bytes(b"data disk")
+    (images / (data.name + ".json")).write_text(json.dumps(
+        {"size": 9, "verified": {"SHA-256": "ab" * 32}, "identifiers": [],
+         "last_used": "2020-01-01T00:00:00Z"}))  # fmt: skip
+    inst = sector_vm("vm-ro", start=False)
+    store = InstanceStore(lifecycle_settings.state_dir)
+    drive = Drive(DriveKind.READONLY, data, "raw", readonly=True, serial="data")
+    store.save(dataclasses.replace(inst, drives=(*inst.drives, drive), state=State.DONE))
+    assert data in lifecycle.images_in_use(lifecycle_settings)
+    assert cli("cache", "prune").exit_code == 0
+    assert data.exists()
+
+
+def test_volume_held_by_an_instance_whose_qemu_is_gone_is_free_again(
+    sector_vm, lifecycle_settings
+):
+    """A record saying Running is not a holder once its qemu has died (the one liveness
+    rule: state re-derived from the process)."""
+    from imagekit.launch.volumes import VolumeStore
+
+    volumes = VolumeStore(lifecycle_settings.state_dir)
+    volumes.create("scratch", 1)
+    inst = sector_vm("vm-holder")  # running
+    volumes.acquire("scratch", inst.id)
+    assert volumes.get("scratch").attached_to == inst.id
+    os.kill(inst.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while is_our_qemu(inst.pid, inst.directory) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert volumes.get("scratch").attached_to is None

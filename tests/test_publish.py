@@ -135,4 +135,24 @@ def test_publish_refuses_an_unsigned_entry(cli, tmp_path, marketplace):
     _, entry, _ = _image_and_draft(tmp_path)
     r = cli("publish", entry, "--marketplace", marketplace.url)
     assert r.exit_code == 3, r.stderr
-    assert r.stderr.startswith("imagekit: error:")
+    warning, error = r.stderr.splitlines()[:2]
+    assert warning.startswith("imagekit: warning: no trust configured")  # said, not silent
+    assert error.startswith("imagekit: error:")
+
+
+def test_publish_asks_for_the_bundle_passphrase_like_sign(cli, tmp_path, marketplace,
+                                                          make_endorser, monkeypatch):
+    """``publish`` loads its signer as ``sign`` does: a PKCS#12 bundle's passphrase comes
+    from IMAGEKIT_P12_PASSPHRASE or the prompt."""
+    from imagekit.signing.keys import load_signer, make_p12
+
+    image, entry, _ = _image_and_draft(tmp_path)
+    me = make_endorser()
+    bundle = tmp_path / "me.p12"
+    bundle.write_bytes(make_p12(load_signer(key=me.key_path, cert=me.cert_path), "s3cret"))
+    monkeypatch.delenv("IMAGEKIT_P12_PASSPHRASE", raising=False)
+    r = cli("publish", entry, "--image", image, "--to", marketplace.files_dir, "--url-base",
+            marketplace.url + "/files", "--p12", bundle, "--marketplace", marketplace.url,
+            input="s3cret\n")  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.strip().startswith(marketplace.url + "/metadata/")

@@ -288,13 +288,9 @@ def types_cmd(as_json: bool) -> None:
 
 
 def _volumes() -> Any:
-    from ..launch.instances import InstanceStore
-    from ..launch.launcher import _is_alive
     from ..launch.volumes import VolumeStore
 
-    s = settings()
-    store = InstanceStore(s.state_dir)
-    return VolumeStore(s.state_dir, is_alive=lambda i: _is_alive(store, i))
+    return VolumeStore(settings().state_dir)
 
 
 @cli.group("volume")
@@ -469,18 +465,11 @@ def cache_prune(older_than: float | None) -> None:
       imagekit cache prune --older-than 30
     """
     from ..fetch.cache import ImageCache
-    from ..launch.instances import DriveKind, InstanceStore
+    from ..launch.lifecycle import images_in_use
 
     s = settings()
-    in_use: set[Path] = set()
-    for inst in InstanceStore(s.state_dir).all():
-        for d in inst.drives:
-            if d.kind is DriveKind.ROOT and d.path.exists():
-                in_use.add(inst.base_image)
-            if d.kind is DriveKind.READONLY and not inst.state.is_final:
-                in_use.add(d.path)
     age = timedelta(days=older_than) if older_than is not None else None
-    for item in ImageCache(s.cache_dir).prune(in_use=in_use, older_than=age):
+    for item in ImageCache(s.cache_dir).prune(in_use=images_in_use(s), older_than=age):
         info(f"removed {item.key} ({item.size} bytes)")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import click
 from .._files import atomic_write
 from ..errors import InputError, InvalidState, NotFound
 from ._app import cli, emit_json, info, settings
+from ._options import cli_signer, publisher_trust, with_signer
 
 _STATUS = click.Choice(["valid", "expired", "deprecated"])
 
@@ -23,46 +23,8 @@ def _client(marketplace: str | None) -> Any:
     return MarketplaceClient(settings(marketplace=marketplace).marketplace)
 
 
-def _signer(key: Path | None, cert: Path | None, p12: Path | None) -> Any:
-    from ..signing.keys import load_signer
-
-    s = settings(key=key, cert=cert, p12=p12)
-    if s.p12 is not None and key is None and cert is None:
-        return load_signer(p12=s.p12, passphrase=os.environ.get("IMAGEKIT_P12_PASSPHRASE"))
-    if s.key is None or s.cert is None:
-        raise InputError("signing needs --key and --cert (or --p12, or the key/cert settings)")
-    return load_signer(key=s.key, cert=s.cert)
-
-
-def _trust(extra_cert: Any = None) -> Any:
-    """The trust store of the settings, or (publishing one's own entries) the signer's own
-    certificate, or, when neither is known, any certificate: the signature is still checked."""
-    from ..signing.trust import TrustStore, UnsafeAcceptAnyCertificate
-
-    s = settings()
-    if s.trust:
-        return TrustStore.from_paths([s.trust])
-    if extra_cert is not None:
-        return TrustStore(pinned=(extra_cert,))
-    return UnsafeAcceptAnyCertificate()
-
-
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
-
-
-signer_options = [
-    click.option("--key", type=click.Path(path_type=Path, dir_okay=False), help="PEM key"),
-    click.option("--cert", type=click.Path(path_type=Path, dir_okay=False), help="PEM cert"),
-    click.option("--p12", type=click.Path(path_type=Path, dir_okay=False),
-                 help="PKCS#12 (passphrase from IMAGEKIT_P12_PASSPHRASE)"),
-]
-
-
-def with_signer(f: Any) -> Any:
-    for option in reversed(signer_options):
-        f = option(f)
-    return f
 
 
 @cli.command("publish")
@@ -116,13 +78,13 @@ def publish_cmd(entry: Path, image: Path | None, destination: str | None,
     if image is None:
         if prepare:
             raise InputError("--prepare needs --image and --to")
-        verify_entry(data, _trust(), now=_now(), allow_expired=True)
+        verify_entry(data, publisher_trust(), now=_now(), allow_expired=True)
         _upload_entry(data, marketplace)
         return
     one_shot = not prepare
     # Preconditions before any upload: the draft parses, the image matches it, a signer loads.
     draft = parse_entry_bytes(data)
-    signer = _signer(key, cert, p12) if one_shot else None
+    signer = cli_signer(key, cert, p12) if one_shot else None
     _check_image(draft, image)
     from ..market.upload import upload_image
     from ..progress import ProgressBar
@@ -276,7 +238,7 @@ def deprecate_cmd(identifier: str, reason: str, key: Path | None, cert: Path | N
 
     if not reason.strip():
         raise InputError("--reason must not be empty")
-    signer = _signer(key, cert, p12)
+    signer = cli_signer(key, cert, p12)
     email = endorser_email(signer, settings().email)
     with _client(marketplace) as client:
         mine = [e for e in client.current(identifier) if e.email == email]
@@ -286,7 +248,9 @@ def deprecate_cmd(identifier: str, reason: str, key: Path | None, cert: Path | N
         if current.deprecated is not None:
             raise InvalidState(f"{current.identifier} is already deprecated: {current.deprecated}")
         data = client.get_path(current.path)
-        verified = verify_entry(data, _trust(signer.certificate), now=_now(), allow_expired=True)
+        verified = verify_entry(
+            data, publisher_trust(signer.certificate), now=_now(), allow_expired=True
+        )
         if verified.entry.endorser_email != email:
             raise InvalidState("the server returned an entry by another endorser")
         draft = entry_to_bytes(

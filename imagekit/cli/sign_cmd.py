@@ -11,10 +11,9 @@ import click
 from .._files import atomic_write
 from ..errors import ImagekitError, InputError, NotFound, Untrusted, VerificationError
 from ..signing._xmldsig import describe_certificate
-from ..signing.keys import Signer, load_signer
-from ..signing.trust import TrustStore, UnsafeAcceptAnyCertificate, load_trust
+from ..signing.trust import TrustStore, UnsafeAcceptAnyCertificate
 from ._app import cli, emit_json, info, settings
-from .keys_cmd import p12_passphrase
+from ._options import cli_signer, cli_trust, with_signer
 
 DATE_HELP = "YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC)"
 
@@ -28,37 +27,9 @@ def _read(path: Path) -> bytes:
         raise InputError(f"{path}: {e.strerror}") from e
 
 
-def _signer(key: Path | None, cert: Path | None, p12: Path | None) -> Signer:
-    """Options first; otherwise the key/cert or p12 settings (a pair beats a bundle)."""
-    if p12 is None and key is None and cert is None:
-        s = settings()
-        if s.key is not None or s.cert is not None:
-            key, cert = s.key, s.cert
-        else:
-            p12 = s.p12
-    if p12 is not None:
-        if key is not None or cert is not None:
-            raise InputError("give either --p12 or --key and --cert, not both")
-        if not p12.exists():
-            raise NotFound(f"{p12}: no such file")
-        return load_signer(p12=p12, passphrase=p12_passphrase(confirm=False))
-    try:
-        return load_signer(key=key, cert=cert)
-    except InputError as e:
-        if "encrypted" not in str(e):
-            raise
-        return load_signer(key=key, cert=cert, passphrase=p12_passphrase(confirm=False))
-
-
 @cli.command("sign")
 @click.argument("entry", type=click.Path(path_type=Path))
-@click.option("--key", type=click.Path(path_type=Path), help="PEM private key")
-@click.option("--cert", type=click.Path(path_type=Path), help="PEM certificate (chain may follow)")
-@click.option(
-    "--p12",
-    type=click.Path(path_type=Path),
-    help="PKCS#12 bundle (passphrase: IMAGEKIT_P12_PASSPHRASE or prompt)",
-)
+@with_signer
 @click.option("--email", help="endorser e-mail if the certificate carries none")
 @click.option(
     "-o", "--output", type=click.Path(path_type=Path), help="write here (default: in place)"
@@ -87,7 +58,7 @@ def sign(
     from ..signing.sign import sign_entry
 
     data = _read(entry)
-    signer = _signer(key, cert, p12)
+    signer = cli_signer(key, cert, p12)
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     signed = sign_entry(data, signer, now=now, email=email or settings().email)
     target = output or entry
@@ -183,7 +154,7 @@ def verify(
         )
         store = UnsafeAcceptAnyCertificate()
     else:
-        store = load_trust(trust, settings().trust)
+        store = cli_trust(trust)
         if store.is_empty:
             raise _with_reason(
                 Untrusted(

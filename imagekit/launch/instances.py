@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .._files import atomic_write
-from ..errors import Ambiguous, InputError, InvalidState, NotFound
+from ..errors import Ambiguous, ImagekitError, InputError, InvalidState, NotFound
 from ._qmp import QMP, QMPError
 from .machines import MachineType
 
@@ -291,6 +291,19 @@ class InstanceStore:
         if state.is_final and instance.finished is None:
             changes.setdefault("finished", now)
         return self.save(dataclasses.replace(instance, state=state, reason=reason, **changes))
+
+    def is_alive(self, instance_id: str) -> bool:
+        """False for a Done or Failed instance, and for a booting or running one whose qemu
+        is gone whatever its record says (a holder that died holds nothing); a Stopped one
+        keeps its disks. Read-only and lock-free, so callers holding an instance's lock
+        (kill, start) can ask."""
+        try:
+            inst = self.load(instance_id)
+        except ImagekitError:
+            return False
+        if inst.state in (State.BOOT, State.RUNNING):
+            return is_our_qemu(inst.pid or read_pid(inst.pid_file), inst.directory)
+        return not inst.state.is_final
 
     def refresh(self, instance: Instance) -> Instance:
         """Re-derive the state from the qemu process (pid + QMP) and persist changes."""

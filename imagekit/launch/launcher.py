@@ -30,7 +30,6 @@ from ..context import ContextFile, ContextSpec, make_context_iso, render_context
 from ..errors import (
     CommandError,
     EnvironmentProblem,
-    ImagekitError,
     InputError,
     InvalidState,
 )
@@ -40,6 +39,7 @@ from ..market.resolve import Resolver
 from ..policy.rules import Policy, load_policy
 from ..progress import Progress
 from ..settings import Settings
+from ..signing import trust
 from ..signing.trust import TrustStore
 from ..signing.verify import VerifiedEntry
 from . import qemu as q
@@ -100,14 +100,14 @@ def qemu_format(entry: Any) -> str:
 
 
 def load_trust(settings: Settings) -> TrustStore:
-    if not settings.trust:
+    """The ``trust`` setting's store (``os.pathsep``-separated locations, as everywhere);
+    launching without one is refused: nothing could be verified."""
+    store = trust.load_trust((), settings.trust)
+    if store.is_empty:
         raise InputError(
             "no trusted certificates configured: nothing could be verified",
             hint="set trust = <PEM file or directory> (config, IMAGEKIT_TRUST or --trust)",
         )
-    store = TrustStore.from_paths([settings.trust])
-    if store.is_empty:
-        raise InputError(f"trust {settings.trust}: no certificate found")
     return store
 
 
@@ -177,7 +177,7 @@ def plan_launch(
     )
     render_context(request.context_scheme, spec)  # refuses what the scheme cannot carry
 
-    volumes = VolumeStore(settings.state_dir, is_alive=lambda i: _is_alive(store, i))
+    volumes = VolumeStore(settings.state_dir)
     names = [*request.persistent_disks, *([request.boot_volume] if request.boot_volume else [])]
     if len(set(names)) != len(names):
         raise InputError("a persistent disk is given twice")
@@ -268,14 +268,6 @@ def _check_disk_size(root: VerifiedEntry, size_mib: int, cache: ImageCache,
                          f"({-(-size // (1024 * 1024))} MiB): disks only grow")  # fmt: skip
 
 
-def _is_alive(store: InstanceStore, instance_id: str) -> bool:
-    try:
-        inst = store.refresh(store.load(instance_id))
-    except ImagekitError:
-        return False
-    return not inst.state.is_final
-
-
 def check_image_safe(path: Path, fmt: str) -> None:
     """Refuse images that would make qemu open other host files (a backing file or an
     external data file inside a qcow2/vmdk). Raises InputError."""
@@ -306,7 +298,7 @@ def execute(
     Raises what fails, after marking the instance Failed and removing what it created.
     """
     store = InstanceStore(settings.state_dir)
-    volumes = VolumeStore(settings.state_dir, is_alive=lambda i: _is_alive(store, i))
+    volumes = VolumeStore(settings.state_dir)
     cache = ImageCache(settings.cache_dir)
     req = plan.request
     d = plan.directory
@@ -460,7 +452,7 @@ def kill(settings: Settings, name: str) -> Instance:
 def attach_volume(settings: Settings, instance_name: str, volume: str) -> Instance:
     """Hot-plug a persistent volume into a running instance (virtio, via QMP)."""
     store = InstanceStore(settings.state_dir)
-    volumes = VolumeStore(settings.state_dir, is_alive=lambda i: _is_alive(store, i))
+    volumes = VolumeStore(settings.state_dir)
     inst = store.refresh(store.find(instance_name))
     if inst.state is not State.RUNNING:
         raise InvalidState(f"instance {inst.id} is {inst.state}, not Running")
@@ -493,7 +485,7 @@ def attach_volume(settings: Settings, instance_name: str, volume: str) -> Instan
 def detach_volume(settings: Settings, volume: str) -> None:
     """Unplug a volume from the instance holding it (or just release a stale hold)."""
     store = InstanceStore(settings.state_dir)
-    volumes = VolumeStore(settings.state_dir, is_alive=lambda i: _is_alive(store, i))
+    volumes = VolumeStore(settings.state_dir)
     vol = volumes.get(volume)
     if vol.attached_to is None:
         volumes.release(volume)

@@ -288,7 +288,7 @@ def boot(
         else find_tool(q.QEMU)  # fmt: skip
     find_tool(q.QEMU_IMG)
     _check_disks(inst, fresh_root=fresh_root)
-    volumes = VolumeStore(settings.state_dir, is_alive=lambda i: _holder_alive(store, i))
+    volumes = VolumeStore(settings.state_dir)
     for name in inst.volumes:
         vol = volumes.get(name)
         if vol.attached_to not in (None, inst.id):
@@ -321,14 +321,6 @@ def boot(
         store.transition(inst, State.FAILED, f"qemu did not start: {e}")
         raise
     return store.save(dataclasses.replace(inst, pid=pid))
-
-
-def _holder_alive(store: InstanceStore, instance_id: str) -> bool:
-    try:
-        inst = store.load(instance_id)
-    except ImagekitError:
-        return False
-    return not inst.state.is_final
 
 
 def wait_running(store: InstanceStore, inst: Instance, timeout: float) -> Instance:

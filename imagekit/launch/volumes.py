@@ -13,13 +13,14 @@ import dataclasses
 import fcntl
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 from .._files import atomic_write
 from .._run import find_tool, run
 from ..errors import InputError, InvalidState, NotFound
+from .instances import InstanceStore
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -40,10 +41,10 @@ def check_name(name: str) -> str:
 
 
 class VolumeStore:
-    def __init__(self, state_dir: Path, *, is_alive: Callable[[str], bool] | None = None) -> None:
-        """``is_alive(instance_id)`` tells whether a holder still runs (stale holds lapse)."""
+    def __init__(self, state_dir: Path) -> None:
         self.root = state_dir / "volumes"
-        self.is_alive = is_alive or (lambda _id: True)
+        # A hold lapses when its instance's qemu is gone (InstanceStore.is_alive).
+        self._instances = InstanceStore(state_dir)
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -64,7 +65,7 @@ class VolumeStore:
         except FileNotFoundError:
             raise NotFound(f"no volume {name!r}", hint="see: imagekit volume list") from None
         holder = data.get("attached_to")
-        if holder and not self.is_alive(holder):
+        if holder and not self._instances.is_alive(holder):
             holder = None
         path = self.root / f"{name}.qcow2"
         return Volume(name, path, int(data["size_gb"]), data["created"], holder)

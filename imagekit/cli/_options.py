@@ -1,0 +1,77 @@
+"""What several commands share: the signer options and how a signer and trust are loaded.
+
+One copy each, so ``sign``, ``publish`` and ``deprecate`` find a key the same way (options,
+then settings; the passphrase from ``IMAGEKIT_P12_PASSPHRASE`` or a prompt), and every
+command reads the ``trust`` setting the same way (``os.pathsep``-separated locations).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import InputError, NotFound
+from ..signing.keys import Signer, load_signer
+from ..signing.trust import TrustStore, UnsafeAcceptAnyCertificate, load_trust
+from ._app import info, settings
+from .keys_cmd import p12_passphrase
+
+_FILE = click.Path(path_type=Path, dir_okay=False)
+signer_options = [
+    click.option("--key", type=_FILE, help="PEM private key"),
+    click.option("--cert", type=_FILE, help="PEM certificate (chain may follow)"),
+    click.option(
+        "--p12", type=_FILE, help="PKCS#12 bundle (passphrase: IMAGEKIT_P12_PASSPHRASE or prompt)"
+    ),
+]
+
+
+def with_signer(f: Any) -> Any:
+    for option in reversed(signer_options):
+        f = option(f)
+    return f
+
+
+def cli_signer(key: Path | None, cert: Path | None, p12: Path | None) -> Signer:
+    """Options first; otherwise the key/cert or p12 settings (a pair beats a bundle).
+    An encrypted key or a bundle asks for its passphrase."""
+    if p12 is None and key is None and cert is None:
+        s = settings()
+        if s.key is not None or s.cert is not None:
+            key, cert = s.key, s.cert
+        else:
+            p12 = s.p12
+    if p12 is not None:
+        if key is not None or cert is not None:
+            raise InputError("give either --p12 or --key and --cert, not both")
+        if not p12.exists():
+            raise NotFound(f"{p12}: no such file")
+        return load_signer(p12=p12, passphrase=p12_passphrase(confirm=False))
+    try:
+        return load_signer(key=key, cert=cert)
+    except InputError as e:
+        if "encrypted" not in str(e):
+            raise
+        return load_signer(key=key, cert=cert, passphrase=p12_passphrase(confirm=False))
+
+
+def cli_trust(options: tuple[Path, ...] = ()) -> TrustStore:
+    """``--trust`` locations, else the ``trust`` setting; empty if neither is configured."""
+    return load_trust(options, settings().trust)
+
+
+def publisher_trust(own: Any = None) -> TrustStore:
+    """Trust for checking what one publishes: the configured store, else the signer's own
+    certificate, else (said on stderr) any certificate — the signature is still checked."""
+    store = cli_trust()
+    if not store.is_empty:
+        return store
+    if own is not None:
+        return TrustStore(pinned=(own,))
+    info(
+        "imagekit: warning: no trust configured: the entry's certificate is not checked "
+        "against any trust store (set trust, or give --key/--cert)"
+    )
+    return UnsafeAcceptAnyCertificate()
