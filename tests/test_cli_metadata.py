@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from imagekit.entry.model import parse_entry_bytes
+from imagekit.entry.model import SCHEMA_FILE, parse_entry_bytes
 from imagekit.image.identifier import sha1_to_id
 
-SCHEMA = Path(__file__).parent.parent / "metadata" / "stratuslab-entry.xsd"
+SCHEMA = SCHEMA_FILE
 DATA = b"QFI\xfb\x00\x00\x00\x03" + b"\x00" * 4096
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from imagekit.entry.model import entry_to_bytes, parse_entry_bytes
+from imagekit.entry.model import SCHEMA_FILE, entry_to_bytes, parse_entry_bytes
 from imagekit.errors import InvalidMetadata
 
 CORPUS = Path(__file__).parent / "fixtures" / "stratuslab"
@@ -134,7 +134,7 @@ def test_details_of_the_corpus() -> None:
 
 @pytest.fixture(scope="module")
 def schema() -> etree.XMLSchema:
-    return etree.XMLSchema(etree.parse(str(METADATA / "stratuslab-entry.xsd")))
+    return etree.XMLSchema(etree.parse(str(SCHEMA_FILE)))
 
 
 EXAMPLES = sorted((METADATA / "examples").glob("*.xml"))

@@ -23,7 +23,8 @@ from pathlib import Path, PurePosixPath
 from .recipe import Recipe
 
 # Elements shipped with imagekit (elements/ at the top of the source tree).
-SHIPPED_ELEMENTS = Path(__file__).resolve().parents[2] / "elements"
+# Package data, so an installed wheel builds too (setuptools keeps the scripts' modes).
+SHIPPED_ELEMENTS = Path(__file__).resolve().parent / "dib-elements"
 GENERALIZE_HOOK = SHIPPED_ELEMENTS / "imagekit-generalize" / "finalise.d" / "90-imagekit-generalize"
 
 PACKAGES_ELEMENT = "imagekit-packages"

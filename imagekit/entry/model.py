@@ -26,6 +26,7 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidMetadata
@@ -49,6 +50,9 @@ __all__ = [
     "parse_entry_bytes",
 ]
 
+# The XML Schema of the profile, shipped as package data (documentation and other tools'
+# validation; imagekit's own reader checks more than a schema can say).
+SCHEMA_FILE = Path(__file__).resolve().parent / "schema" / "stratuslab-entry.xsd"
 MAX_PORT = 65535
 MAX_ICMP = 255
 
