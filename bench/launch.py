@@ -164,8 +164,8 @@ def cold(work: Path, args: BenchArgs) -> list[Row]:
 
 def warm(work: Path, args: BenchArgs) -> list[Row]:
     from imagekit.devtools.tinyappliance import make_tiny_appliance
+    from imagekit.entry import entry_to_bytes
     from imagekit.entry.describe import describe_image
-    from imagekit.entry.model import entry_to_bytes
     from imagekit.launch import qemu as q
     from imagekit.launch.instances import InstanceStore, read_pid
     from imagekit.market.client import MarketplaceClient

@@ -2,7 +2,7 @@
 
 ``imagekit.signing.verify.verify_entry`` parses the bytes safely
 (``imagekit.entry.xmlsafe``), validates the StratusLab profile
-(``imagekit.entry.model.parse_entry``), checks the one enveloped signature,
+(``imagekit.entry.parse_entry``), checks the one enveloped signature,
 that the endorser is the certificate, and the certificate's trust. The server adds only what
 is its own: the columns it indexes, and (in storage) "not older than the latest".
 

@@ -6,7 +6,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from imagekit.entry.model import entry_to_dict, parse_entry_bytes
+from imagekit.entry import entry_to_dict, parse_entry_bytes
 
 from .storage import StoredEntry
 

@@ -343,7 +343,7 @@ def test_build_on_an_image_places_files_runs_scripts_and_generalizes(tiny: dict)
         assert not (root / "usr" / "sbin" / "policy-rc.d").exists()
         assert not (root / "tmp" / "in_target.d").exists()
     if result.entry_path is not None:
-        from imagekit.entry.model import parse_entry_bytes
+        from imagekit.entry import parse_entry_bytes
 
         entry = parse_entry_bytes(result.entry_path.read_bytes())
         assert entry.identifier == result.identifier
@@ -408,8 +408,8 @@ def test_cli_builds_from_a_recipe_file_and_prints_the_id(tiny: dict, cli) -> Non
     (work / "appliance.yaml").write_text(
         f"base: {tiny['base'].name}\nscripts: [tune.sh]\nformat: qcow2\ntag: tiny\n"
     )
+    from imagekit.entry import entry_to_bytes, parse_entry_bytes
     from imagekit.entry.describe import describe_image
-    from imagekit.entry.model import entry_to_bytes, parse_entry_bytes
 
     base_entry = describe_image(tiny["base"], os="tinyos", os_version="7", os_arch="x86_64")
     Path(f"{tiny['base']}.xml").write_bytes(entry_to_bytes(base_entry))

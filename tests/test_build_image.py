@@ -72,7 +72,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_build_writes_image_entry_and_log(built: dict) -> None:
-    from imagekit.entry.model import parse_entry_bytes
+    from imagekit.entry import parse_entry_bytes
     from imagekit.image.identifier import sha1_to_id
 
     first = built["first"]
@@ -108,7 +108,7 @@ def test_layering_onto_an_image_reuses_it(built: dict) -> None:
     names = [n for n, _ in second.phases]
     assert "package layer (diskimage-builder)" not in names
     assert "import base image" in names
-    from imagekit.entry.model import parse_entry_bytes
+    from imagekit.entry import parse_entry_bytes
 
     entry = parse_entry_bytes(second.entry_path.read_bytes())
     assert (entry.os, entry.os_version) == ("debian", "12")  # from web.qcow2.xml

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from imagekit.entry.model import SCHEMA_FILE, parse_entry_bytes
+from imagekit.entry import SCHEMA_FILE, parse_entry_bytes
 from imagekit.image.identifier import sha1_to_id
 
 SCHEMA = SCHEMA_FILE

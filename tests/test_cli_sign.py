@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from imagekit.entry.model import parse_entry_bytes
+from imagekit.entry import parse_entry_bytes
 
 PASS = {"IMAGEKIT_P12_PASSPHRASE": "correct horse"}
 

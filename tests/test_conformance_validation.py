@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from imagekit.entry.model import SCHEMA_FILE, entry_to_bytes, parse_entry_bytes
+from imagekit.entry import SCHEMA_FILE, entry_to_bytes, parse_entry_bytes
 from imagekit.errors import InvalidMetadata
 
 CORPUS = Path(__file__).parent / "fixtures" / "stratuslab"

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from imagekit.build.elements import SHIPPED_ELEMENTS
 from imagekit.context import (
     ContextError,
     ContextFile,
@@ -317,8 +318,7 @@ def test_unknown_scheme() -> None:
         render_context("vmware", ContextSpec())
 
 
-AGENT = Path(__file__).parent.parent / "elements/imagekit-context/static/usr/local/sbin/" \
-    "imagekit-context"
+AGENT = SHIPPED_ELEMENTS / "imagekit-context/static/usr/local/sbin/imagekit-context"
 
 
 @pytest.mark.parametrize("shell", [s for s in ("dash", "busybox") if shutil.which(s)])

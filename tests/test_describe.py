@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 import imagekit.entry.describe as describe_module
+from imagekit.entry import Kind, entry_to_bytes, parse_entry_bytes
 from imagekit.entry.describe import describe_image
-from imagekit.entry.model import Kind, entry_to_bytes, parse_entry_bytes
 from imagekit.errors import InputError, InvalidMetadata, NotFound
 from imagekit.image.compression import Compression
 from imagekit.image.digests import DigestAlgorithm

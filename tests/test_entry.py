@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from lxml import etree
 
-from imagekit.entry.model import (
+from imagekit.entry import (
     Checksum,
     Endorsement,
     Endorser,

@@ -214,7 +214,7 @@ def test_qcow2_image_naming_a_host_backing_file_refused(env, cli, image_entry, t
     not be booted: the launcher checks the verified image before creating the overlay."""
     import subprocess
 
-    from imagekit.entry.model import entry_to_bytes
+    from imagekit.entry import entry_to_bytes
 
     evil = tmp_path / "evil.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", "/etc/hostname",

@@ -16,6 +16,7 @@ import pytest
 from imagekit.errors import EnvironmentProblem, InputError, InvalidState, NotFound
 from imagekit.launch import lifecycle
 from imagekit.launch import qemu as q
+from imagekit.launch.disks import prepare_root_disk
 from imagekit.launch.instances import InstanceStore, State, is_our_qemu
 from imagekit.launch.launcher import kill
 from tests.plugins.lifecycle import console_count
@@ -162,14 +163,14 @@ def test_grow_root_disk_and_refuse_to_shrink(tmp_path: Path):
     base.write_bytes(os.urandom(1 << 20))
     disk = tmp_path / "root.qcow2"
     q.create_overlay(base, "raw", disk)
-    lifecycle.prepare_root_disk(disk, persistent=True, size_mib=20)
+    prepare_root_disk(disk, persistent=True, size_mib=20)
     meta = info(disk)
     assert meta["virtual-size"] == 20 << 20 and "backing-filename" not in meta
     out = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "qcow2", str(base),
                           str(disk)], capture_output=True, text=True)  # fmt: skip
     assert out.returncode == 0, out.stdout  # the image's bytes, zeros beyond
     with pytest.raises(InputError, match="disks only grow"):
-        lifecycle.prepare_root_disk(disk, persistent=False, size_mib=4)
+        prepare_root_disk(disk, persistent=False, size_mib=4)
 
 
 # --- reboot -----------------------------------------------------------------------------

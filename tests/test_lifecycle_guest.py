@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from imagekit.entry.model import parse_entry_bytes
+from imagekit.entry import parse_entry_bytes
 from imagekit.image.identifier import sha1_to_id
 from imagekit.launch import lifecycle
 from imagekit.launch.instances import InstanceStore, State

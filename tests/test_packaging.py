@@ -81,7 +81,7 @@ def test_shipped_data_is_found_inside_the_installed_package(installed, tmp_path:
         "from pathlib import Path\n"
         "from lxml import etree\n"
         "from imagekit.build.elements import SHIPPED_ELEMENTS as E\n"
-        "from imagekit.entry.model import SCHEMA_FILE\n"
+        "from imagekit.entry import SCHEMA_FILE\n"
         "site = Path(imagekit.__file__).parent\n"
         "assert E.is_relative_to(site) and SCHEMA_FILE.is_relative_to(site), (E, site)\n"
         "scripts = [p for p in E.rglob('*') if p.parent.name.endswith('.d')]\n"

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from imagekit.entry.model import Checksum, Endorsement, Endorser, Entry, entry_to_bytes
+from imagekit.entry import Checksum, Endorsement, Endorser, Entry, entry_to_bytes
 from imagekit.errors import Deprecated, Expired, InputError, PolicyRefused
 from imagekit.image.digests import DigestAlgorithm
 from imagekit.image.identifier import sha1_to_id

@@ -87,7 +87,7 @@ def _image_and_draft(tmp_path: Path) -> tuple[Path, Path, bytes]:
 
 def test_prepare_sign_publish_with_s3(cli, tmp_path, s3_endpoint, bucket, marketplace,
                                       make_endorser):
-    from imagekit.entry.model import parse_entry_bytes
+    from imagekit.entry import parse_entry_bytes
     from tests.plugins.market import sign
 
     image, entry, _ = _image_and_draft(tmp_path)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from imagekit.entry.model import entry_to_bytes
+from imagekit.entry import entry_to_bytes
 from imagekit.errors import (
     Deprecated,
     Expired,

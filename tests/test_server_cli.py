@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from imagekit.entry.model import parse_entry_bytes
+from imagekit.entry import parse_entry_bytes
 from imagekit.market.client import MarketplaceClient
 from imagekit.signing.trust import TrustStore
 from imagekit.signing.verify import verify_entry

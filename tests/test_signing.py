@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 from lxml import etree
 
-from imagekit.entry.model import parse_entry_bytes
+from imagekit.entry import parse_entry_bytes
 from imagekit.entry.xmlsafe import parse_xml
 from imagekit.errors import InputError, InvalidMetadata
 from imagekit.signing import _xmldsig as X

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from imagekit.entry import parse_entry_bytes
 from imagekit.entry.describe import describe_image
-from imagekit.entry.model import parse_entry_bytes
 from imagekit.errors import EnvironmentProblem, InputError, NotFound
 from imagekit.image.digests import DigestAlgorithm
 from imagekit.image.identifier import sha1_to_id

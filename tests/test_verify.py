@@ -10,7 +10,7 @@ import pytest
 import xmlsec
 from lxml import etree
 
-from imagekit.entry.model import parse_entry_bytes
+from imagekit.entry import parse_entry_bytes
 from imagekit.entry.xmlsafe import parse_xml
 from imagekit.errors import (
     CertificateExpired,

@@ -351,8 +351,8 @@ def _run_hook(root: Path, hook: str, log_fp: IO[bytes]) -> None:
 def _describe(image: Path, recipe: Recipe) -> tuple[str | None, bytes | None]:
     """The image's ID and its unsigned metadata entry (None, None without the metadata module)."""
     try:
+        from ..entry import entry_to_bytes
         from ..entry.describe import describe_image
-        from ..entry.model import entry_to_bytes
     except ImportError:
         log.warning("imagekit.entry.describe is not available: no metadata entry written")
         return _identifier(image), None
@@ -385,7 +385,7 @@ def _base_entry(recipe: Recipe) -> Any:
         return None
     path = Path(recipe.base + ".xml")
     try:
-        from ..entry.model import parse_entry_bytes
+        from ..entry import parse_entry_bytes
 
         return parse_entry_bytes(path.read_bytes())
     except (OSError, ImportError, InputError):

@@ -40,22 +40,12 @@ def _marketplace_resolver(current: Any) -> Callable[[str, Path], Path]:
     """Resolve, verify and fetch a Marketplace base exactly as ``launch`` does."""
 
     def resolve(reference: str, workdir: Path) -> Path:
-        from ..errors import InputError
-        from ..fetch.cache import ImageCache
-        from ..launch.launcher import check_image_safe, make_resolver, qemu_format
+        from ..launch.images import fetch_machine_image
 
-        resolver, policy = make_resolver(current)
-        verified = resolver.resolve(reference)
-        entry = verified.entry
-        if entry.kind is not None and str(entry.kind) == "disk":
-            raise InputError(f"{reference} is a data disk, not a machine image to build on")
-        image = ImageCache(current.cache_dir).get(
-            entry,
-            policy.digest_algorithms(entry),
-            allow_private=getattr(current, "allow_private_locations", False),
+        _verified, path = fetch_machine_image(
+            current, reference, purpose="a machine image to build on"
         )
-        check_image_safe(image.path, qemu_format(entry))
-        return Path(image.path)
+        return path
 
     return resolve
 

@@ -500,7 +500,7 @@ def policy_check(reference: str, as_json: bool, marketplace: str | None, trust: 
     Example:
       imagekit policy check alice@example.org:debian-base --policy site.toml
     """
-    from ..launch.launcher import make_resolver
+    from ..launch.images import make_resolver
     from ..market.resolve import Reference, pick
 
     s = settings(marketplace=marketplace, trust=trust, policy=policy_path)

@@ -68,7 +68,7 @@ def publish_cmd(entry: Path, image: Path | None, destination: str | None,
       imagekit publish entry.xml --image app.qcow2 --to /srv/files \\
           --url-base http://127.0.0.1:8080/files --key me.key --cert me.crt
     """
-    from ..entry.model import Endorsement, entry_to_bytes, parse_entry_bytes
+    from ..entry import Endorsement, entry_to_bytes, parse_entry_bytes
     from ..signing.sign import sign_entry
     from ..signing.verify import verify_entry
 
@@ -232,7 +232,7 @@ def deprecate_cmd(identifier: str, reason: str, key: Path | None, cert: Path | N
       imagekit deprecate MMZu9WvwKIro-rtBQfDk4PsKO7_ --reason "CVE-2024-1234" \\
           --key me.key --cert me.crt
     """
-    from ..entry.model import Endorsement, entry_to_bytes
+    from ..entry import Endorsement, entry_to_bytes
     from ..signing.sign import endorser_email, sign_entry
     from ..signing.verify import verify_entry
 

@@ -9,8 +9,8 @@ from typing import Any
 import click
 
 from .._files import atomic_write
+from ..entry import entry_to_bytes, entry_to_dict, parse_date
 from ..entry.describe import DEFAULT_VALID_DAYS, describe_image
-from ..entry.model import entry_to_bytes, entry_to_dict, parse_date
 from ..errors import InputError
 from ..image.digests import DigestAlgorithm
 from ..progress import ProgressBar

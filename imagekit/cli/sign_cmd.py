@@ -54,7 +54,7 @@ def sign(
       imagekit sign entry.xml --key me.key --cert me.crt
       IMAGEKIT_P12_PASSPHRASE=... imagekit sign entry.xml --p12 me.p12 -o signed.xml
     """
-    from ..entry.model import parse_entry_bytes
+    from ..entry import parse_entry_bytes
     from ..signing.sign import sign_entry
 
     data = _read(entry)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import httpx
 
-from ..entry.model import parse_entry_bytes
+from ..entry import parse_entry_bytes
 from ..settings import load_settings
 from .tinyappliance import make_tiny_appliance
 

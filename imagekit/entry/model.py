@@ -34,6 +34,7 @@ from ..image.compression import Compression
 from ..image.digests import DigestAlgorithm
 from ..image.formats import DiskFormat
 from ..image.identifier import id_to_sha1, is_identifier
+from ._rdf import TEXT_TERMS, canonical_fragment
 
 __all__ = [
     "Checksum",
@@ -42,12 +43,9 @@ __all__ = [
     "Entry",
     "Kind",
     "entry_from_dict",
-    "entry_to_bytes",
     "entry_to_dict",
     "format_date",
     "parse_date",
-    "parse_entry",
-    "parse_entry_bytes",
 ]
 
 # The XML Schema of the profile, shipped as package data (documentation and other tools'
@@ -224,25 +222,6 @@ class Endorsement:
         return self.created is None and self.endorser is None
 
 
-# Optional single-valued text terms: Python field -> (namespace key, XML local name).
-# The XML module uses this table for both directions.
-TEXT_TERMS: Mapping[str, tuple[str, str]] = {
-    "type": ("dcterms", "type"),
-    "title": ("dcterms", "title"),
-    "alternative": ("dcterms", "alternative"),
-    "description": ("dcterms", "description"),
-    "creator": ("dcterms", "creator"),
-    "publisher": ("dcterms", "publisher"),
-    "replaces": ("dcterms", "replaces"),
-    "is_replaced_by": ("dcterms", "isReplacedBy"),
-    "version": ("slterms", "version"),
-    "hypervisor": ("slterms", "hypervisor"),
-    "disks_bus": ("slterms", "disks-bus"),
-    "os": ("slterms", "os"),
-    "os_version": ("slterms", "os-version"),
-    "os_arch": ("slterms", "os-arch"),
-    "deprecated": ("slterms", "deprecated"),
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -322,8 +301,6 @@ class Entry:
                 raise TypeError(f"Entry.{name} must be a sequence, not a single value")
             _set(self, name, tuple(value))
         if self.extra:
-            from ._xml import canonical_fragment
-
             _set(self, "extra", tuple(canonical_fragment(x) for x in self.extra))
         for name in TEXT_TERMS:
             value = getattr(self, name)
@@ -423,38 +400,6 @@ class Entry:
     def replace(self, **changes: Any) -> Entry:
         """A copy with ``changes`` applied (validated like any new Entry)."""
         return dataclasses.replace(self, **changes)
-
-
-# --- the XML form (implemented in _entry_xml) ------------------------------------------
-
-
-def parse_entry(root: Any) -> Entry:
-    """Read and validate an entry from a parsed document's root element.
-
-    Namespace-aware (any prefixes). A ``Signature`` child of ``rdf:RDF`` is checked for
-    position and count but otherwise ignored. Raises InvalidMetadata(rule, detail) for the
-    first rule the document breaks.
-    """
-    from ._xml import parse_entry as _parse
-
-    return _parse(root)
-
-
-def parse_entry_bytes(data: bytes) -> Entry:
-    """Parse untrusted XML safely (``xmlsafe.parse_xml``) and read the entry.
-
-    Raises UnsafeXML, InvalidMetadata("not-well-formed") or InvalidMetadata(rule, detail).
-    """
-    from ._xml import parse_entry_bytes as _parse_bytes
-
-    return _parse_bytes(data)
-
-
-def entry_to_bytes(entry: Entry) -> bytes:
-    """The entry as unsigned RDF/XML: fixed head order, fixed term order, stable layout."""
-    from ._xml import entry_to_bytes as _to_bytes
-
-    return _to_bytes(entry)
 
 
 # --- the dict form (JSON) ---------------------------------------------------------------

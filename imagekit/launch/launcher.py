@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .._run import find_tool, run
+from .._run import find_tool
 from ..context import ContextFile, ContextSpec, make_context_iso, render_context
 from ..errors import (
     CommandError,
@@ -35,15 +34,14 @@ from ..errors import (
 )
 from ..fetch.cache import ImageCache
 from ..fetch.download import check_locations
-from ..market.resolve import Resolver
-from ..policy.rules import Policy, load_policy
+from ..policy.rules import Policy
 from ..progress import Progress
 from ..settings import Settings
-from ..signing import trust
-from ..signing.trust import TrustStore
 from ..signing.verify import VerifiedEntry
 from . import qemu as q
 from ._qmp import QMP, QMPError
+from .disks import disk_info, prepare_root_disk, qemu_format
+from .images import fetch_verified, make_resolver
 from .instances import Drive, DriveKind, Instance, InstanceStore, State, new_instance_id
 from .machines import MachineType
 from .volumes import VolumeStore
@@ -51,10 +49,6 @@ from .volumes import VolumeStore
 log = logging.getLogger(__name__)
 
 # qemu-img format names for dcterms:format values
-_QEMU_FORMATS = {"raw": "raw", "qcow2": "qcow2", "vmdk": "vmdk", "vdi": "vdi", "vhd": "vpc",
-                 "vhdx": "vhdx", "iso": "raw"}  # fmt: skip
-
-
 @dataclasses.dataclass(frozen=True)
 class LaunchRequest:
     image: str  # ID or endorser:tag; "" with ``boot_volume``
@@ -89,45 +83,6 @@ class Plan:
     ssh_port: int
     uncached_bytes: int
     image_id: str = ""  # what the root disk was made from
-
-
-def qemu_format(entry: Any) -> str:
-    fmt = str(entry.format) if entry.format else "raw"
-    try:
-        return _QEMU_FORMATS[fmt]
-    except KeyError:
-        raise InputError(f"entry {entry.identifier}: qemu cannot use format {fmt!r}") from None
-
-
-def load_trust(settings: Settings) -> TrustStore:
-    """The ``trust`` setting's store (``os.pathsep``-separated locations, as everywhere);
-    launching without one is refused: nothing could be verified."""
-    store = trust.load_trust((), settings.trust)
-    if store.is_empty:
-        raise InputError(
-            "no trusted certificates configured: nothing could be verified",
-            hint="set trust = <PEM file or directory> (config, IMAGEKIT_TRUST or --trust)",
-        )
-    return store
-
-
-def make_resolver(
-    settings: Settings, *, client: Any = None, now: datetime | None = None
-) -> tuple[Resolver, Policy]:
-    trust = load_trust(settings)
-    policy = load_policy(settings.policy)
-    if client is None:
-        from ..market.client import MarketplaceClient
-
-        transport = None
-        if settings.marketplace.startswith("http://"):
-            import httpx
-
-            # plain HTTP: skip building a TLS context with the system CA bundle (a third of
-            # a second per launch on a loaded machine, for a connection that uses no TLS)
-            transport = httpx.HTTPTransport(verify=False)
-        client = MarketplaceClient(settings.marketplace, transport=transport)
-    return Resolver(client, trust, policy, state_dir=settings.state_dir, now=now), policy
 
 
 def plan_launch(
@@ -255,8 +210,6 @@ def _check_disk_size(root: VerifiedEntry, size_mib: int, cache: ImageCache,
     """Refuse a root disk size below the image's virtual size, when that is known before the
     download: a raw image is its bytes, a cached one is asked (``qemu-img info``, read-only).
     Otherwise ``prepare_root_disk`` refuses it after the download."""
-    from .lifecycle import disk_info
-
     if qemu_format(root.entry) == "raw":
         size = root.entry.bytes
     elif (hit := cache.lookup(root.entry, policy.digest_algorithms(root.entry))) is not None:
@@ -266,23 +219,6 @@ def _check_disk_size(root: VerifiedEntry, size_mib: int, cache: ImageCache,
     if size_mib * 1024 * 1024 < size:
         raise InputError(f"disk size {size_mib} MiB is smaller than the image "
                          f"({-(-size // (1024 * 1024))} MiB): disks only grow")  # fmt: skip
-
-
-def check_image_safe(path: Path, fmt: str) -> None:
-    """Refuse images that would make qemu open other host files (a backing file or an
-    external data file inside a qcow2/vmdk). Raises InputError."""
-    if fmt == "raw":
-        return
-    out = run([find_tool(q.QEMU_IMG), "info", "--output=json", "-f", fmt, str(path)],
-              timeout=60).stdout  # fmt: skip
-    info = json.loads(out)
-    if info.get("backing-filename") or info.get("full-backing-filename"):
-        raise InputError(f"image {path.name} names a backing file: refused")
-    specific = (info.get("format-specific") or {}).get("data") or {}
-    if specific.get("data-file") or (specific.get("extents") and fmt == "vmdk" and any(
-        e.get("filename") != str(path) for e in specific.get("extents", [])
-    )):
-        raise InputError(f"image {path.name} refers to external data files: refused")
 
 
 def execute(
@@ -299,7 +235,6 @@ def execute(
     """
     store = InstanceStore(settings.state_dir)
     volumes = VolumeStore(settings.state_dir)
-    cache = ImageCache(settings.cache_dir)
     req = plan.request
     d = plan.directory
     d.mkdir(parents=True, exist_ok=False)
@@ -329,14 +264,7 @@ def execute(
 
         def get(v: VerifiedEntry) -> Path:
             cb = progress(v.entry.identifier, v.entry.bytes) if progress else None
-            img = cache.get(
-                v.entry,
-                plan.policy.digest_algorithms(v.entry),
-                allow_private=settings.allow_private_locations,
-                progress=cb,
-            )
-            check_image_safe(img.path, qemu_format(v.entry))
-            return img.path
+            return fetch_verified(settings, v, plan.policy, progress=cb)
 
         drives: list[Drive] = []
         if plan.root is None:
@@ -353,8 +281,6 @@ def execute(
             inst = store.save(dataclasses.replace(inst, base_image=base, drives=tuple(drives)))
             q.create_overlay(base, inst.base_format, overlay)
             if req.persistent or req.disk_size_mib:
-                from .lifecycle import prepare_root_disk
-
                 prepare_root_disk(overlay, persistent=req.persistent, size_mib=req.disk_size_mib)
 
         context = d / "context.iso"

@@ -44,9 +44,12 @@ from typing import Any
 from .._files import atomic_write
 from .._run import find_tool, run
 from ..errors import EnvironmentProblem, ImagekitError, InputError, InvalidState
+from ..fetch.cache import ImageCache
 from ..settings import Settings
 from . import qemu as q
 from ._qmp import QMP, QMPError
+from .disks import disk_info, prepare_root_disk, qemu_format
+from .images import fetch_machine_image
 from .instances import (
     Drive,
     DriveKind,
@@ -67,34 +70,6 @@ class StopTimeout(EnvironmentProblem):
 
 
 # --- root disks -------------------------------------------------------------------------
-
-
-def disk_info(path: Path) -> dict[str, Any]:
-    """``qemu-img info`` of ``path`` as a dict (``-U``: readable while qemu holds it)."""
-    out = run([find_tool(q.QEMU_IMG), "info", "-U", "--output=json", str(path)],
-              timeout=60).stdout  # fmt: skip
-    info: dict[str, Any] = json.loads(out)
-    return info
-
-
-def prepare_root_disk(path: Path, *, persistent: bool, size_mib: int | None = None) -> None:
-    """Turn a fresh root overlay into what the instance needs.
-
-    ``persistent``: copy every cluster of the backing image in and drop the backing file
-    (the disk then stands alone, independent of the cache). ``size_mib``: grow the virtual
-    disk to that size. Raises InputError if ``size_mib`` is smaller than the image.
-    """
-    qemu_img = find_tool(q.QEMU_IMG)
-    if size_mib is not None:
-        current = int(disk_info(path)["virtual-size"])
-        if size_mib * 1024 * 1024 < current:
-            raise InputError(f"disk size {size_mib} MiB is smaller than the image "
-                             f"({current // (1024 * 1024)} MiB): disks only grow")  # fmt: skip
-    if persistent:
-        # safe mode rebase onto nothing: the data the base provides is copied in
-        run([qemu_img, "rebase", "-q", "-f", "qcow2", "-b", "", str(path)], timeout=3600)
-    if size_mib is not None:
-        run([qemu_img, "resize", "-q", "-f", "qcow2", str(path), f"{size_mib}M"], timeout=60)
 
 
 def root_drive(instance: Instance) -> Drive:
@@ -418,37 +393,25 @@ def create_boot_volume(
     Raises InputError (bad or taken name, a data disk, shrinking), NotFound, the
     VerificationError family, NetworkError, EnvironmentProblem.
     """
-    from ..fetch.cache import ImageCache
-    from .launcher import check_image_safe, make_resolver, qemu_format
-
     check_name(name)
     volumes = VolumeStore(settings.state_dir)
     if (volumes.root / f"{name}.json").exists():
         raise InputError(f"volume {name!r} already exists")
-    resolver, policy = make_resolver(settings, client=client)
-    verified = resolver.resolve(reference)
-    entry = verified.entry
-    if entry.kind is not None and str(entry.kind) == "disk":
-        raise InputError(f"{reference} is a data disk, not a machine image")
-    fmt = qemu_format(entry)
     qemu_img = find_tool(q.QEMU_IMG)
-    cache = ImageCache(settings.cache_dir)
-    cache.ensure_writable()
+    ImageCache(settings.cache_dir).ensure_writable()
     volumes.root.mkdir(parents=True, exist_ok=True)
     notify = on_state or (lambda _s: None)
 
     notify("Downloading")
-    cached = cache.get(
-        entry,
-        policy.digest_algorithms(entry),
-        allow_private=settings.allow_private_locations,
-        progress=progress,
+    verified, cached = fetch_machine_image(
+        settings, reference, purpose="a machine image", client=client, progress=progress
     )
-    check_image_safe(cached.path, fmt)
+    entry = verified.entry
+    fmt = qemu_format(entry)
     path = volumes.root / f"{name}.qcow2"
     tmp = volumes.root / f".{name}.qcow2.{os.getpid()}.part"
     try:
-        run([qemu_img, "convert", "-O", "qcow2", "-f", fmt, str(cached.path), str(tmp)],
+        run([qemu_img, "convert", "-O", "qcow2", "-f", fmt, str(cached), str(tmp)],
             timeout=6 * 3600)  # fmt: skip
         if size_mib is not None:
             prepare_root_disk(tmp, persistent=False, size_mib=size_mib)

@@ -31,8 +31,8 @@ from typing import Any
 
 from .._files import atomic_write
 from .._run import find_tool, run
+from ..entry import Entry, entry_to_bytes
 from ..entry.describe import describe_image
-from ..entry.model import Entry, entry_to_bytes
 from ..errors import (
     CommandError,
     EnvironmentProblem,
@@ -176,7 +176,7 @@ def _convert(src: Path, src_format: str, out: Path, *, shared: bool) -> None:
 def base_entry(settings: Settings, instance: Instance, *, client: Any = None) -> Entry | None:
     """The verified entry the instance was launched from, if the marketplace still serves
     an acceptable one (its terms are carried into the snapshot), else None."""
-    from .launcher import make_resolver
+    from .images import make_resolver
 
     try:
         resolver, _policy = make_resolver(settings, client=client)

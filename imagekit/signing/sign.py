@@ -219,10 +219,10 @@ def sign_entry(data: bytes, signer: Signer, *, now: dt.datetime, email: str | No
     """Return ``data`` re-signed by ``signer`` at ``now`` (see the module docstring).
 
     Old signatures are removed, the endorsement filled, the entry validated
-    (``imagekit.entry.model.parse_entry``) and one new signature appended.
+    (``imagekit.entry.parse_entry``) and one new signature appended.
     Raises UnsafeXML / InvalidMetadata for a bad entry, InputError for a missing e-mail.
     """
-    from ..entry.model import parse_entry
+    from ..entry import parse_entry
 
     root = parse_xml(data)
     description = _description(root)

@@ -52,7 +52,7 @@ from . import _xmldsig as X
 from .trust import TrustStore, check_key_strength
 
 if TYPE_CHECKING:
-    from ..entry.model import Entry
+    from ..entry import Entry
     from ..image.digests import Digests
 
 
@@ -263,7 +263,7 @@ def verify_entry(
     Raises UnsafeXML, InvalidMetadata, SignatureMissing, SignatureInvalid, WeakAlgorithm,
     EndorserMismatch, Untrusted, CertificateRevoked, CertificateExpired, Expired.
     """
-    from ..entry.model import parse_entry
+    from ..entry import parse_entry
 
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")

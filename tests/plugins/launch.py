@@ -34,7 +34,7 @@ def make_entry(
     **fields: Any,
 ) -> Any:
     """An unsigned draft Entry describing ``data`` (uncompressed bytes)."""
-    from imagekit.entry.model import Checksum, Entry
+    from imagekit.entry import Checksum, Entry
     from imagekit.image.identifier import sha1_to_id
 
     names = {"SHA-1": "sha1", "SHA-256": "sha256", "SHA-512": "sha512", "MD5": "md5"}
@@ -66,7 +66,7 @@ def image_entry() -> Callable[..., Any]:
 @pytest.fixture
 def signed_entry(sign_xml: Callable[..., bytes]) -> Callable[..., bytes]:
     """``signed_entry(data, **fields) -> bytes``: the entry for ``data``, signed now."""
-    from imagekit.entry.model import entry_to_bytes
+    from imagekit.entry import entry_to_bytes
 
     def make(data: bytes, *, now: datetime | None = None, **fields: Any) -> bytes:
         return sign_xml(entry_to_bytes(make_entry(data, **fields)), now=now)

@@ -63,8 +63,8 @@ def sector_vm(
     is ``tmp_path/<name>.img`` (``payload`` after the boot sector). Every qemu is checked
     gone at the end of the test."""
     from imagekit.launch import qemu as q
+    from imagekit.launch.disks import prepare_root_disk
     from imagekit.launch.instances import Drive, DriveKind, Instance, InstanceStore, State
-    from imagekit.launch.lifecycle import prepare_root_disk
     from imagekit.launch.machines import machine_type
 
     store = InstanceStore(lifecycle_settings.state_dir)

@@ -318,7 +318,7 @@ def draft_entry(
     locations: tuple[str, ...] = (),
 ) -> bytes:
     """An unsigned entry for ``image`` (random bytes by default), built by the library."""
-    from imagekit.entry.model import Checksum, Entry, entry_to_bytes
+    from imagekit.entry import Checksum, Entry, entry_to_bytes
     from imagekit.image.digests import DigestAlgorithm
     from imagekit.image.identifier import sha1_to_id
 
