@@ -152,5 +152,15 @@ class NetworkError(EnvironmentProblem):
     pass
 
 
+# --- a bug in imagekit (or a library it drives), not the user's doing ------------------
+
+
+class InternalError(ImagekitError):
+    """A rule imagekit should have kept was broken (a library refused what imagekit checked
+    and prepared). Reported as a bug, never as bad input."""
+
+    exit_code = 70  # EX_SOFTWARE (sysexits.h)
+
+
 class Interrupted(ImagekitError):
     exit_code = 130

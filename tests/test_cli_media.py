@@ -152,3 +152,26 @@ def test_context_bad_key_file(cli, tmp_path: Path) -> None:
     assert result.stderr.startswith("imagekit: error: ssh key:")
     assert len(result.stderr.splitlines()) == 1
     assert not out.exists()
+
+
+def test_cdrom_library_refusal_is_an_internal_error_not_bad_input(
+    cli, flora: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pycdlib refusing a tree imagekit checked is imagekit's bug: exit 70, said so, and no
+    half-written ISO left behind."""
+    import pycdlib
+    from pycdlib.pycdlibexception import PyCdlibException
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise PyCdlibException("simulated library refusal")
+
+    monkeypatch.setattr(pycdlib.PyCdlib, "write_fp", refuse)
+    out = tmp_path / "flora.iso"
+    result = cli("cdrom", flora, "--label", "FLORA", "-o", out)
+    assert result.exit_code == 70
+    assert result.stderr == (
+        "imagekit: internal error (a bug, please report it): "
+        "pycdlib refused the prepared ISO: simulated library refusal\n"
+    )
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == [flora]

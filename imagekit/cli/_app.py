@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from .. import __version__
-from ..errors import ImagekitError
+from ..errors import ImagekitError, InternalError
 from ..settings import Settings, load_settings
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -135,6 +135,9 @@ def main(argv: list[str] | None = None) -> None:
     except ImagekitError as e:
         if debug:
             raise
+        if isinstance(e, InternalError):
+            click.echo(f"imagekit: internal error (a bug, please report it): {e}", err=True)
+            sys.exit(e.exit_code)
         click.echo(f"imagekit: error: {e}", err=True)
         if e.hint:
             click.echo(f"imagekit: hint: {e.hint}", err=True)

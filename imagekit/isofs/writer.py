@@ -54,7 +54,7 @@ from pycdlib import dr, inode
 from pycdlib.pycdlibexception import PyCdlibException
 
 from .._files import atomic_open
-from ..errors import IsoError
+from ..errors import InternalError, IsoError
 from ..progress import Progress
 
 DEFAULT_EPOCH = 946684800  # 2000-01-01T00:00:00Z: a fixed date when SOURCE_DATE_EPOCH is unset
@@ -392,7 +392,7 @@ def _child(parent: Any, ident: bytes) -> Any:
     for rec in parent.children:
         if rec is not None and rec.file_ident == ident:
             return rec
-    raise IsoError(f"internal: directory {ident!r} not found after adding it")
+    raise InternalError(f"directory {ident!r} not found after adding it")
 
 
 def _add_file_fast(
@@ -533,7 +533,8 @@ def _master(
             iso.write_fp(fp, blocksize=1 << 20,  # type: ignore[arg-type]
                          progress_cb=report if progress else None)
     except PyCdlibException as e:
-        raise IsoError(f"cannot write ISO: {e}") from e
+        # every name, label and size was checked above: pycdlib refusing now is our bug
+        raise InternalError(f"pycdlib refused the prepared ISO: {e}") from e
     except FileNotFoundError as e:
         raise IsoError(f"file vanished while writing the ISO: {e.filename}") from e
     finally:
