@@ -8,9 +8,12 @@ Run state (instances, PIDs) is not a setting; it lives under ``state_dir``.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
+import enum
 import os
 import tomllib
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,51 +25,71 @@ def _xdg(var: str, fallback: str) -> Path:
     return Path(os.environ.get(var) or Path.home() / fallback) / "imagekit"
 
 
+class Accel(enum.StrEnum):
+    """The ``accel`` setting: ``auto`` probes; a probe-resolved instance runs tcg or kvm."""
+
+    AUTO = "auto"
+    TCG = "tcg"
+    KVM = "kvm"
+
+
+def _setting(default: Any, help: str, *, choices: type[enum.StrEnum] | None = None) -> Any:
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Every setting, declared once: name, type, default, help (and choices). The config
+    file keys, the ``IMAGEKIT_*`` variables, ``imagekit config`` and the CLI options that
+    override settings (``cli._options.setting_option``) all come from these fields."""
+
+    marketplace: str = _setting("http://127.0.0.1:8080", "marketplace base URL")
+    data_dir: Path = _setting(None, "server database and served files (default XDG data dir)")
+    cache_dir: Path = _setting(None, "verified image cache (default XDG cache dir)")
+    state_dir: Path = _setting(None, "instances, volumes, rollback memory (default XDG state)")
+    key: Path | None = _setting(None, "PEM private key for signing")
+    cert: Path | None = _setting(None, "PEM certificate for signing")
+    p12: Path | None = _setting(None, "PKCS#12 bundle (passphrase from IMAGEKIT_P12_PASSPHRASE)")
+    trust: str | None = _setting(
+        None, "trusted certificates: PEM files or directories of certs/CRLs (os.pathsep-separated)"
+    )
+    policy: Path | None = _setting(None, "site policy file (TOML, or StratusLab policy.cfg)")
+    accel: str = _setting(Accel.AUTO.value, "qemu accelerator", choices=Accel)
+    email: str | None = _setting(None, "endorser e-mail when the certificate has none")
+    allow_private_locations: bool = _setting(
+        False, "download images from private/loopback/link-local addresses (tests, local mirrors)"
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Setting:
+    """One row of the table, as ``Settings`` declares it."""
+
     name: str
     type: type
     default: Any
     help: str
+    choices: builtins.type[enum.StrEnum] | None = None
 
     @property
     def env_var(self) -> str:
         return "IMAGEKIT_" + self.name.upper()
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("marketplace", str, "http://127.0.0.1:8080", "marketplace base URL"),
-    Setting("data_dir", Path, None, "server database and served files (default XDG data dir)"),
-    Setting("cache_dir", Path, None, "verified image cache (default XDG cache dir)"),
-    Setting("state_dir", Path, None, "instances, volumes, rollback memory (default XDG state)"),
-    Setting("key", Path, None, "PEM private key for signing"),
-    Setting("cert", Path, None, "PEM certificate for signing"),
-    Setting("p12", Path, None, "PKCS#12 bundle (passphrase from IMAGEKIT_P12_PASSPHRASE)"),
-    Setting("trust", str, None, "trusted certificates: a PEM file or a directory of certs/CRLs"),
-    Setting("policy", Path, None, "site policy file (TOML, or StratusLab policy.cfg)"),
-    Setting("accel", str, "auto", "qemu accelerator: auto (probe), tcg or kvm"),
-    Setting("email", str, None, "endorser e-mail when the certificate has none"),
-    Setting("allow_private_locations", bool, False,
-            "download images from private/loopback/link-local addresses (tests, local mirrors)"),
-)
+def _table() -> tuple[Setting, ...]:
+    hints = typing.get_type_hints(Settings)
+    rows = []
+    for f in dataclasses.fields(Settings):
+        kind = hints[f.name]
+        # ``Path | None`` is a Path setting that may be unset
+        kinds = [k for k in typing.get_args(kind) if k is not type(None)] or [kind]
+        rows.append(Setting(f.name, kinds[0], f.default, f.metadata["help"],
+                            f.metadata["choices"]))  # fmt: skip
+    return tuple(rows)
 
+
+SETTINGS: tuple[Setting, ...] = _table()
 _BY_NAME = {s.name: s for s in SETTINGS}
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    marketplace: str
-    data_dir: Path
-    cache_dir: Path
-    state_dir: Path
-    key: Path | None
-    cert: Path | None
-    p12: Path | None
-    trust: str | None
-    policy: Path | None
-    accel: str
-    email: str | None
-    allow_private_locations: bool = False
 
 
 def config_path(env: Mapping[str, str] = os.environ) -> Path:
@@ -122,6 +145,8 @@ def load_settings(
     values["data_dir"] = values["data_dir"] or _xdg("XDG_DATA_HOME", ".local/share")
     values["cache_dir"] = values["cache_dir"] or _xdg("XDG_CACHE_HOME", ".cache")
     values["state_dir"] = values["state_dir"] or _xdg("XDG_STATE_HOME", ".local/state")
-    if values["accel"] not in ("auto", "tcg", "kvm"):
-        raise InputError(f"accel must be auto, tcg or kvm, not {values['accel']!r}")
+    for s in SETTINGS:
+        if s.choices is not None and values[s.name] not in set(s.choices):
+            known = ", ".join(c.value for c in s.choices)
+            raise InputError(f"{s.name} must be one of {known}, not {values[s.name]!r}")
     return Settings(**values)

@@ -1,12 +1,11 @@
 """``python -m marketplace_server``: run the registry with uvicorn (httptools, uvloop).
 
-The same options as ``imagekit serve``; the configuration reaches the worker processes
-through one environment variable, so ``--workers N`` works too.
+It is ``imagekit serve`` (same options, one declaration); the configuration reaches the
+worker processes through one environment variable, so ``--workers N`` works too.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -60,33 +59,10 @@ def app_from_env() -> Any:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .config import ServerConfig
+    """The same command as ``imagekit serve`` (its options are declared there, once)."""
+    from imagekit.cli import main as imagekit_main
 
-    parser = argparse.ArgumentParser(prog="python -m marketplace_server", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--db", help="database URL (postgresql://...); default SQLite")
-    parser.add_argument("--data-dir", type=Path, help="SQLite database directory")
-    parser.add_argument("--trust", action="append", default=[],
-                        help="trusted certificates/CRLs (file or dir; repeatable); "
-                             "none: accept any valid signature")
-    parser.add_argument("--files-dir", type=Path, help="directory served at /files/")
-    parser.add_argument("--allow-sha1", action="store_true",
-                        help="accept SHA-1 signatures (StratusLab-era entries)")
-    args = parser.parse_args(argv)
-    config = ServerConfig(
-        data_dir=args.data_dir or default_data_dir(),
-        db=args.db,
-        trust=tuple(args.trust),
-        files_dir=args.files_dir,
-        allow_sha1=args.allow_sha1,
-    )
-    print(f"marketplace on http://{args.host}:{args.port} "
-          f"({'PostgreSQL' if args.db else config.database_url}; "
-          f"{'any valid signature' if config.any_valid_signature else 'trusted endorsers'})",
-          file=sys.stderr, flush=True)
-    serve(config, host=args.host, port=args.port, workers=args.workers)
+    imagekit_main(["serve", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -7,18 +7,62 @@ command reads the ``trust`` setting the same way (``os.pathsep``-separated locat
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..errors import InputError, NotFound
-from ..signing.keys import Signer, load_signer
-from ..signing.trust import TrustStore, UnsafeAcceptAnyCertificate, load_trust
+from ..settings import SETTINGS
 from ._app import info, settings
-from .keys_cmd import p12_passphrase
+
+if TYPE_CHECKING:  # the signing stack (cryptography) loads only for commands that sign
+    from ..signing.keys import Signer
+    from ..signing.trust import TrustStore
+
+PASSPHRASE_ENV = "IMAGEKIT_P12_PASSPHRASE"
+
+
+def p12_passphrase(*, confirm: bool) -> str:
+    """The PKCS#12 passphrase: ``$IMAGEKIT_P12_PASSPHRASE``, else a hidden prompt.
+
+    Never an argument: argv is visible to every user of the machine (``ps``).
+    """
+    value = os.environ.get(PASSPHRASE_ENV)
+    if value is None:
+        value = click.prompt(
+            "PKCS#12 passphrase",
+            hide_input=True,
+            confirmation_prompt=confirm,
+            err=True,
+        )
+    if not value:
+        raise InputError("the PKCS#12 passphrase must not be empty")
+    return value
+
 
 _FILE = click.Path(path_type=Path, dir_okay=False)
+_SETTINGS = {s.name: s for s in SETTINGS}
+
+
+def setting_option(name: str, dest: str | None = None) -> Any:
+    """The command-line option that overrides setting ``name`` for one command, built from
+    the settings table (its help, type and choices), so each is declared once. A flag's
+    default is None: not given means "the setting decides"."""
+    s = _SETTINGS[name]
+    flag = "--" + name.replace("_", "-")
+    decls = [flag] if dest is None else [flag, dest]
+    if s.type is bool:
+        return click.option(*decls, is_flag=True, default=None, help=f"{s.help} (setting)")
+    kind: Any = None
+    if s.choices is not None:
+        kind = click.Choice([c.value for c in s.choices])
+    elif s.type is Path:
+        kind = click.Path(path_type=Path)
+    return click.option(*decls, type=kind, help=f"{s.help} (setting)")
+
+
 signer_options = [
     click.option("--key", type=_FILE, help="PEM private key"),
     click.option("--cert", type=_FILE, help="PEM certificate (chain may follow)"),
@@ -37,6 +81,8 @@ def with_signer(f: Any) -> Any:
 def cli_signer(key: Path | None, cert: Path | None, p12: Path | None) -> Signer:
     """Options first; otherwise the key/cert or p12 settings (a pair beats a bundle).
     An encrypted key or a bundle asks for its passphrase."""
+    from ..signing.keys import load_signer
+
     if p12 is None and key is None and cert is None:
         s = settings()
         if s.key is not None or s.cert is not None:
@@ -59,12 +105,16 @@ def cli_signer(key: Path | None, cert: Path | None, p12: Path | None) -> Signer:
 
 def cli_trust(options: tuple[Path, ...] = ()) -> TrustStore:
     """``--trust`` locations, else the ``trust`` setting; empty if neither is configured."""
+    from ..signing.trust import load_trust
+
     return load_trust(options, settings().trust)
 
 
 def publisher_trust(own: Any = None) -> TrustStore:
     """Trust for checking what one publishes: the configured store, else the signer's own
     certificate, else (said on stderr) any certificate — the signature is still checked."""
+    from ..signing.trust import TrustStore, UnsafeAcceptAnyCertificate
+
     store = cli_trust()
     if not store.is_empty:
         return store

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -12,26 +11,7 @@ from ..errors import InputError, InvalidState
 from ..signing._xmldsig import describe_certificate
 from ..signing.keys import KEY_TYPES, Signer, make_certificate, make_p12, make_private_key
 from ._app import cli, emit_json, info
-
-PASSPHRASE_ENV = "IMAGEKIT_P12_PASSPHRASE"
-
-
-def p12_passphrase(*, confirm: bool) -> str:
-    """The PKCS#12 passphrase: ``$IMAGEKIT_P12_PASSPHRASE``, else a hidden prompt.
-
-    Never an argument: argv is visible to every user of the machine (``ps``).
-    """
-    value = os.environ.get(PASSPHRASE_ENV)
-    if value is None:
-        value = click.prompt(
-            "PKCS#12 passphrase",
-            hide_input=True,
-            confirmation_prompt=confirm,
-            err=True,
-        )
-    if not value:
-        raise InputError("the PKCS#12 passphrase must not be empty")
-    return value
+from ._options import p12_passphrase
 
 
 @cli.command("keygen")

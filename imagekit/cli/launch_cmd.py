@@ -11,8 +11,10 @@ from typing import Any
 
 import click
 
+from ..context import ContextScheme
 from ..errors import InputError
 from ._app import cli, emit_json, info, settings
+from ._options import setting_option
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -30,11 +32,10 @@ def _uptime(seconds: float | None) -> str:
 
 
 _common = [
-    click.option("--marketplace", help="marketplace base URL"),
-    click.option("--trust", help="trusted certificates (PEM file or directory)"),
-    click.option("--policy", "policy_path", type=click.Path(path_type=Path),
-                 help="site policy (TOML or StratusLab policy.cfg)"),
-]  # fmt: skip
+    setting_option("marketplace"),
+    setting_option("trust"),
+    setting_option("policy", "policy_path"),
+]
 
 
 def common(f: Any) -> Any:
@@ -56,7 +57,7 @@ def common(f: Any) -> Any:
 @click.option("--var", "variables", multiple=True, metavar="K=V", help="context variable")
 @click.option("--file", "files", multiple=True, metavar="DST=SRC", help="file for the guest")
 @click.option("--context-scheme", default="nocloud", show_default=True,
-              type=click.Choice(["nocloud", "configdrive", "opennebula", "stratuslab"]))
+              type=click.Choice([s.value for s in ContextScheme]))
 @click.option("--readonly-disk", "readonly", multiple=True, metavar="ID|ENDORSER:TAG",
               help="verified data disk from the marketplace, attached read-only")
 @click.option("--volatile-disk", "volatile", multiple=True, type=int, metavar="GB",
@@ -68,9 +69,8 @@ def common(f: Any) -> Any:
 @click.option("--disk-size", metavar="SIZE", help="grow the root disk to SIZE (e.g. 20G)")
 @click.option("--boot-volume", metavar="NAME",
               help="boot from this volume (volume create --from-image) instead of an image")
-@click.option("--accel", type=click.Choice(["auto", "tcg", "kvm"]), help="qemu accelerator")
-@click.option("--allow-private-locations", is_flag=True, default=None,
-              help="allow downloads from private/loopback addresses")
+@setting_option("accel")
+@setting_option("allow_private_locations")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @common
 def launch_cmd(
@@ -312,8 +312,7 @@ def volume_group() -> None:
               help="a bootable volume: a copy of this verified image")
 @click.option("--name", "name_option", metavar="NAME", help="the volume's name")
 @click.option("--size", metavar="SIZE", help="with --from-image: grow the disk to SIZE (e.g. 20G)")
-@click.option("--allow-private-locations", is_flag=True, default=None,
-              help="allow downloads from private/loopback addresses")
+@setting_option("allow_private_locations")
 @common
 def volume_create(name: str | None, size_gb: int | None, reference: str | None,
                   name_option: str | None, size: str | None,

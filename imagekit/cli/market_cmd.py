@@ -12,7 +12,7 @@ import click
 from .._files import atomic_write
 from ..errors import InputError, InvalidState, NotFound
 from ._app import cli, emit_json, info, settings
-from ._options import cli_signer, publisher_trust, with_signer
+from ._options import cli_signer, publisher_trust, setting_option, with_signer
 
 _STATUS = click.Choice(["valid", "expired", "deprecated"])
 
@@ -41,7 +41,7 @@ def _now() -> dt.datetime:
 @with_signer
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
               help="write the updated entry here instead of over ENTRY")
-@click.option("--marketplace", metavar="URL", help="marketplace base URL (setting)")
+@setting_option("marketplace")
 def publish_cmd(entry: Path, image: Path | None, destination: str | None,
                 url_base: str | None, prepare: bool, key: Path | None, cert: Path | None,
                 p12: Path | None, output: Path | None, marketplace: str | None) -> None:
@@ -137,7 +137,7 @@ def _upload_entry(data: bytes, marketplace: str | None) -> None:
 @click.option("--history", is_flag=True, help="include superseded endorsements")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-@click.option("--marketplace", metavar="URL", help="marketplace base URL (setting)")
+@setting_option("marketplace")
 def search_cmd(text: str | None, os_: str | None, os_version: str | None, arch: str | None,
                kind: str | None, email: str | None, tag: str | None, status: str | None,
                history: bool, limit: int, as_json: bool, marketplace: str | None) -> None:
@@ -172,7 +172,7 @@ def search_cmd(text: str | None, os_: str | None, os_version: str | None, arch: 
 @click.option("--history", is_flag=True, help="every endorsement, not only the latest")
 @click.option("--xml", "as_xml", is_flag=True, help="print the signed XML (one entry)")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-@click.option("--marketplace", metavar="URL", help="marketplace base URL (setting)")
+@setting_option("marketplace")
 def show_cmd(identifier: str, email: str | None, history: bool, as_xml: bool, as_json: bool,
              marketplace: str | None) -> None:
     """Show the entries of an ID (or a unique prefix of one).
@@ -219,7 +219,7 @@ def show_cmd(identifier: str, email: str | None, history: bool, as_xml: bool, as
 @click.argument("identifier")
 @click.option("--reason", required=True, help="why (slterms:deprecated)")
 @with_signer
-@click.option("--marketplace", metavar="URL", help="marketplace base URL (setting)")
+@setting_option("marketplace")
 def deprecate_cmd(identifier: str, reason: str, key: Path | None, cert: Path | None,
                   p12: Path | None, marketplace: str | None) -> None:
     """Deprecate your entry: publish a newer signed endorsement carrying slterms:deprecated.

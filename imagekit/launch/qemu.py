@@ -22,6 +22,7 @@ from pathlib import Path
 from .._files import atomic_write
 from .._run import child_env, find_tool, run
 from ..errors import CommandError, EnvironmentProblem, InputError
+from ..settings import Accel
 from .instances import Drive, DriveKind, Instance
 
 QEMU = "qemu-system-x86_64"
@@ -63,7 +64,7 @@ def qemu_argv(instance: Instance, *, qemu: str = QEMU, daemonize: bool = True) -
     The QMP socket is given relative to the instance directory (qemu is started there),
     because its absolute path may be longer than a unix socket path can be.
     """
-    if instance.accel not in ("tcg", "kvm"):
+    if instance.accel not in (Accel.TCG, Accel.KVM):
         raise InputError(f"accelerator must be resolved to tcg or kvm, not {instance.accel!r}")
     m = instance.machine
     argv = [
