@@ -110,9 +110,10 @@ def _load(
     db_dir: Path, total: int, signed_count: int, db_url: str | None = None
 ) -> tuple[list[bytes], list[str]]:
     """Fill the database; return the signed pool and its entry paths."""
+    from imagekit.entry import format_date
     from marketplace_server.config import ServerConfig
     from marketplace_server.ingest import Ingestor
-    from marketplace_server.storage import NewEntry, Storage, format_time
+    from marketplace_server.storage import NewEntry, Storage
 
     keys = _make_keys(20)
     workers = max(os.cpu_count() or 1, 1)
@@ -142,9 +143,9 @@ def _load(
 
             yield NewEntry(
                 identifier=sha1_to_id(sha1), email=f"endorser{i % 20}@bench.example.org",
-                created=format_time(stamp + dt.timedelta(seconds=i * 300)), xml=xml,
+                created=format_date(stamp + dt.timedelta(seconds=i * 300)), xml=xml,
                 etag=hashlib.sha256(xml).hexdigest(), sha1=sha1, bytes=48,
-                valid=format_time(now + dt.timedelta(days=-1 if rng.random() < 0.1 else 365)),
+                valid=format_date(now + dt.timedelta(days=-1 if rng.random() < 0.1 else 365)),
                 deprecated="superseded" if rng.random() < 0.05 else None,
                 os=f["os_name"], os_version=f["os_version"], arch=f["arch"], kind=f["kind"],
                 tag=f["tag"], title=f["title"], description=f["description"],

@@ -1,4 +1,6 @@
-"""Write files atomically: a temporary file beside the target, fsync, then os.replace.
+"""Files on disk: atomic writes and the one lock.
+
+Write files atomically: a temporary file beside the target, fsync, then os.replace.
 
 A failure or an interrupt leaves the target as it was and removes the temporary file, so no
 half-written output ever stands at the path the user asked for.
@@ -7,6 +9,7 @@ half-written output ever stands at the path the user asked for.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import tempfile
 from collections.abc import Iterator
@@ -35,3 +38,16 @@ def atomic_open(path: Path | str, *, mode: int = 0o644) -> Iterator[IO[bytes]]:
 def atomic_write(path: Path | str, data: bytes | str, *, mode: int = 0o644) -> None:
     with atomic_open(path, mode=mode) as fp:
         fp.write(data.encode() if isinstance(data, str) else data)
+
+
+@contextlib.contextmanager
+def locked(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_file`` (made, with its directory, if missing).
+    Advisory, per open file: every writer of the state it guards takes it."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a+b") as fp:
+        fcntl.flock(fp, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fp, fcntl.LOCK_UN)

@@ -92,6 +92,11 @@ SETTINGS: tuple[Setting, ...] = _table()
 _BY_NAME = {s.name: s for s in SETTINGS}
 
 
+def s3_endpoint(env: Mapping[str, str] = os.environ) -> str | None:
+    """The S3 endpoint uploads and downloads use (boto3's default when unset)."""
+    return env.get("IMAGEKIT_S3_ENDPOINT") or env.get("AWS_ENDPOINT_URL") or None
+
+
 def config_path(env: Mapping[str, str] = os.environ) -> Path:
     if "IMAGEKIT_CONFIG" in env:
         return Path(env["IMAGEKIT_CONFIG"])

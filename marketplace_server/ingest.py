@@ -15,12 +15,13 @@ import hashlib
 from datetime import datetime
 from typing import Any
 
+from imagekit.entry import format_date
 from imagekit.errors import InvalidMetadata
 from imagekit.signing.trust import TrustStore, UnsafeAcceptAnyCertificate, load_trust
 from imagekit.signing.verify import verify_entry
 
 from .config import ServerConfig
-from .storage import NewEntry, format_time
+from .storage import NewEntry
 
 # Indexed columns are bounded (PostgreSQL varchar, btree row size): refuse, never truncate.
 MAX_INDEXED = 200
@@ -36,7 +37,7 @@ def _text(value: Any, term: str) -> str | None:
 
 
 def _date(value: datetime | None) -> str | None:
-    return None if value is None else format_time(value)
+    return None if value is None else format_date(value)
 
 
 class Ingestor:
@@ -66,7 +67,7 @@ class Ingestor:
         return NewEntry(
             identifier=entry.identifier,
             email=email,
-            created=format_time(created),
+            created=format_date(created),
             xml=data,
             etag=hashlib.sha256(data).hexdigest(),
             sha1=entry.sha1,

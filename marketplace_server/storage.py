@@ -27,6 +27,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import Select
 
+from imagekit.entry import format_date
 from imagekit.errors import Ambiguous, InvalidState, NotFound
 
 from .models import ENTRIES as _ENTRIES
@@ -97,7 +98,7 @@ class StoredEntry:
     def status(self, now: datetime) -> str:
         if self.deprecated is not None:
             return "deprecated"
-        if self.valid is not None and self.valid < format_time(now):
+        if self.valid is not None and self.valid < format_date(now):
             return "expired"
         return "valid"
 
@@ -150,10 +151,6 @@ class Endorser:
 
 def url_segment(value: str) -> str:
     return quote(value, safe="@:+!$&'*=^`{|}~-._")
-
-
-def format_time(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 _WORD = re.compile(r"[^\W_]+")
@@ -263,7 +260,7 @@ class Storage:
             values = dataclasses.asdict(entry)
             xml = values.pop("xml")
             values["locations"] = "\n".join(entry.locations)
-            values.update(latest=True, search=search_text(entry), uploaded=format_time(now),
+            values.update(latest=True, search=search_text(entry), uploaded=format_date(now),
                           is_deprecated=entry.deprecated is not None)
             inserted = conn.execute(t.insert().values(**values)).inserted_primary_key
             assert inserted is not None
@@ -296,7 +293,7 @@ class Storage:
 
     def _add_batch(self, batch: Sequence[NewEntry], now: datetime) -> int:
         t = _ENTRIES
-        uploaded = format_time(now)
+        uploaded = format_date(now)
         rows, blobs = [], {}
         for entry in batch:
             values = dataclasses.asdict(entry)
@@ -410,7 +407,7 @@ class Storage:
         if query.tag is not None:
             conds.append(live)
         if query.status is not None:
-            stamp = format_time(now)
+            stamp = format_date(now)
             if query.status == "deprecated":
                 conds.append(t.c.is_deprecated == True)  # noqa: E712
             elif query.status == "expired":

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 from lxml import etree
 
-from imagekit.entry import parse_entry_bytes
+from imagekit.entry import format_date, parse_entry_bytes
 from imagekit.entry.xmlsafe import parse_xml
 from imagekit.errors import InputError, InvalidMetadata
 from imagekit.signing import _xmldsig as X
@@ -17,7 +17,7 @@ from imagekit.signing.verify import verify_entry
 from tests.plugins.signing import make_cert, signer_from
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=890)  # the fraction must not be written
-STAMP = NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
+STAMP = format_date(NOW)
 ENDORSEMENT = f"{{{X.SLREQ_NS}}}endorsement"
 ENDORSER = f".//{{{X.SLREQ_NS}}}endorser"
 

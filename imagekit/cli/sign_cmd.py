@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from .._files import atomic_write
+from ..entry import format_date
 from ..errors import ImagekitError, InputError, NotFound, Untrusted, VerificationError
 from ..signing._xmldsig import describe_certificate
 from ..signing.trust import TrustStore, UnsafeAcceptAnyCertificate
@@ -71,7 +72,7 @@ def sign(
         "email": endorser.email if endorser else None,
         "subject": endorser.subject if endorser else None,
         "issuer": endorser.issuer if endorser else None,
-        "created": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": format_date(now),
     }
     if as_json:
         emit_json(summary)
@@ -164,7 +165,7 @@ def verify(
                 )
             )
     data = _read(entry)
-    result: dict[str, Any] = {"entry": str(entry), "as_of": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    result: dict[str, Any] = {"entry": str(entry), "as_of": format_date(now)}
     try:
         verified = verify_entry(
             data, store, now=now, allow_sha1=allow_sha1, allow_expired=allow_expired
@@ -196,10 +197,10 @@ def verify(
         valid=True,
         identifier=parsed.identifier,
         endorser={"email": endorser.email, "subject": endorser.subject, "issuer": endorser.issuer},
-        created=parsed.endorsement_created.strftime("%Y-%m-%dT%H:%M:%SZ")
+        created=format_date(parsed.endorsement_created)
         if parsed.endorsement_created
         else None,
-        expires=parsed.valid.strftime("%Y-%m-%dT%H:%M:%SZ") if parsed.valid else None,
+        expires=format_date(parsed.valid) if parsed.valid else None,
         signature_method=verified.signature_method.rpartition("#")[2],
         certificate=describe_certificate(verified.certificate),
         chain=[describe_certificate(c)["subject"] for c in verified.chain],

@@ -34,7 +34,7 @@ from ..image.compression import Compression
 from ..image.digests import DigestAlgorithm
 from ..image.formats import DiskFormat
 from ..image.identifier import id_to_sha1, is_identifier
-from ._rdf import TEXT_TERMS, canonical_fragment
+from .vocab import TEXT_TERMS, canonical_fragment
 
 __all__ = [
     "Checksum",

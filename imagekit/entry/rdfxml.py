@@ -17,7 +17,15 @@ from lxml import etree
 
 from ..errors import InvalidMetadata
 from ..image.digests import DigestAlgorithm
-from ._rdf import (
+from .model import (
+    Checksum,
+    Endorsement,
+    Endorser,
+    Entry,
+    format_date,
+    parse_date,
+)
+from .vocab import (
     ABOUT,
     BASE_URI,
     DATATYPE,
@@ -43,14 +51,6 @@ from ._rdf import (
     prefixed,
     qname,
     to_fragment,
-)
-from .model import (
-    Checksum,
-    Endorsement,
-    Endorser,
-    Entry,
-    format_date,
-    parse_date,
 )
 from .xmlsafe import parse_xml
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import dataclasses
-import fcntl
 import json
 import os
 import shutil
@@ -22,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from .._files import atomic_write
+from .._files import atomic_write, locked
 from ..errors import EnvironmentProblem
 from ..image.digests import DigestAlgorithm
 from ..progress import Progress
@@ -112,13 +111,8 @@ class ImageCache:
 
     @contextlib.contextmanager
     def _key_lock(self, key: str) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / f".{key}.lock", "a+b") as fp:
-            fcntl.flock(fp, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fp, fcntl.LOCK_UN)
+        with locked(self.root / f".{key}.lock"):
+            yield
 
     def get(
         self,

@@ -41,6 +41,7 @@ from ..errors import (
 from ..image.compression import Compression, CorruptData, Decompressor
 from ..image.digests import DigestAlgorithm, Digests, MultiHasher
 from ..progress import Progress
+from ..settings import s3_endpoint
 
 # Half a MiB: each piece is received, hashed and written while it is still in the CPU's
 # cache. Measured on a 1 GiB download from nginx on loopback (two cores): 1 MiB pieces
@@ -228,9 +229,8 @@ class _S3Source:
         import boto3
         import botocore.exceptions
 
-        # the same endpoint the publisher uploads to (IMAGEKIT_S3_ENDPOINT / AWS_ENDPOINT_URL)
-        endpoint = os.environ.get("IMAGEKIT_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL")
-        client = boto3.client("s3", endpoint_url=endpoint or None)
+        # the same endpoint the publisher uploads to
+        client = boto3.client("s3", endpoint_url=s3_endpoint())
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key}
         if offset:
             kwargs["Range"] = f"bytes={offset}-"

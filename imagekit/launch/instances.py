@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
-import fcntl
 import json
 import os
 import secrets
@@ -26,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .._files import atomic_write
+from .._files import atomic_write, locked
 from ..errors import Ambiguous, ImagekitError, InputError, InvalidState, NotFound
 from ._qmp import QMP, QMPError
 from .machines import MachineType
@@ -238,14 +237,8 @@ class InstanceStore:
 
     @contextlib.contextmanager
     def lock(self, instance_id: str) -> Iterator[None]:
-        d = self.directory(instance_id)
-        d.mkdir(parents=True, exist_ok=True)
-        with open(d / ".lock", "a+b") as fp:
-            fcntl.flock(fp, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fp, fcntl.LOCK_UN)
+        with locked(self.directory(instance_id) / ".lock"):
+            yield
 
     def save(self, instance: Instance) -> Instance:
         instance.directory.mkdir(parents=True, exist_ok=True)

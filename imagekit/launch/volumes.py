@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .._files import atomic_write
+from .._files import atomic_write, locked
 from .._run import find_tool, run
 from ..errors import InputError, InvalidState, NotFound
 from .instances import InstanceStore
@@ -48,13 +47,8 @@ class VolumeStore:
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a+b") as fp:
-            fcntl.flock(fp, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fp, fcntl.LOCK_UN)
+        with locked(self.root / ".lock"):
+            yield
 
     def _meta(self, name: str) -> Path:
         return self.root / f"{name}.json"

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import json
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .._files import atomic_write
+from .._files import atomic_write, locked
+from ..entry import format_date
 from ..errors import (
     Ambiguous,
     ImagekitError,
@@ -92,19 +92,14 @@ class RollbackMemory:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, str]]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_suffix(".lock"), "a+b") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                data: dict[str, str] = {}
-                with contextlib.suppress(FileNotFoundError):
-                    data = json.loads(self.path.read_text())
-                before = dict(data)
-                yield data
-                if data != before:
-                    atomic_write(self.path, json.dumps(data, indent=1, sort_keys=True) + "\n")
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with locked(self.path.with_suffix(".lock")):
+            data: dict[str, str] = {}
+            with contextlib.suppress(FileNotFoundError):
+                data = json.loads(self.path.read_text())
+            before = dict(data)
+            yield data
+            if data != before:
+                atomic_write(self.path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
     @staticmethod
     def keys(entry: Any) -> list[str]:
@@ -127,7 +122,7 @@ class RollbackMemory:
                     what = key.split("|", 1)[1].replace("|", " by ", 1)
                     raise Rollback(
                         f"{what}: the marketplace offers an endorsement of "
-                        f"{created:%Y-%m-%dT%H:%M:%SZ}, older than {seen} already seen"
+                        f"{format_date(created)}, older than {seen} already seen"
                     )
             for key in self.keys(entry):
                 seen = data.get(key)

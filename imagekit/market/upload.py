@@ -14,7 +14,6 @@ or ``url_base + name`` when the caller knows the public URL of the destination.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -23,14 +22,11 @@ from urllib.parse import urlsplit
 from .._files import atomic_open
 from ..errors import ChecksumMismatch, InputError, NetworkError, SizeMismatch
 from ..progress import Progress
+from ..settings import s3_endpoint
 
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
 MULTIPART_CHUNKSIZE = 8 * 1024 * 1024
 _BLOCK = 1024 * 1024
-
-
-def s3_endpoint() -> str | None:
-    return os.environ.get("IMAGEKIT_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
 def upload_image(

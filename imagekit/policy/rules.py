@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..entry import format_date
 from ..errors import Deprecated, Expired, InputError, PolicyRefused, VerificationError
 from ..image.digests import DigestAlgorithm
 
@@ -214,7 +215,7 @@ class NotExpired:
     def check(self, subject: Subject, *, now: datetime) -> None:
         entry = subject.entry
         if entry.is_expired(now):
-            raise Expired(f"entry {entry.identifier} expired on {entry.valid:%Y-%m-%dT%H:%M:%SZ}")
+            raise Expired(f"entry {entry.identifier} expired on {format_date(entry.valid)}")
 
     def describe(self) -> str:
         return "not expired"

@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-DS_NS = "http://www.w3.org/2000/09/xmldsig#"
-RDF_NS = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
-DCTERMS_NS = "http://purl.org/dc/terms/"
-SLREQ_NS = "http://mp.stratuslab.eu/slreq#"
+from ..entry import format_date
+from ..entry.vocab import DCTERMS, DSIG, RDF, SLREQ
+
+# the profile's namespaces, defined once with its vocabulary
+DS_NS, RDF_NS, DCTERMS_NS, SLREQ_NS = DSIG, RDF, DCTERMS, SLREQ
 
 SIGNATURE = f"{{{DS_NS}}}Signature"
 RDF_RDF = f"{{{RDF_NS}}}RDF"
@@ -263,8 +264,8 @@ def describe_certificate(cert: x509.Certificate) -> dict[str, str]:
         "subject": dn_string(cert.subject),
         "issuer": dn_string(cert.issuer),
         "serial": format(cert.serial_number, "x"),
-        "not_before": cert.not_valid_before_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "not_after": cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "not_before": format_date(cert.not_valid_before_utc),
+        "not_after": format_date(cert.not_valid_after_utc),
         "sha256_fingerprint": certificate_fingerprint(cert),
         "emails": ",".join(certificate_emails(cert)),
     }

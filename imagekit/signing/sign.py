@@ -25,6 +25,7 @@ from typing import Any
 import xmlsec
 from lxml import etree
 
+from ..entry import format_date
 from ..entry.xmlsafe import parse_xml
 from ..errors import InputError, InvalidMetadata, SignatureInvalid
 from . import _xmldsig as X
@@ -60,12 +61,6 @@ def endorser_email(signer: Signer, email: str | None = None) -> str:
         if X.same_email(candidate, email):
             return candidate
     raise InputError(f"the certificate is for {', '.join(emails)}, not {email}")
-
-
-def _format_date(when: dt.datetime) -> str:
-    if when.tzinfo is None:
-        raise ValueError("signing time must be timezone-aware")
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _remove(element: etree._Element) -> None:
@@ -151,7 +146,9 @@ def fill_endorsement(
     endorsement.set(X.RDF_PARSETYPE, "Resource")
     endorsement.text = "\n" + indent + step
     created = etree.SubElement(endorsement, CREATED, nsmap={"dcterms": X.DCTERMS_NS})
-    created.text = _format_date(now)
+    if now.tzinfo is None:
+        raise ValueError("signing time must be timezone-aware")
+    created.text = format_date(now)
     created.tail = "\n" + indent + step
     endorser = etree.SubElement(endorsement, ENDORSER, nsmap={"slreq": X.SLREQ_NS})
     endorser.set(X.RDF_PARSETYPE, "Resource")

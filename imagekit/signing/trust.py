@@ -25,6 +25,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
+from ..entry import format_date
 from ..errors import (
     CertificateExpired,
     CertificateRevoked,
@@ -66,13 +67,13 @@ def check_validity(cert: x509.Certificate, now: dt.datetime) -> None:
     if now < cert.not_valid_before_utc:
         raise CertificateExpired(
             f"certificate {dn_string(cert.subject)} is not valid before "
-            f"{cert.not_valid_before_utc:%Y-%m-%dT%H:%M:%SZ}",
+            f"{format_date(cert.not_valid_before_utc)}",
             hint="use --at DATE to check as of a time inside the certificate's validity",
         )
     if now > cert.not_valid_after_utc:
         raise CertificateExpired(
             f"certificate {dn_string(cert.subject)} expired "
-            f"{cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}",
+            f"{format_date(cert.not_valid_after_utc)}",
             hint="use --at DATE to check as of a time inside the certificate's validity",
         )
 
@@ -263,7 +264,7 @@ class TrustStore:
                 raise CertificateRevoked(
                     f"certificate {dn_string(cert.subject)} (serial "
                     f"{cert.serial_number:x}) was revoked "
-                    f"{revoked.revocation_date_utc:%Y-%m-%dT%H:%M:%SZ}"
+                    f"{format_date(revoked.revocation_date_utc)}"
                 )
 
 

@@ -37,6 +37,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from lxml import etree
 
+from ..entry import format_date
 from ..entry.xmlsafe import parse_xml
 from ..errors import (
     ChecksumMismatch,
@@ -286,7 +287,7 @@ def verify_entry(
     _check_endorser(entry, leaf)
     path = trust.verify_certificate(leaf, shape.certificates[1:], now=now, allow_sha1=allow_sha1)
     if not allow_expired and entry.is_expired(now):
-        valid = entry.valid.strftime("%Y-%m-%dT%H:%M:%SZ") if entry.valid else "?"
+        valid = format_date(entry.valid) if entry.valid else "?"
         raise Expired(
             f"the entry expired at {valid} (dcterms:valid)",
             hint="--allow-expired accepts it anyway",
