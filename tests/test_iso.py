@@ -12,7 +12,7 @@ from pathlib import Path
 import pycdlib
 import pytest
 
-from imagekit.isofs.writer import (
+from imagekit.isofs import (
     DEFAULT_EPOCH,
     IsoError,
     check_label,
@@ -391,9 +391,9 @@ def test_kernel_copy_to_a_file_writes_what_the_python_copy_writes(tree: Path,
 
 
 def test_kernel_copy_refuses_a_file_that_shrank(tmp_path: Path) -> None:
-    from imagekit.isofs.writer import _kernel_copy
+    from imagekit.isofs._pycdlib import kernel_copy
 
     (tmp_path / "short").write_bytes(b"0123456789")
     with (open(tmp_path / "short", "rb") as infp, open(tmp_path / "out", "wb") as outfp,
           pytest.raises(IsoError, match="short shrank while the ISO was written")):
-        list(_kernel_copy(20, 4, infp, outfp))
+        list(kernel_copy(20, 4, infp, outfp))

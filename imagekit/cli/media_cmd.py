@@ -8,7 +8,7 @@ import click
 
 from ..context import ContextFile, ContextScheme, ContextSpec, make_context_iso, parse_ssh_keys
 from ..context._spec import ContextError, parse_variable
-from ..isofs.writer import IsoError, check_label, extract_iso, list_iso, make_iso
+from ..isofs import IsoError, check_label, extract_iso, list_iso, make_iso
 from ..progress import ProgressBar
 from ._app import cli, emit_json, info
 
