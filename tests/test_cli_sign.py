@@ -258,3 +258,34 @@ def test_verify_image(cli, keypair, tmp_path):
     short = cli("verify", entry, "--trust", f"{keypair}.crt", "--image", image)
     assert short.exit_code == 3
     assert short.stderr.startswith("imagekit: error: SizeMismatch: ")
+
+
+def test_keygen_without_passphrase_or_terminal_says_so(tmp_path):
+    """No IMAGEKIT_P12_PASSPHRASE and no terminal (cron, CI): one line, not "interrupted"."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEKIT_")}
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "imagekit"), "keygen", "--email", "me@example.org",
+         "--name", "Me", "-o", str(tmp_path / "me"), "--key-type", "ec"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=60,
+        start_new_session=True,  # no controlling terminal: getpass cannot open /dev/tty
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        "imagekit: error: no PKCS#12 passphrase: IMAGEKIT_P12_PASSPHRASE is unset and there "
+        "is no terminal to ask on",
+        "imagekit: hint: set IMAGEKIT_P12_PASSPHRASE, or use --no-p12 to skip the bundle",
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_keygen_no_p12_skips_the_bundle(cli, tmp_path):
+    result = cli("keygen", "--email", "me@example.org", "--name", "Me", "-o", tmp_path / "me",
+                 "--key-type", "ec", "--no-p12", "--json", env={"IMAGEKIT_P12_PASSPHRASE": None})
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["p12"] is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["me.crt", "me.key"]

@@ -7,7 +7,9 @@ command reads the ``trust`` setting the same way (``os.pathsep``-separated locat
 
 from __future__ import annotations
 
+import getpass
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,19 +26,32 @@ if TYPE_CHECKING:  # the signing stack (cryptography) loads only for commands th
 PASSPHRASE_ENV = "IMAGEKIT_P12_PASSPHRASE"
 
 
-def p12_passphrase(*, confirm: bool) -> str:
+def p12_passphrase(*, confirm: bool, hint: str | None = None) -> str:
     """The PKCS#12 passphrase: ``$IMAGEKIT_P12_PASSPHRASE``, else a hidden prompt.
 
     Never an argument: argv is visible to every user of the machine (``ps``).
+
+    Raises InputError (with ``hint``) when the variable is unset and there is no terminal
+    to ask on (getpass would warn, read stdin and end in an EOF that looks like Ctrl-C).
     """
     value = os.environ.get(PASSPHRASE_ENV)
     if value is None:
-        value = click.prompt(
-            "PKCS#12 passphrase",
-            hide_input=True,
-            confirmation_prompt=confirm,
-            err=True,
-        )
+        try:
+            with warnings.catch_warnings():
+                # getpass falls back to stdin with this warning when /dev/tty cannot be opened
+                warnings.simplefilter("error", getpass.GetPassWarning)
+                value = click.prompt(
+                    "PKCS#12 passphrase",
+                    hide_input=True,
+                    confirmation_prompt=confirm,
+                    err=True,
+                )
+        except getpass.GetPassWarning:
+            raise InputError(
+                f"no PKCS#12 passphrase: {PASSPHRASE_ENV} is unset and there is no terminal "
+                "to ask on",
+                hint=hint or f"set {PASSPHRASE_ENV}",
+            ) from None
     if not value:
         raise InputError("the PKCS#12 passphrase must not be empty")
     return value
