@@ -71,6 +71,11 @@ class EndorserInfo(BaseModel):
     email: str
     entries: int
     latest_created: str
+    fingerprint: str | None = Field(
+        description="SHA-256 of the certificate this e-mail is bound to (lower-case hex)"
+    )
+    bound_via: str | None = Field(description="first-use, trusted (a CA vouched) or admin")
+    bound: str | None = Field(description="when the binding was made")
 
 
 class EndorserDetail(EndorserInfo):
@@ -303,16 +308,22 @@ def get_tag(request: Request, email: str, tag: str) -> Response:
     return entry_response(request, app_of(request).storage.by_tag(email, tag))
 
 
+EndorserLimit = Annotated[int, Q(ge=1, le=1000)]
+EndorserOffset = Annotated[int, Q(ge=0, le=10_000_000)]
+
+
 @compat_router.get("/endorsers", summary="Endorsers")
-def get_endorsers(request: Request) -> Response:
-    endorsers = app_of(request).storage.endorsers()
+def get_endorsers(request: Request, limit: EndorserLimit = 100, offset: EndorserOffset = 0
+                  ) -> Response:
+    """One page of endorsers by e-mail; ``X-More: true`` when another page follows."""
+    endorsers, more = app_of(request).storage.endorsers(limit=limit, offset=offset)
     if wants(request, default="json") == "html":
         from .pages import endorsers_page
 
-        return endorsers_page(request, endorsers)
+        return endorsers_page(request, endorsers, limit=limit, offset=offset, more=more)
     return Response(
         "[" + ",".join(EndorserInfo(**e.__dict__).model_dump_json() for e in endorsers) + "]",
-        media_type="application/json",
+        media_type="application/json", headers={"X-More": "true" if more else "false"},
     )
 
 
@@ -380,8 +391,15 @@ def api_tag(request: Request, email: str, tag: str) -> EntryInfo:
 
 
 @router.get("/endorsers", response_model=list[EndorserInfo], summary="Endorsers")
-def api_endorsers(request: Request) -> list[EndorserInfo]:
-    return [EndorserInfo(**e.__dict__) for e in app_of(request).storage.endorsers()]
+def api_endorsers(request: Request, limit: EndorserLimit = 100, offset: EndorserOffset = 0
+                  ) -> Response:
+    """One page of endorsers by e-mail (``X-More: true`` when another follows), each with
+    the fingerprint of the certificate its e-mail is bound to."""
+    endorsers, more = app_of(request).storage.endorsers(limit=limit, offset=offset)
+    return Response(
+        "[" + ",".join(EndorserInfo(**e.__dict__).model_dump_json() for e in endorsers) + "]",
+        media_type="application/json", headers={"X-More": "true" if more else "false"},
+    )
 
 
 @router.get("/endorsers/{email}", response_model=EndorserDetail, summary="One endorser")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import OrderedDict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from .errors import (
     imagekit_error_handler,
     validation_error_handler,
 )
-from .ingest import Ingestor
+from .ingest import Ingestor, bind_existing
 from .storage import Storage
 
 _Cached = tuple[bytes, bytes, list[tuple[bytes, bytes]]]  # body, quoted etag, headers
@@ -151,6 +152,7 @@ def create_app(config: ServerConfig) -> MarketplaceApp:
     app.config = config
     app.storage = Storage(config.database_url)
     app.storage.create_schema()
+    bind_existing(app.storage, now=datetime.now(UTC))
     app.ingestor = Ingestor(config)
     app.cache = EntryCache(config.cache_entries)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)

@@ -2,7 +2,8 @@
 
 Status codes: 400 bad input (invalid metadata, bad query values: FastAPI's 422 is turned
 into 400 so every refusal of bad input has the same shape), 404 unknown, 409 conflicts
-(an upload not newer than the latest endorsement, an ambiguous ID prefix), 413 oversize.
+(an upload not newer than the latest endorsement, an ambiguous ID prefix), 413 oversize,
+403 an upload signed by a certificate the endorser e-mail is not bound to.
 ``X-Imagekit-Error`` names the error class so clients can map it back exactly.
 """
 
@@ -24,6 +25,7 @@ from imagekit.errors import (
 )
 
 from .media import wants
+from .storage import CertificateNotBound
 
 
 class PayloadTooLarge(InputError):
@@ -37,12 +39,16 @@ def status_of(error: ImagekitError) -> int:
         return 409
     if isinstance(error, PayloadTooLarge):
         return 413
+    if isinstance(error, CertificateNotBound):
+        return 403
     if isinstance(error, InputError | VerificationError):
         return 400
     return 500
 
 
 def message_of(error: ImagekitError) -> str:
+    if isinstance(error, CertificateNotBound):
+        return f"refused: {error}"
     if isinstance(error, InvalidMetadata | VerificationError):
         return f"invalid metadata: {error}"
     return str(error)

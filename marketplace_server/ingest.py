@@ -4,24 +4,34 @@
 (``imagekit.entry.xmlsafe``), validates the StratusLab profile
 (``imagekit.entry.parse_entry``), checks the one enveloped signature,
 that the endorser is the certificate, and the certificate's trust. The server adds only what
-is its own: the columns it indexes, and (in storage) "not older than the latest".
+is its own: the columns it indexes, the certificate that binds the endorser e-mail (trust
+on first use, checked in storage), and (in storage) "not older than the latest".
 
 Expired entries are accepted (a registry mirrors history; lists report them as ``expired``).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import logging
 from datetime import datetime
 from typing import Any
 
+from cryptography import x509
+
 from imagekit.entry import format_date
-from imagekit.errors import InvalidMetadata
+from imagekit.entry.xmlsafe import parse_xml
+from imagekit.errors import ImagekitError, InvalidMetadata
+from imagekit.signing._xmldsig import certificate_fingerprint, dn_string
 from imagekit.signing.trust import TrustStore, UnsafeAcceptAnyCertificate, load_trust
 from imagekit.signing.verify import verify_entry
 
 from .config import ServerConfig
-from .storage import NewEntry
+from .storage import NewEntry, SignerCert, Storage
+
+_log = logging.getLogger(__name__)
+_DS = "{http://www.w3.org/2000/09/xmldsig#}"
 
 # Indexed columns are bounded (PostgreSQL varchar, btree row size): refuse, never truncate.
 MAX_INDEXED = 200
@@ -82,7 +92,39 @@ class Ingestor:
             title=entry.title,
             description=entry.description,
             locations=tuple(entry.locations),
+            signer=signer_cert(verified.certificate, vouched=self._trust is not None),
         )
+
+
+def signer_cert(cert: x509.Certificate, *, vouched: bool) -> SignerCert:
+    return SignerCert(certificate_fingerprint(cert), dn_string(cert.subject), vouched)
+
+
+def stored_signer(xml: bytes) -> x509.Certificate:
+    """The signing certificate of stored (verified at ingest) bytes: the first
+    ``X509Certificate`` of the Signature, the last child of the root."""
+    signature = parse_xml(xml)[-1]
+    node = signature.find(f"{_DS}KeyInfo/{_DS}X509Data/{_DS}X509Certificate")
+    if node is None or not node.text:
+        raise InvalidMetadata("no-certificate", "the stored entry carries no certificate")
+    return x509.load_der_x509_certificate(base64.b64decode("".join(node.text.split())))
+
+
+def bind_existing(storage: Storage, *, now: datetime) -> int:
+    """Bind each endorser stored before bindings existed to the certificate of its first
+    upload (what trust on first use would have recorded); return how many were bound."""
+    bound = 0
+    for email in storage.unbound_emails():
+        xml = storage.first_xml(email)
+        try:
+            cert = stored_signer(xml) if xml is not None else None
+        except (ImagekitError, ValueError) as e:
+            _log.warning("cannot bind endorser %s: %s", email, e)
+            continue
+        if cert is not None and storage.bind_if_unbound(email, signer_cert(cert, vouched=False),
+                                                         now=now):
+            bound += 1
+    return bound
 
 
 def _make_trust(config: ServerConfig) -> TrustStore | None:

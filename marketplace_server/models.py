@@ -2,7 +2,8 @@
 
 ``entries`` holds one row per stored endorsement with the indexed columns, ``entry_xml`` the
 signed bytes (apart, so that scans of ``entries`` stay small), ``locations`` one row per
-``slterms:location`` (for the ``location`` filter). SQLite adds a contentless FTS5 table,
+``slterms:location`` (for the ``location`` filter), ``endorser_bindings`` the certificate
+each endorser e-mail is bound to (trust on first use). SQLite adds a contentless FTS5 table,
 ``entries_fts``, created by ``Storage.create_schema``.
 """
 
@@ -112,6 +113,21 @@ class LocationRow(Base):
     url: Mapped[str] = mapped_column(Text, index=True)
 
 
+class BindingRow(Base):
+    """Which certificate an endorser e-mail is bound to: the first that published under it
+    (``via`` = ``first-use``), one a trusted CA vouched for (``trusted``), or one an admin
+    set (``admin``). ``fingerprint``: SHA-256 of the certificate's DER, lower-case hex."""
+
+    __tablename__ = "endorser_bindings"
+
+    email: Mapped[str] = mapped_column(String(320), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(Text)
+    via: Mapped[str] = mapped_column(String(20))
+    bound: Mapped[str] = mapped_column(_DATE)
+
+
 ENTRIES = cast(Table, EntryRow.__table__)
+BINDINGS = cast(Table, BindingRow.__table__)
 XML = cast(Table, XmlRow.__table__)
 LOCATIONS = cast(Table, LocationRow.__table__)

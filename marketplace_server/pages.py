@@ -18,7 +18,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from . import __version__
 from .api import Filters, ingest
 from .app import app_of
-from .storage import STATUSES, Endorser, Query, StoredEntry, url_segment
+from .storage import STATUSES, Endorser, Query, Storage, StoredEntry, url_segment
 
 router = APIRouter(include_in_schema=False)
 
@@ -29,6 +29,7 @@ _ENV = Environment(
     lstrip_blocks=True,
 )
 _STATIC = (Path(__file__).parent / "static" / "style.css").read_text()
+MENU_ENDORSERS = 200  # the catalogue's endorser menu lists at most this many
 
 
 def entry_href(entry: StoredEntry) -> str:
@@ -74,8 +75,16 @@ def catalogue_page(request: Request, query: Query) -> Response:
     return render(request, "catalogue.html", {
         "entries": page.entries, "total": page.total, "first": query.offset + 1,
         "last": query.offset + len(page.entries), "query": query, "statuses": STATUSES,
-        "prev_qs": prev_qs, "next_qs": next_qs, "endorsers": storage.endorsers()[:200],
+        "prev_qs": prev_qs, "next_qs": next_qs, "endorsers": _endorser_choices(storage, query),
     })
+
+
+def _endorser_choices(storage: Storage, query: Query) -> list[Endorser]:
+    """The first endorsers for the filter's menu (never all of them), plus the chosen one."""
+    endorsers, _ = storage.endorsers(limit=MENU_ENDORSERS)
+    if query.email and all(e.email != query.email for e in endorsers):
+        endorsers.append(Endorser(query.email, 0, ""))
+    return endorsers
 
 
 def entry_page(request: Request, entry: StoredEntry) -> Response:
@@ -90,8 +99,17 @@ def entry_page(request: Request, entry: StoredEntry) -> Response:
     })
 
 
-def endorsers_page(request: Request, endorsers: list[Endorser]) -> Response:
-    return render(request, "endorsers.html", {"endorsers": endorsers})
+def endorsers_page(request: Request, endorsers: list[Endorser], *, limit: int, offset: int,
+                   more: bool) -> Response:
+    def qs(at: int) -> str:
+        return urlencode({"media": "html", "offset": at, **({"limit": limit} if limit != 100
+                                                             else {})})
+
+    return render(request, "endorsers.html", {
+        "endorsers": endorsers,
+        "prev_qs": qs(max(offset - limit, 0)) if offset else None,
+        "next_qs": qs(offset + limit) if more else None,
+    })
 
 
 def endorser_page(request: Request, endorser: Endorser, query: Query) -> Response:

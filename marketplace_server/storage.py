@@ -9,6 +9,13 @@ Text search: the words of title, description, tag, OS, e-mail and ID, lower-case
 on anything not alphanumeric; a query matches when each of its words is a prefix of some
 word. SQLite answers with an FTS5 table, PostgreSQL with a GIN index on a ``simple``
 tsvector: both index the same normalized text, so both backends agree.
+
+Endorser identity: each e-mail is bound to one certificate (SHA-256 fingerprint) in
+``endorser_bindings``. The first upload under an e-mail binds it (trust on first use); an
+upload signed by another certificate is refused with ``CertificateNotBound`` unless the
+server's trust store vouched for that certificate (then the binding moves to it); an admin
+rebinds with ``Storage.rebind`` (``imagekit serve-admin rebind``). The check and the append
+are one transaction, so a refused upload binds nothing.
 """
 
 from __future__ import annotations
@@ -28,14 +35,32 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import Select
 
 from imagekit.entry import format_date
-from imagekit.errors import Ambiguous, InvalidState, NotFound
+from imagekit.errors import Ambiguous, InvalidState, NotFound, Untrusted
 
+from .models import BINDINGS as _BINDINGS
 from .models import ENTRIES as _ENTRIES
 from .models import LOCATIONS as _LOCATIONS
 from .models import XML as _XML
 from .models import Base
 
 STATUSES = ("valid", "expired", "deprecated")
+
+
+class CertificateNotBound(Untrusted):
+    """The endorser e-mail is bound to another certificate (open mode, trust on first use)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SignerCert:
+    """The certificate that signed an upload: what binds an e-mail to it.
+
+    ``vouched``: the server's trust store (``--trust``) accepted the certificate, so it may
+    take over an e-mail bound to another one (a renewed certificate from a trusted CA).
+    """
+
+    fingerprint: str  # SHA-256 of the DER, lower-case hex
+    subject: str
+    vouched: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +84,15 @@ class NewEntry:
     title: str | None = None
     description: str | None = None
     locations: tuple[str, ...] = ()
+    signer: SignerCert | None = None  # None: bulk loads and tests that bypass binding
+
+
+def _row_values(entry: NewEntry) -> dict[str, Any]:
+    """The ``entries`` columns of ``entry`` (without ``xml`` and ``signer``)."""
+    values = {f.name: getattr(entry, f.name) for f in dataclasses.fields(entry)
+              if f.name not in ("xml", "signer")}
+    values["locations"] = "\n".join(entry.locations)
+    return values
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +181,18 @@ class Endorser:
     email: str
     entries: int
     latest_created: str
+    fingerprint: str | None = None  # SHA-256 of the bound certificate
+    bound_via: str | None = None  # first-use | trusted | admin
+    bound: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Binding:
+    email: str
+    fingerprint: str
+    subject: str
+    via: str
+    bound: str
 
 
 def url_segment(value: str) -> str:
@@ -231,20 +277,29 @@ class Storage:
 
     def add(self, entry: NewEntry, *, now: datetime) -> StoredEntry:
         """Append ``entry``; raise InvalidState when it is not newer than the latest
-        endorsement of its (identifier, endorser)."""
+        endorsement of its (identifier, endorser).
+
+        Raise CertificateNotBound when the e-mail is bound to another certificate.
+        """
         with self._write_lock:
-            try:
-                return self._add(entry, now)
-            except IntegrityError as e:
-                # A concurrent upload of the same key, or of a newer one, won the race.
-                raise InvalidState(
-                    f"an endorsement of {entry.identifier} by {entry.email} at or after "
-                    f"{entry.created} already exists"
-                ) from e
+            for attempt in (1, 2):
+                try:
+                    return self._add(entry, now)
+                except IntegrityError as e:
+                    # Another process won a race (the same key, a newer one, or the first
+                    # binding of this e-mail): look again, so the refusal names the reason.
+                    if attempt == 2:
+                        raise InvalidState(
+                            f"an endorsement of {entry.identifier} by {entry.email} at or "
+                            f"after {entry.created} already exists"
+                        ) from e
+            raise AssertionError("unreachable")
 
     def _add(self, entry: NewEntry, now: datetime) -> StoredEntry:
         t = _ENTRIES
         with self.engine.begin() as conn:
+            if entry.signer is not None:
+                self._check_binding(conn, entry.email, entry.signer, now)
             latest = conn.execute(
                 select(t.c.pk, t.c.created)
                 .where(t.c.identifier == entry.identifier, t.c.email == entry.email, t.c.latest)
@@ -257,9 +312,8 @@ class Storage:
                 )
             if latest is not None:
                 conn.execute(update(t).where(t.c.pk == latest.pk).values(latest=False))
-            values = dataclasses.asdict(entry)
-            xml = values.pop("xml")
-            values["locations"] = "\n".join(entry.locations)
+            values = _row_values(entry)
+            xml = entry.xml
             values.update(latest=True, search=search_text(entry), uploaded=format_date(now),
                           is_deprecated=entry.deprecated is not None)
             inserted = conn.execute(t.insert().values(**values)).inserted_primary_key
@@ -277,6 +331,79 @@ class Storage:
                     {"pk": pk, "s": values["search"]},
                 )
         return self._stored(values)
+
+    def _check_binding(self, conn: Any, email: str, signer: SignerCert, now: datetime) -> None:
+        b = _BINDINGS
+        row = conn.execute(
+            select(b.c.fingerprint).where(b.c.email == email).with_for_update()
+        ).first()
+        values = {"fingerprint": signer.fingerprint, "subject": signer.subject,
+                  "bound": format_date(now)}
+        if row is None:
+            via = "trusted" if signer.vouched else "first-use"
+            conn.execute(b.insert().values(email=email, via=via, **values))
+        elif row.fingerprint != signer.fingerprint:
+            if not signer.vouched:
+                raise CertificateNotBound(
+                    f"endorser {email} is bound to another certificate (SHA-256 "
+                    f"{row.fingerprint}), not to this one ({signer.fingerprint}); "
+                    "the registry's admin can rebind it"
+                )
+            conn.execute(update(b).where(b.c.email == email).values(via="trusted", **values))
+
+    def binding(self, email: str) -> Binding | None:
+        """The certificate ``email`` is bound to, or None."""
+        b = _BINDINGS
+        with self.engine.connect() as conn:
+            row = conn.execute(select(b).where(b.c.email == email)).first()
+        return None if row is None else Binding(**row._mapping)
+
+    def rebind(self, email: str, fingerprint: str, subject: str, *, now: datetime
+               ) -> Binding | None:
+        """Bind ``email`` to the certificate with ``fingerprint`` (an admin's decision);
+        return the binding it replaces, if any."""
+        b = _BINDINGS
+        with self._write_lock, self.engine.begin() as conn:
+            old = conn.execute(select(b).where(b.c.email == email).with_for_update()).first()
+            values = {"fingerprint": fingerprint, "subject": subject, "via": "admin",
+                      "bound": format_date(now)}
+            if old is None:
+                conn.execute(b.insert().values(email=email, **values))
+            else:
+                conn.execute(update(b).where(b.c.email == email).values(**values))
+        return None if old is None else Binding(**old._mapping)
+
+    def bind_if_unbound(self, email: str, signer: SignerCert, *, now: datetime) -> bool:
+        """Bind ``email`` to ``signer`` unless it is bound already; True if it bound."""
+        with self._write_lock:
+            try:
+                with self.engine.begin() as conn:
+                    if conn.execute(select(_BINDINGS.c.email)
+                                    .where(_BINDINGS.c.email == email)).first():
+                        return False
+                    self._check_binding(conn, email, signer, now)
+            except IntegrityError:
+                return False  # another process bound it meanwhile
+        return True
+
+    def unbound_emails(self) -> list[str]:
+        """Endorsers stored before bindings existed (``create_schema`` binds them)."""
+        t, b = _ENTRIES, _BINDINGS
+        with self.engine.connect() as conn:
+            return list(conn.execute(
+                select(t.c.email).distinct()
+                .where(~t.c.email.in_(select(b.c.email)))
+            ).scalars())
+
+    def first_xml(self, email: str) -> bytes | None:
+        """The signed bytes of the endorser's first upload."""
+        t = _ENTRIES
+        with self.engine.connect() as conn:
+            xml = conn.execute(
+                select(_XML.c.xml).join(t, t.c.pk == _XML.c.pk).where(t.c.email == email)
+                .order_by(t.c.pk).limit(1)
+            ).scalar()
+        return None if xml is None else bytes(xml)
 
     def add_many(self, entries: Iterable[NewEntry], *, now: datetime) -> int:
         """Bulk load (benchmarks, imports): each must be the first of its (ID, endorser)."""
@@ -296,13 +423,15 @@ class Storage:
         uploaded = format_date(now)
         rows, blobs = [], {}
         for entry in batch:
-            values = dataclasses.asdict(entry)
-            blobs[(entry.identifier, entry.email)] = values.pop("xml")
-            values["locations"] = "\n".join(entry.locations)
+            values = _row_values(entry)
+            blobs[(entry.identifier, entry.email)] = entry.xml
             values.update(latest=True, search=search_text(entry), uploaded=uploaded,
                           is_deprecated=entry.deprecated is not None)
             rows.append(values)
+        signers = {e.email: e.signer for e in batch if e.signer is not None}
         with self._write_lock, self.engine.begin() as conn:
+            for email, signer in signers.items():
+                self._check_binding(conn, email, signer, now)
             conn.execute(t.insert(), rows)
             keys = conn.execute(
                 select(t.c.pk, t.c.identifier, t.c.email, t.c.search, t.c.locations).where(
@@ -488,25 +617,34 @@ class Storage:
             raise NotFound(f"no current entry tagged {tag!r} by {email}")
         return _to_stored(row, with_xml=True)
 
-    def endorsers(self) -> list[Endorser]:
-        t = _ENTRIES
+    def endorsers(self, *, limit: int = 100, offset: int = 0) -> tuple[list[Endorser], bool]:
+        """One page of endorsers by e-mail, and whether another page follows."""
+        t, b = _ENTRIES, _BINDINGS
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(t.c.email, func.count(), func.max(t.c.created))
                 .group_by(t.c.email)
                 .order_by(t.c.email)
+                .limit(limit + 1)
+                .offset(offset)
             ).all()
-        return [Endorser(r[0], r[1], r[2]) for r in rows]
+            more = len(rows) > limit
+            rows = rows[:limit]
+            bound = {r.email: r for r in conn.execute(
+                select(b).where(b.c.email.in_([r[0] for r in rows]))
+            )} if rows else {}
+        return [_endorser(r[0], r[1], r[2], bound.get(r[0])) for r in rows], more
 
     def endorser(self, email: str) -> Endorser:
-        t = _ENTRIES
+        t, b = _ENTRIES, _BINDINGS
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(func.count(), func.max(t.c.created)).where(t.c.email == email)
             ).first()
+            binding = conn.execute(select(b).where(b.c.email == email)).first()
         if row is None or not row[0]:
             raise NotFound(f"no endorser {email}")
-        return Endorser(email, row[0], row[1])
+        return _endorser(email, row[0], row[1], binding)
 
     def history(self, identifier: str, email: str | None = None) -> list[StoredEntry]:
         """Every endorsement of an ID (optionally by one endorser), newest first."""
@@ -515,6 +653,12 @@ class Storage:
             Query(identifier=identifier, email=email, history=True, limit=10_000),
             now=datetime.now(UTC),
         ).entries
+
+
+def _endorser(email: str, entries: int, latest: str, binding: Any) -> Endorser:
+    if binding is None:
+        return Endorser(email, entries, latest)
+    return Endorser(email, entries, latest, binding.fingerprint, binding.via, binding.bound)
 
 
 def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:

@@ -36,6 +36,7 @@ COMMAND_MODULES: dict[str, str] = {
     "metadata": "metadata_cmd",
     "build": "build_cmd",
     "serve": "server_cmd",
+    "serve-admin": "server_cmd",
     "publish": "market_cmd",
     "search": "market_cmd",
     "show": "market_cmd",

@@ -53,3 +53,36 @@ def serve_cmd(host: str, port: int, db: str | None, data_dir: Path | None,
     where = "PostgreSQL" if db else str(config.data_dir)
     info(f"marketplace on http://{host}:{port} ({where}; {mode})")
     serve(config, host=host, port=port, workers=workers)
+
+
+@cli.group("serve-admin")
+def serve_admin() -> None:
+    """Administer a marketplace's database (the server may keep running)."""
+
+
+@serve_admin.command("rebind")
+@click.argument("email")
+@click.option("--cert", "cert", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="the endorser's certificate (PEM or DER)")
+@click.option("--db", metavar="URL", help="the server's database URL (default: SQLite in the "
+              "data dir)")
+@click.option("--data-dir", type=click.Path(path_type=Path),
+              help="the server's data dir (default: the data_dir setting)")
+def rebind_cmd(email: str, cert: Path, db: str | None, data_dir: Path | None) -> None:
+    """Bind endorser EMAIL to the certificate in --cert.
+
+    Without --trust the registry binds an e-mail to the first certificate that publishes
+    under it and refuses uploads signed by any other (HTTP 403). Rebind when an endorser
+    renews or replaces their key, or when someone else claimed their address first.
+
+    \b
+    Example:
+      imagekit serve-admin rebind images@site.example.org --cert images-2027.crt
+    """
+    from marketplace_server.admin import rebind
+    from marketplace_server.config import ServerConfig
+
+    config = ServerConfig(data_dir=data_dir or settings().data_dir, db=db)
+    old, new = rebind(config, email, cert)
+    was = f" (was {old.fingerprint}, {old.via})" if old is not None else ""
+    info(f"{email} bound to SHA-256 {new.fingerprint}{was}")

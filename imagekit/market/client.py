@@ -82,6 +82,9 @@ class EndorserSummary:
     email: str
     entries: int
     latest_created: str
+    fingerprint: str | None = None  # SHA-256 of the certificate the e-mail is bound to
+    bound_via: str | None = None
+    bound: str | None = None
 
 
 def _seg(value: str) -> str:

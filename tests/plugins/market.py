@@ -157,6 +157,7 @@ class MarketServer:
     files_dir: Path
     proc: subprocess.Popen[bytes]
     log: Path
+    db_url: str | None = None  # PostgreSQL; None for SQLite in data_dir
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -198,7 +199,7 @@ def _start_server(
     except Exception:
         stop(proc)
         raise
-    return MarketServer(url, backend, data_dir, files_dir, proc, log)
+    return MarketServer(url, backend, data_dir, files_dir, proc, log, db_url)
 
 
 @pytest.fixture
