@@ -22,6 +22,7 @@ from .app import app_of
 from .config import ServerConfig
 from .errors import PayloadTooLarge
 from .media import wants
+from .security import check_upload
 from .storage import STATUSES, Endorser, Page, Query, StoredEntry
 
 router = APIRouter(prefix="/api", tags=["JSON API"])
@@ -200,7 +201,9 @@ def entry_list(page: Page, query: Query) -> EntryList:
 
 async def read_upload(request: Request, config: ServerConfig) -> bytes:
     """The uploaded entry: the raw body, or the first file (or ``metadata`` field) of a
-    multipart form. Bodies past the limit are refused without reading them whole."""
+    multipart form. Bodies past the limit are refused without reading them whole; so are
+    other media types and cross-origin requests from browsers (``security.check_upload``)."""
+    kind = check_upload(request)
     limit = config.max_upload_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit + 64 * 1024:
@@ -212,7 +215,7 @@ async def read_upload(request: Request, config: ServerConfig) -> bytes:
             raise PayloadTooLarge(f"request body larger than {limit} bytes")
         chunks.append(chunk)
     body = b"".join(chunks)
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+    if kind == "multipart/form-data":
         request._body = body  # let Starlette parse what we already read
         try:
             form = await request.form()

@@ -33,6 +33,7 @@ from .errors import (
     validation_error_handler,
 )
 from .ingest import Ingestor, bind_existing
+from .security import page_policy, secure_send
 from .storage import Storage
 
 _Cached = tuple[bytes, bytes, list[tuple[bytes, bytes]]]  # body, quoted etag, headers
@@ -79,8 +80,11 @@ class MarketplaceApp(FastAPI):
     storage: Storage
     ingestor: Ingestor
     cache: EntryCache
+    page_csp: str
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            send = secure_send(send, scope["path"], self.page_csp)
         if scope["type"] == "http" and (
             b"%00" in scope.get("raw_path", b"") or b"%00" in scope["query_string"]
         ):
@@ -150,6 +154,7 @@ def create_app(config: ServerConfig) -> MarketplaceApp:
         ),
     )
     app.config = config
+    app.page_csp = page_policy(pages.INLINE_CSS)
     app.storage = Storage(config.database_url)
     app.storage.create_schema()
     bind_existing(app.storage, now=datetime.now(UTC))

@@ -20,6 +20,8 @@ class ServerConfig:
     left to the clients, which verify every entry locally anyway.
     ``files_dir``: a directory served read-only at ``/files/`` (image bytes from
     ``imagekit publish --to DIR``).
+    ``allow_file_locations``: accept ``file:`` locations (a registry for one machine);
+    otherwise only ``http``, ``https`` and ``s3`` (``imagekit.entry.model.check_location``).
     """
 
     data_dir: Path
@@ -27,6 +29,7 @@ class ServerConfig:
     trust: tuple[str, ...] = ()
     files_dir: Path | None = None
     allow_sha1: bool = False
+    allow_file_locations: bool = False
     max_upload_bytes: int = MAX_UPLOAD_BYTES
     cache_entries: int = 4096
 

@@ -3,7 +3,8 @@
 Status codes: 400 bad input (invalid metadata, bad query values: FastAPI's 422 is turned
 into 400 so every refusal of bad input has the same shape), 404 unknown, 409 conflicts
 (an upload not newer than the latest endorsement, an ambiguous ID prefix), 413 oversize,
-403 an upload signed by a certificate the endorser e-mail is not bound to.
+403 an upload signed by a certificate the endorser e-mail is not bound to or a browser's
+cross-origin upload, 415 an upload neither XML nor the form.
 ``X-Imagekit-Error`` names the error class so clients can map it back exactly.
 """
 
@@ -25,6 +26,7 @@ from imagekit.errors import (
 )
 
 from .media import wants
+from .security import CrossOriginRefused, UnsupportedMediaType
 from .storage import CertificateNotBound
 
 
@@ -39,8 +41,10 @@ def status_of(error: ImagekitError) -> int:
         return 409
     if isinstance(error, PayloadTooLarge):
         return 413
-    if isinstance(error, CertificateNotBound):
+    if isinstance(error, CertificateNotBound | CrossOriginRefused):
         return 403
+    if isinstance(error, UnsupportedMediaType):
+        return 415
     if isinstance(error, InputError | VerificationError):
         return 400
     return 500

@@ -21,6 +21,7 @@ from typing import Any
 from cryptography import x509
 
 from imagekit.entry import format_date
+from imagekit.entry.model import LocationScheme, check_location
 from imagekit.entry.xmlsafe import parse_xml
 from imagekit.errors import ImagekitError, InvalidMetadata
 from imagekit.signing._xmldsig import certificate_fingerprint, dn_string
@@ -33,17 +34,9 @@ from .storage import NewEntry, SignerCert, Storage
 _log = logging.getLogger(__name__)
 _DS = "{http://www.w3.org/2000/09/xmldsig#}"
 
-# Indexed columns are bounded (PostgreSQL varchar, btree row size): refuse, never truncate.
-MAX_INDEXED = 200
-
-
-def _text(value: Any, term: str) -> str | None:
-    if value is None:
-        return None
-    value = str(getattr(value, "value", value))  # StrEnum members (Kind, ...)
-    if len(value) > MAX_INDEXED:
-        raise InvalidMetadata("too-long", f"{term} is longer than {MAX_INDEXED} characters")
-    return value
+def _text(value: Any) -> str | None:
+    # Lengths are the entry model's rule (MAX_SHORT_TEXT fits the indexed columns).
+    return None if value is None else str(getattr(value, "value", value))  # StrEnum members
 
 
 def _date(value: datetime | None) -> str | None:
@@ -72,8 +65,12 @@ class Ingestor:
         created = entry.endorsement_created
         if not email or created is None:
             raise InvalidMetadata("endorsement", "a published entry needs an endorser and a date")
-        if len(email) > 320:
-            raise InvalidMetadata("too-long", "the endorser e-mail is longer than 320 characters")
+        if not self.config.allow_file_locations and any(
+            check_location(url) is LocationScheme.FILE for url in entry.locations
+        ):
+            raise InvalidMetadata(
+                "file-location", "this registry does not accept file: locations"
+            )
         return NewEntry(
             identifier=entry.identifier,
             email=email,
@@ -84,11 +81,11 @@ class Ingestor:
             bytes=entry.bytes,
             valid=_date(entry.valid),
             deprecated=entry.deprecated,
-            os=_text(entry.os, "slterms:os"),
-            os_version=_text(entry.os_version, "slterms:os-version"),
-            arch=_text(entry.os_arch, "slterms:os-arch"),
-            kind=_text(entry.kind, "slterms:kind"),
-            tag=_text(entry.tag, "dcterms:alternative"),
+            os=_text(entry.os),
+            os_version=_text(entry.os_version),
+            arch=_text(entry.os_arch),
+            kind=_text(entry.kind),
+            tag=_text(entry.tag),
             title=entry.title,
             description=entry.description,
             locations=tuple(entry.locations),

@@ -53,7 +53,7 @@ class EntryRow(Base):
     is_deprecated: Mapped[bool] = mapped_column(Boolean)  # indexable, unlike the reason
     os: Mapped[str | None] = mapped_column(String(200))
     os_version: Mapped[str | None] = mapped_column(String(200))
-    arch: Mapped[str | None] = mapped_column(String(100))
+    arch: Mapped[str | None] = mapped_column(String(200))
     kind: Mapped[str | None] = mapped_column(String(50))
     tag: Mapped[str | None] = mapped_column(String(200))
     title: Mapped[str | None] = mapped_column(Text)

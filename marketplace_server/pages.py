@@ -28,7 +28,8 @@ _ENV = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-_STATIC = (Path(__file__).parent / "static" / "style.css").read_text()
+#: The pages' one inline style block (the Content-Security-Policy allows it by hash).
+INLINE_CSS = (Path(__file__).parent / "static" / "style.css").read_text()
 MENU_ENDORSERS = 200  # the catalogue's endorser menu lists at most this many
 
 
@@ -36,7 +37,13 @@ def entry_href(entry: StoredEntry) -> str:
     return entry.path
 
 
-_ENV.globals.update(entry_href=entry_href, seg=url_segment)
+def is_web_link(url: str) -> bool:
+    """True for the only URLs pages make links of: http and https (never ``javascript:``,
+    ``data:``, ``file:``...; entries stored before locations were checked may hold them)."""
+    return url.startswith(("http://", "https://"))
+
+
+_ENV.globals.update(entry_href=entry_href, seg=url_segment, is_web_link=is_web_link)
 
 
 def render(
@@ -48,7 +55,7 @@ def render(
     headers: dict[str, str] | None = None,
 ) -> Response:
     html = _ENV.get_template(template).render(
-        request=request, version=__version__, css=_STATIC, now=datetime.now(UTC), **context
+        request=request, version=__version__, css=INLINE_CSS, now=datetime.now(UTC), **context
     )
     return HTMLResponse(html, status_code=status_code, headers=headers)
 

@@ -36,7 +36,8 @@ def page(browser):
 
 
 def publish(marketplace, data: bytes) -> str:
-    r = httpx.post(marketplace.url + "/metadata", content=data)
+    r = httpx.post(marketplace.url + "/metadata", content=data,
+                   headers={"Content-Type": "application/xml"})
     assert r.status_code == 201, r.text
     return r.headers["Location"]
 

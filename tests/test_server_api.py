@@ -13,6 +13,7 @@ from lxml import etree
 from imagekit.image.identifier import sha1_to_id
 
 pytestmark = pytest.mark.timeout(300)
+XML = {"Content-Type": "application/xml"}
 
 
 @pytest.fixture
@@ -22,7 +23,7 @@ def http(market_server):
 
 
 def upload(http, data: bytes) -> str:
-    r = http.post("/metadata", content=data, headers={"Content-Type": "application/xml"})
+    r = http.post("/metadata", content=data, headers=XML)
     assert r.status_code == 201, r.text
     return r.headers["Location"]
 
@@ -131,10 +132,10 @@ def test_append_only_history_and_refusal_of_older(http, make_endorser, make_sign
     older = sign(draft_entry(image, title="v0"), me, ago=400)
     loc1 = upload(http, first)
     loc2 = upload(http, second)
-    r = http.post("/metadata", content=older)
+    r = http.post("/metadata", headers=XML, content=older)
     assert r.status_code == 409
     assert r.text.count("\n") <= 1 and "append-only" in r.text
-    r = http.post("/metadata", content=second)  # the same key again
+    r = http.post("/metadata", headers=XML, content=second)  # the same key again
     assert r.status_code == 409
     ident = loc1.split("/")[2]
     current = http.get(f"/api/entries/{ident}").json()
@@ -255,7 +256,8 @@ def test_racing_uploads_of_one_key_store_one(market_server, make_endorser):
     versions = [sign(draft_entry(image, title=f"r{i}"), me, ago=100 + i) for i in range(8)]
 
     def post(data: bytes) -> int:
-        return httpx.post(market_server.url + "/metadata", content=data, timeout=30).status_code
+        return httpx.post(market_server.url + "/metadata", content=data, headers=XML,
+                          timeout=30).status_code
 
     with ThreadPoolExecutor(8) as pool:
         codes = list(pool.map(post, versions))

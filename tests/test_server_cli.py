@@ -24,7 +24,8 @@ def market(marketplace, monkeypatch):
 def test_serve_command_runs_the_registry(start_marketplace, make_endorser, make_signed):
     server = start_marketplace(via_cli=True)
     data = make_signed(make_endorser(), ago=60)
-    r = httpx.post(server.url + "/metadata", content=data)
+    r = httpx.post(server.url + "/metadata", content=data,
+                   headers={"Content-Type": "application/xml"})
     assert r.status_code == 201
     assert (server.data_dir / "marketplace.sqlite3").exists()
     assert httpx.get(server.url + r.headers["Location"]).content == data

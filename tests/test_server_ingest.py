@@ -5,7 +5,10 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from tests.plugins.market import resign
+
 pytestmark = pytest.mark.timeout(300)
+XML = {"Content-Type": "application/xml"}
 
 BILLION_LAUGHS = b"""<?xml version="1.0"?>
 <!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
@@ -47,37 +50,37 @@ def tamper(data: bytes) -> bytes:
     ids=["truncated", "binary", "billion-laughs", "external-entity", "not-an-entry", "blank"],
 )
 def test_malformed_and_hostile_xml(http, body, reason):
-    assert reason in refused(http.post("/metadata", content=body))
+    assert reason in refused(http.post("/metadata", headers=XML, content=body))
 
 
 def test_unsigned_entry_is_refused(http):
     from tests.plugins.market import draft_entry
 
-    message = refused(http.post("/metadata", content=draft_entry()))
+    message = refused(http.post("/metadata", headers=XML, content=draft_entry()))
     assert message.startswith("invalid metadata: ")
 
 
 def test_tampered_signature_is_refused(http, make_endorser, make_signed):
     data = tamper(make_signed(make_endorser(), ago=60))
-    message = refused(http.post("/metadata", content=data))
+    message = refused(http.post("/metadata", headers=XML, content=data))
     assert message.startswith("invalid metadata: ")
     assert http.get("/metadata", params={"media": "json", "q": "appliance"}).json()["total"] == 0
 
 
 def test_invalid_entry_names_the_rule(http, asset):
     data = asset("stratuslab/invalid-bad-icmp-value.xml").read_bytes()
-    message = refused(http.post("/metadata", content=data))
+    message = refused(http.post("/metadata", headers=XML, content=data))
     assert message.startswith("invalid metadata: ")
 
 
 def test_sha1_signature_refused_unless_allowed(http, asset):
     data = asset("stratuslab/valid-full-signature.xml").read_bytes()
-    message = refused(http.post("/metadata", content=data))
+    message = refused(http.post("/metadata", headers=XML, content=data))
     assert "invalid metadata" in message
 
 
 def test_oversize_body_is_413(http):
-    r = http.post("/metadata", content=b"<a>" + b"x" * (2 * 1024 * 1024) + b"</a>")
+    r = http.post("/metadata", headers=XML, content=b"<a>" + b"x" * (2 * 1024 * 1024) + b"</a>")
     refused(r, 413)
 
 
@@ -86,7 +89,7 @@ def test_oversize_chunked_body_is_413(http):
         for _ in range(40):
             yield b"x" * 65536
 
-    refused(http.post("/metadata", content=chunks()), 413)
+    refused(http.post("/metadata", headers=XML, content=chunks()), 413)
 
 
 def test_multipart_upload(http, make_endorser, make_signed):
@@ -107,8 +110,10 @@ def test_trusted_mode_refuses_unknown_endorsers(start_marketplace, make_endorser
     stranger = make_endorser()
     server = start_marketplace(trust=(str(trusted.cert_path),))
     with httpx.Client(base_url=server.url, timeout=30) as http:
-        assert http.post("/metadata", content=make_signed(trusted, ago=60)).status_code == 201
-        message = refused(http.post("/metadata", content=make_signed(stranger, ago=60)))
+        r = http.post("/metadata", headers=XML, content=make_signed(trusted, ago=60))
+        assert r.status_code == 201
+        message = refused(http.post("/metadata", headers=XML,
+                                    content=make_signed(stranger, ago=60)))
         assert message.startswith("invalid metadata: ")
 
 
@@ -118,6 +123,8 @@ def test_unknown_routes_and_methods_are_plain_errors(http):
 
 
 def test_overlong_indexed_term_is_refused_not_truncated(http, make_endorser, make_signed):
-    message = refused(http.post("/metadata", content=make_signed(
-        make_endorser(), ago=60, os_name="x" * 300)))
+    me = make_endorser()
+    data = resign(make_signed(me, ago=60, os_name="debian"), me, b">debian<",
+                  b">" + b"x" * 300 + b"<")
+    message = refused(http.post("/metadata", headers=XML, content=data))
     assert message == "invalid metadata: too-long: slterms:os is longer than 200 characters"

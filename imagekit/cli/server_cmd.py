@@ -22,11 +22,14 @@ from ._app import cli, info, settings
 @click.option("--files-dir", type=click.Path(path_type=Path, file_okay=False),
               help="serve this directory at /files/ (images published with --to DIR)")
 @click.option("--allow-sha1", is_flag=True, help="accept SHA-1 signatures (StratusLab era)")
+@click.option("--allow-file-locations", is_flag=True,
+              help="accept file: image locations (a registry for one machine); otherwise "
+                   "only http, https and s3")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="uvicorn worker processes")
 def serve_cmd(host: str, port: int, db: str | None, data_dir: Path | None,
               trust: tuple[str, ...], files_dir: Path | None, allow_sha1: bool,
-              workers: int) -> None:
+              allow_file_locations: bool, workers: int) -> None:
     """Run the marketplace: StratusLab routes, JSON API (/api/, /docs) and web catalogue.
 
     Uploads must be well-formed, valid, correctly signed entries whose endorser is the
@@ -48,6 +51,7 @@ def serve_cmd(host: str, port: int, db: str | None, data_dir: Path | None,
         trust=trust,
         files_dir=files_dir,
         allow_sha1=allow_sha1,
+        allow_file_locations=allow_file_locations,
     )
     mode = "any valid signature" if config.any_valid_signature else "trusted endorsers only"
     where = "PostgreSQL" if db else str(config.data_dir)

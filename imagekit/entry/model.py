@@ -16,13 +16,18 @@ Conventions of the model:
   compared as numbers); ``Checksum.hex`` gives the canonical fixed-length form;
 * elements in other namespaces are kept in ``extra`` as canonical XML fragments (exclusive
   C14N) and written back after the known terms;
-* an empty endorsement (``Endorsement()``) is a signable draft.
+* an empty endorsement (``Endorsement()``) is a signable draft;
+* free texts have length limits (``TEXT_LIMITS``; a title of a megabyte is an attack on
+  every page and index that shows it, not a title) and locations are ``http``, ``https``,
+  ``s3`` or ``file`` URLs (``check_location``): these rules are the client's and the
+  server's alike, so they live here and nowhere else.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import urllib.parse
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -42,6 +47,8 @@ __all__ = [
     "Endorser",
     "Entry",
     "Kind",
+    "LocationScheme",
+    "check_location",
     "entry_from_dict",
     "entry_to_dict",
     "format_date",
@@ -53,6 +60,15 @@ __all__ = [
 SCHEMA_FILE = Path(__file__).resolve().parent / "schema" / "stratuslab-entry.xsd"
 MAX_PORT = 65535
 MAX_ICMP = 255
+#: Longest accepted text of a term, by Python field; every other text term: MAX_SHORT_TEXT
+#: (what the registry indexes in bounded columns).
+MAX_SHORT_TEXT = 200
+TEXT_LIMITS: Mapping[str, int] = {"description": 4096, "deprecated": 1024}
+MAX_LOCATION = 2048
+MAX_EMAIL = 320  # RFC 3696's 64 + 1 + 255
+MAX_DN = 1024
+#: Most values of a repeated term (locations, ports, ICMP types).
+MAX_REPEATED = {"locations": 64, "inbound_ports": 1024, "outbound_ports": 1024, "icmp": 256}
 
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 _DATE_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -71,6 +87,57 @@ class Kind(StrEnum):
 
     MACHINE = "machine"
     DISK = "disk"
+
+
+class LocationScheme(StrEnum):
+    """The URL schemes a ``slterms:location`` may use (``file`` only for local setups: a
+    registry accepts it only when told to)."""
+
+    HTTP = "http"
+    HTTPS = "https"
+    S3 = "s3"
+    FILE = "file"
+
+
+def check_location(url: str) -> LocationScheme:
+    """The scheme of a valid location URL.
+
+    Raises InvalidMetadata("bad-location") for anything else: another scheme
+    (``javascript:``, ``data:``, ``ftp:``), an upper-case scheme, whitespace or control
+    characters, credentials in the URL, a missing host (http, https), bucket or key (s3), a
+    host other than ``localhost`` (file), a bad port, or more than MAX_LOCATION characters.
+    """
+    if not url or len(url) > MAX_LOCATION:
+        raise InvalidMetadata(
+            "bad-location", f"slterms:location is empty or longer than {MAX_LOCATION} characters"
+        )
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        raise InvalidMetadata("bad-location", f"location {url!r} contains whitespace")
+    parts = urllib.parse.urlsplit(url)
+    try:
+        scheme = LocationScheme(url.split(":", 1)[0]) if ":" in url else None
+    except ValueError:
+        scheme = None
+    if scheme is None:
+        allowed = ", ".join(s.value for s in LocationScheme)
+        raise InvalidMetadata(
+            "bad-location", f"location {url[:80]!r} is not a URL of scheme {allowed}"
+        )
+    if parts.username is not None or parts.password is not None:
+        raise InvalidMetadata("bad-location", f"location {url!r} carries credentials")
+    try:
+        parts.port  # noqa: B018  (raises ValueError for a bad port)
+    except ValueError as e:
+        raise InvalidMetadata("bad-location", f"location {url!r}: {e}") from None
+    if scheme in (LocationScheme.HTTP, LocationScheme.HTTPS) and not parts.hostname:
+        raise InvalidMetadata("bad-location", f"location {url!r} has no host")
+    if scheme is LocationScheme.S3 and not (parts.netloc and parts.path.strip("/")):
+        raise InvalidMetadata("bad-location", f"location {url!r} is not s3://bucket/key")
+    if scheme is LocationScheme.FILE and (
+        parts.netloc not in ("", "localhost") or not parts.path.startswith("/")
+    ):
+        raise InvalidMetadata("bad-location", f"location {url!r} is not file:///absolute/path")
+    return scheme
 
 
 # --- dates ----------------------------------------------------------------------------
@@ -110,9 +177,11 @@ def is_email(text: str) -> bool:
     return _EMAIL_RE.fullmatch(text) is not None
 
 
-def _check_text(term: str, value: str | None) -> None:
+def _check_text(term: str, value: str | None, limit: int | None = None) -> None:
     if value is not None and _XML_BAD_CHARS.search(value):
         raise InvalidMetadata("bad-text", f"{term} contains a character XML cannot carry")
+    if value is not None and limit is not None and len(value) > limit:
+        raise InvalidMetadata("too-long", f"{term} is longer than {limit} characters")
 
 
 def _coerce_enum(enum: type[Any], value: Any, rule: str, term: str) -> Any:
@@ -189,7 +258,7 @@ class Endorser:
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 raise InvalidMetadata("incomplete-endorser", f"endorser {name} is empty")
-            _check_text(f"endorser {name}", value)
+            _check_text(f"endorser {name}", value, MAX_EMAIL if name == "email" else MAX_DN)
             _set(self, name, value.strip())
         if not is_email(self.email):
             raise InvalidMetadata("bad-email", f"{self.email!r} is not an e-mail address")
@@ -302,15 +371,23 @@ class Entry:
             _set(self, name, tuple(value))
         if self.extra:
             _set(self, "extra", tuple(canonical_fragment(x) for x in self.extra))
-        for name in TEXT_TERMS:
+        for name, (ns, local) in TEXT_TERMS.items():
             value = getattr(self, name)
             if value == "" and name != "deprecated":
                 _set(self, name, None)
-            _check_text(name, getattr(self, name))
+            value = getattr(self, name)
+            _check_text(name, value)
+            limit = TEXT_LIMITS.get(name, MAX_SHORT_TEXT)
+            if value is not None and len(value) > limit:
+                raise InvalidMetadata("too-long", f"{ns}:{local} is longer than {limit} characters")
+        for name, most in MAX_REPEATED.items():
+            if len(getattr(self, name)) > most:
+                raise InvalidMetadata("too-many", f"more than {most} values of {name}")
         for location in self.locations:
             if not location or not location.strip():
                 raise InvalidMetadata("bad-location", "slterms:location is empty")
             _check_text("location", location)
+            check_location(location)
         for name in ("valid", "created"):
             value = getattr(self, name)
             if value is not None:

@@ -372,3 +372,18 @@ def make_signed() -> Callable[..., bytes]:
         return sign(draft_entry(image, **fields), endorser, ago=ago)
 
     return make
+
+
+def resign(signed: bytes, endorser: Endorser, old: bytes, new: bytes) -> bytes:
+    """``signed`` with ``old`` replaced by ``new`` and signed again, without the library's
+    entry checks: what a hostile endorser, who need not use imagekit, can upload."""
+    from lxml import etree
+
+    from imagekit.entry.xmlsafe import parse_xml
+    from imagekit.signing.sign import append_signature, strip_signatures
+
+    assert old in signed
+    root = parse_xml(signed.replace(old, new))
+    strip_signatures(root)
+    append_signature(root, endorser.signer)
+    return etree.tostring(root.getroottree(), encoding="UTF-8", xml_declaration=True)
