@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-_ENV = "IMAGEKIT_SERVER_CONFIG"
+from ._http import CONFIG_ENV as _ENV
+from ._http import BoundedHttpToolsProtocol
 
 
 def default_data_dir() -> Path:
@@ -38,7 +39,11 @@ def serve(
         host=host,
         port=port,
         workers=workers,
-        http="httptools",  # the C parser: the entry GET is most of the cost otherwise
+        # the C parser (the entry GET is most of the cost otherwise), with header and body
+        # deadlines and a header size bound that uvicorn lacks (slowloris)
+        http=BoundedHttpToolsProtocol,
+        timeout_keep_alive=config.keep_alive_timeout,
+        limit_concurrency=config.max_connections,  # then 503, not unbounded memory
         loop="uvloop",
         access_log=False,
         server_header=False,

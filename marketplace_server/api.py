@@ -8,13 +8,15 @@ one ``<metadata>`` element. ``X-Total-Count`` carries the size of the unpaged re
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi import Query as Q
 from pydantic import BaseModel, Field
-from starlette.responses import Response
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response, StreamingResponse
 
 from imagekit.errors import InputError
 
@@ -23,7 +25,7 @@ from .config import ServerConfig
 from .errors import PayloadTooLarge
 from .media import wants
 from .security import check_upload
-from .storage import STATUSES, Endorser, Page, Query, StoredEntry
+from .storage import STATUSES, Endorser, Page, Query, Storage, StoredEntry
 
 router = APIRouter(prefix="/api", tags=["JSON API"])
 compat_router = APIRouter(tags=["StratusLab-compatible (XML by default)"])
@@ -145,13 +147,13 @@ def info(entry: StoredEntry) -> dict[str, Any]:
     return entry.to_dict(now())
 
 
-def xml_list(entries: list[StoredEntry]) -> bytes:
-    body = [b"<?xml version='1.0' encoding='UTF-8'?>\n<metadata>\n"]
-    for e in entries:
-        assert e.xml is not None
-        body.append(_XML_DECL.sub(b"", e.xml, count=1).rstrip() + b"\n")
-    body.append(b"</metadata>\n")
-    return b"".join(body)
+def xml_list(storage: Storage, entries: list[StoredEntry]) -> Iterator[bytes]:
+    """The list's XML, streamed: entries' bytes are read a few at a time (a page holds up
+    to 1000 entries of up to a MiB each)."""
+    yield b"<?xml version='1.0' encoding='UTF-8'?>\n<metadata>\n"
+    for xml in storage.iter_xml(entries):
+        yield _XML_DECL.sub(b"", xml, count=1).rstrip() + b"\n"
+    yield b"</metadata>\n"
 
 
 def entry_response(request: Request, entry: StoredEntry, *, status_code: int = 200) -> Response:
@@ -182,7 +184,7 @@ def list_response(request: Request, query: Query) -> Response:
 
         return catalogue_page(request, query)
     storage = app_of(request).storage
-    page = storage.find(query, now=now(), with_xml=media == "xml")
+    page = storage.find(query, now=now())
     headers = {"Vary": "Accept", "X-More": "true" if page.more else "false"}
     if page.total is not None:
         headers["X-Total-Count"] = str(page.total)
@@ -191,7 +193,8 @@ def list_response(request: Request, query: Query) -> Response:
             entry_list(page, query).model_dump_json(),
             media_type="application/json", headers=headers,
         )
-    return Response(xml_list(page.entries), media_type="application/xml", headers=headers)
+    return StreamingResponse(xml_list(storage, page.entries), media_type="application/xml",
+                             headers=headers)
 
 
 def entry_list(page: Page, query: Query) -> EntryList:
@@ -209,11 +212,14 @@ async def read_upload(request: Request, config: ServerConfig) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit + 64 * 1024:
         raise PayloadTooLarge(f"request body larger than {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit + 64 * 1024:  # room for multipart framing
-            raise PayloadTooLarge(f"request body larger than {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit + 64 * 1024:  # room for multipart framing
+                raise PayloadTooLarge(f"request body larger than {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect as e:  # gone, or cut off by the body deadline (_http)
+        raise InputError("invalid request: the body ended early") from e
     body = b"".join(chunks)
     if kind == "multipart/form-data":
         request._body = body  # let Starlette parse what we already read

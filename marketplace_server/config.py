@@ -20,6 +20,9 @@ class ServerConfig:
     left to the clients, which verify every entry locally anyway.
     ``files_dir``: a directory served read-only at ``/files/`` (image bytes from
     ``imagekit publish --to DIR``).
+    ``header_timeout``, ``body_timeout``: seconds a client has to send its request headers
+    (from connecting) and then its body, before the connection is closed (``_http``);
+    ``max_connections``: connections per worker process before new requests get 503.
     ``allow_file_locations``: accept ``file:`` locations (a registry for one machine);
     otherwise only ``http``, ``https`` and ``s3`` (``imagekit.entry.model.check_location``).
     """
@@ -31,6 +34,10 @@ class ServerConfig:
     allow_sha1: bool = False
     allow_file_locations: bool = False
     max_upload_bytes: int = MAX_UPLOAD_BYTES
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    keep_alive_timeout: float = 5.0
+    max_connections: int = 1000
     cache_entries: int = 4096
 
     @property

@@ -25,11 +25,19 @@ from ._app import cli, info, settings
 @click.option("--allow-file-locations", is_flag=True,
               help="accept file: image locations (a registry for one machine); otherwise "
                    "only http, https and s3")
+@click.option("--header-timeout", default=10.0, show_default=True,
+              type=click.FloatRange(0.1, 3600), help="seconds a client has to send its headers")
+@click.option("--body-timeout", default=60.0, show_default=True,
+              type=click.FloatRange(0.1, 3600), help="seconds a client has to send its body")
+@click.option("--max-connections", default=1000, show_default=True,
+              type=click.IntRange(2, 1_000_000),
+              help="connections per worker; beyond it requests get 503")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="uvicorn worker processes")
 def serve_cmd(host: str, port: int, db: str | None, data_dir: Path | None,
               trust: tuple[str, ...], files_dir: Path | None, allow_sha1: bool,
-              allow_file_locations: bool, workers: int) -> None:
+              allow_file_locations: bool, header_timeout: float, body_timeout: float,
+              max_connections: int, workers: int) -> None:
     """Run the marketplace: StratusLab routes, JSON API (/api/, /docs) and web catalogue.
 
     Uploads must be well-formed, valid, correctly signed entries whose endorser is the
@@ -52,6 +60,9 @@ def serve_cmd(host: str, port: int, db: str | None, data_dir: Path | None,
         files_dir=files_dir,
         allow_sha1=allow_sha1,
         allow_file_locations=allow_file_locations,
+        header_timeout=header_timeout,
+        body_timeout=body_timeout,
+        max_connections=max_connections,
     )
     mode = "any valid signature" if config.any_valid_signature else "trusted endorsers only"
     where = "PostgreSQL" if db else str(config.data_dir)
