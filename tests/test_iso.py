@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -397,3 +398,51 @@ def test_kernel_copy_refuses_a_file_that_shrank(tmp_path: Path) -> None:
     with (open(tmp_path / "short", "rb") as infp, open(tmp_path / "out", "wb") as outfp,
           pytest.raises(IsoError, match="short shrank while the ISO was written")):
         list(kernel_copy(20, 4, infp, outfp))
+
+
+def test_extract_drops_setuid_setgid_sticky_and_world_writable(tmp_path: Path) -> None:
+    def build(iso: pycdlib.PyCdlib) -> None:
+        iso.add_directory("/D", rr_name="d", file_mode=0o41777)  # sticky, world-writable
+        iso.add_fp(io.BytesIO(b"#!/bin/sh\n"), 10, "/D/ROOT.;1", rr_name="rootshell",
+                   file_mode=0o106755)  # setuid, setgid
+        iso.add_fp(io.BytesIO(b"x"), 1, "/D/OPEN.;1", rr_name="open", file_mode=0o100666)
+
+    evil = _crafted(tmp_path, build)
+    out = tmp_path / "out"
+    extract_iso(evil, out)
+    assert stat.S_IMODE((out / "d").stat().st_mode) == 0o775
+    assert stat.S_IMODE((out / "d" / "rootshell").stat().st_mode) == 0o755
+    assert stat.S_IMODE((out / "d" / "open").stat().st_mode) == 0o664
+
+
+def test_extract_stops_at_the_size_bound_iso_bomb(tmp_path: Path) -> None:
+    """Fifty directory records sharing one 1 MiB extent: 51 MiB out of a 1 MiB ISO."""
+    def build(iso: pycdlib.PyCdlib) -> None:
+        data = b"\0" * (1 << 20)
+        iso.add_fp(io.BytesIO(data), len(data), "/BIG.;1", rr_name="big")
+        for i in range(50):
+            iso.add_hard_link(iso_old_path="/BIG.;1", iso_new_path=f"/B{i}.;1", rr_name=f"b{i}")
+
+    bomb = _crafted(tmp_path, build)
+    assert bomb.stat().st_size < 2 << 20
+    with pytest.raises(IsoError, match="more than the bound"):
+        extract_iso(bomb, tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # refused before writing anything
+    with pytest.raises(IsoError, match="more than the bound of 1000"):
+        extract_iso(bomb, tmp_path / "out", max_bytes=1000)
+    extract_iso(bomb, tmp_path / "out", max_bytes=60 << 20)
+    assert (tmp_path / "out" / "b49").stat().st_size == 1 << 20
+
+
+def test_cdrom_extract_bomb_is_one_line(cli, tmp_path: Path) -> None:
+    def build(iso: pycdlib.PyCdlib) -> None:
+        iso.add_fp(io.BytesIO(b"y" * 4096), 4096, "/F.;1", rr_name="f")
+        for i in range(3):
+            iso.add_hard_link(iso_old_path="/F.;1", iso_new_path=f"/G{i}.;1", rr_name=f"g{i}")
+
+    bomb = _crafted(tmp_path, build)
+    r = cli("cdrom", "--extract", bomb, tmp_path / "out", "--max-bytes", "8192")
+    assert r.exit_code == 2
+    assert r.stderr.splitlines()[0] == (
+        "imagekit: error: the ISO's files would take 16384 bytes, more than the bound of 8192 "
+        "(records sharing data, or an ISO bomb)")

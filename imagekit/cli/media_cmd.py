@@ -30,7 +30,10 @@ def _tree_bytes(src: Path) -> int:
 @click.option("--list", "list_path", type=click.Path(path_type=Path), metavar="ISO",
               help="list an ISO's files (name, size, mode)")
 @click.option("--extract", nargs=2, type=click.Path(path_type=Path), metavar="ISO DIR",
-              help="extract an ISO into DIR (refuses names or symlinks leaving DIR)")
+              help="extract an ISO into DIR (refuses names or symlinks leaving DIR; drops "
+                   "setuid/setgid/sticky and world-writable bits)")
+@click.option("--max-bytes", type=click.IntRange(0), metavar="N",
+              help="with --extract: most bytes to write (default: the ISO's size)")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def cdrom(
     directory: Path | None,
@@ -39,6 +42,7 @@ def cdrom(
     no_joliet: bool,
     list_path: Path | None,
     extract: tuple[Path, Path] | None,
+    max_bytes: int | None,
     as_json: bool,
 ) -> None:
     """Make a read-only data disk (ISO 9660 + Rock Ridge + Joliet) of DIRECTORY, or list or
@@ -66,7 +70,7 @@ def cdrom(
         return
     if extract is not None:
         iso_path, dest = extract
-        members = extract_iso(iso_path, dest)
+        members = extract_iso(iso_path, dest, max_bytes=max_bytes)
         if as_json:
             emit_json({"extracted": len(members), "directory": str(dest)})
         else:

@@ -6,6 +6,11 @@ Joliet, else plain ISO 9660; Rock Ridge relocations are shown where they belong 
 ``rr_moved`` directory is hidden. Extraction refuses names that are empty, ``.``, ``..`` or
 contain ``/``, symlinks that are absolute or may leave the destination, duplicates, and
 never follows a symlink while creating files (every component opened with ``O_NOFOLLOW``).
+Extracted modes keep only the permission bits a data disk needs: setuid, setgid, sticky and
+world-writable bits are dropped (an ISO from a stranger must not plant a setuid binary or a
+world-writable directory). Extraction stops before writing anything when the files would
+take more than a bound (default: the ISO's own size, which honest files cannot exceed unless
+they share data; many records pointing at one extent are the ISO form of a zip bomb).
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from ..errors import IsoError
 from ..progress import Progress
 
 ISO_SECTOR = 2048
+#: Permission bits extraction keeps: no setuid/setgid/sticky (0o7000), no world-write (0o002).
+EXTRACT_MODE_MASK = 0o775
 PVD_OFFSET = 16 * ISO_SECTOR  # the primary volume descriptor; its label is at +40, 32 bytes
 
 
@@ -225,24 +232,43 @@ def _open_parent(root_fd: int, rel: str) -> tuple[int, str]:
     return fd, parts[-1]
 
 
-def extract_iso_fp(fp: IO[bytes], dest: Path, *, progress: Progress | None = None
-                   ) -> list[IsoMember]:
+def extract_iso_fp(fp: IO[bytes], dest: Path, *, progress: Progress | None = None,
+                   max_bytes: int | None = None) -> list[IsoMember]:
     """Extract the ISO in ``fp`` into the directory ``dest`` (created; must be empty if it
-    exists). Modes are applied after the contents, so read-only directories still fill.
+    exists). Modes are applied after the contents, so read-only directories still fill, and
+    masked with EXTRACT_MODE_MASK. ``max_bytes``: most file bytes to write (default: the
+    size of the ISO), checked before anything is written.
 
     Raises:
-        IsoError: not an ISO, unsafe names or symlinks, duplicates, or ``dest`` not empty.
+        IsoError: not an ISO, unsafe names or symlinks, duplicates, too many bytes, or
+        ``dest`` not empty.
     """
     dest = Path(dest)
+    bound = max_bytes if max_bytes is not None else fp.seek(0, os.SEEK_END)
+    fp.seek(0)
+    iso = _open(fp)
+    try:
+        found = list(_iter_members(iso))
+    except PyCdlibException as e:
+        iso.close()
+        raise IsoError(f"cannot read: {e}") from e
+    total = sum(m.size for m, _ in found if m.kind == "file")
+    if total > bound:
+        iso.close()
+        raise IsoError(
+            f"the ISO's files would take {total} bytes, more than the bound of {bound} "
+            "(records sharing data, or an ISO bomb)",
+            hint="raise the bound (--max-bytes) if you trust this ISO",
+        )
     dest.mkdir(parents=True, exist_ok=True)
     if any(dest.iterdir()):
+        iso.close()
         raise IsoError(f"{dest} is not empty")
-    iso = _open(fp)
     members = []
     dir_modes: list[tuple[str, int]] = []
     root_fd = os.open(dest, _DIR_FLAGS)
     try:
-        for member, rec in _iter_members(iso):
+        for member, rec in found:
             members.append(member)
             if member.kind == "symlink":
                 _check_symlink(member.path, member.target)
@@ -250,7 +276,7 @@ def extract_iso_fp(fp: IO[bytes], dest: Path, *, progress: Progress | None = Non
             try:
                 if member.kind == "dir":
                     os.mkdir(name, 0o700, dir_fd=parent_fd)
-                    dir_modes.append((member.path, member.mode))
+                    dir_modes.append((member.path, member.mode & EXTRACT_MODE_MASK))
                 elif member.kind == "symlink":
                     os.symlink(member.target, name, dir_fd=parent_fd)
                 else:
@@ -258,7 +284,7 @@ def extract_iso_fp(fp: IO[bytes], dest: Path, *, progress: Progress | None = Non
                     ffd = os.open(name, flags, 0o600, dir_fd=parent_fd)
                     with os.fdopen(ffd, "wb") as out:
                         _copy_record(iso, rec, out)
-                        os.fchmod(out.fileno(), member.mode)
+                        os.fchmod(out.fileno(), member.mode & EXTRACT_MODE_MASK)
                     if progress is not None:
                         progress(member.size)
             except FileExistsError as e:
@@ -281,11 +307,11 @@ def extract_iso_fp(fp: IO[bytes], dest: Path, *, progress: Progress | None = Non
     return members
 
 
-def extract_iso(path: Path, dest: Path, *, progress: Progress | None = None
-                ) -> list[IsoMember]:
+def extract_iso(path: Path, dest: Path, *, progress: Progress | None = None,
+                max_bytes: int | None = None) -> list[IsoMember]:
     """Extract the ISO file at ``path`` into ``dest``; see :func:`extract_iso_fp`."""
     try:
         with open(path, "rb") as fp:
-            return extract_iso_fp(fp, dest, progress=progress)
+            return extract_iso_fp(fp, dest, progress=progress, max_bytes=max_bytes)
     except OSError as e:
         raise IsoError(f"cannot extract {path}: {e.strerror or e}") from e
