@@ -359,3 +359,17 @@ def test_element_layout() -> None:
     unit = (element / "static/etc/systemd/system/imagekit-context.service").read_text()
     assert "ExecStart=/usr/local/sbin/imagekit-context" in unit
     assert "WantedBy=multi-user.target" in unit
+
+
+@pytest.mark.parametrize("scheme", ["nocloud", "configdrive", "opennebula", "stratuslab"])
+def test_context_iso_with_user_data_secrets_is_not_world_readable(scheme: str, tmp_path: Path
+                                                                  ) -> None:
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        iso = make_context_iso(scheme, full_spec(), tmp_path / "ctx.iso")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(iso.stat().st_mode) == 0o600

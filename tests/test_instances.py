@@ -135,3 +135,19 @@ def test_running_then_stopped_and_files_removed(tmp_path: Path, no_stray_qemu):
     assert not inst.qmp_socket.exists() and not inst.pid_file.exists()
     assert no_stray_qemu() == []
     assert os.path.exists(inst.console_log)
+
+
+def test_instance_directory_holding_secrets_is_owner_only(tmp_path: Path):
+    import os
+    import stat
+
+    store = InstanceStore(tmp_path)
+    old = os.umask(0o022)
+    try:
+        inst = store.save(_blank(tmp_path, "vm-bbbb1111"))
+        with store.lock("vm-bbbb2222"):
+            pass
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(inst.directory.stat().st_mode) == 0o700
+    assert stat.S_IMODE(store.directory("vm-bbbb2222").stat().st_mode) == 0o700

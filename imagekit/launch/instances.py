@@ -226,6 +226,10 @@ def is_our_qemu(pid: int | None, directory: Path) -> bool:
 # --- the store --------------------------------------------------------------------------
 
 
+#: An instance directory holds its context ISO (user data, often secrets): owner only.
+PRIVATE_DIR = 0o700
+
+
 class InstanceStore:
     """Instances under ``state_dir/instances``; every write is atomic and under a lock."""
 
@@ -237,11 +241,13 @@ class InstanceStore:
 
     @contextlib.contextmanager
     def lock(self, instance_id: str) -> Iterator[None]:
-        with locked(self.directory(instance_id) / ".lock"):
+        d = self.directory(instance_id)
+        d.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)  # before locked() makes it 0755
+        with locked(d / ".lock"):
             yield
 
     def save(self, instance: Instance) -> Instance:
-        instance.directory.mkdir(parents=True, exist_ok=True)
+        instance.directory.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
         atomic_write(
             instance.directory / "instance.json",
             json.dumps(instance.to_dict(), indent=2, sort_keys=True) + "\n",

@@ -237,7 +237,7 @@ def execute(
     volumes = VolumeStore(settings.state_dir)
     req = plan.request
     d = plan.directory
-    d.mkdir(parents=True, exist_ok=False)
+    d.mkdir(mode=0o700, parents=True, exist_ok=False)  # context.iso holds user-data secrets
     root_entry = plan.root.entry if plan.root else None
     inst = Instance(
         id=plan.instance_id,
