@@ -318,8 +318,13 @@ def _customize(
         recipe, workdir / "elements", install_packages=recipe.base_kind is not BaseKind.DISTRO
     )
     with baseimport.mount_root(disk, read_only=False, workdir=workdir) as root:
-        in_target = root / "tmp" / "in_target.d"
-        if in_target.exists():
+        # the image's /tmp as the chroot sees it: never a symlink out to the host's files
+        tmp = baseimport.resolve_in_root(root, "/tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        in_target = tmp / "in_target.d"
+        if in_target.is_symlink() or in_target.is_file():
+            in_target.unlink()
+        elif in_target.exists():
             shutil.rmtree(in_target)
         shutil.copytree(element / "post-install.d", in_target / "post-install.d")
         shutil.copytree(element / "files", in_target / "imagekit-files")

@@ -5,6 +5,11 @@ partitions made visible with ``partx``, and its root file system mounted. From t
 builder either copies the root file system out (``export_rootfs``, a tarball) or changes it
 in place in a chroot (``chroot_mounts``).
 
+The host writes into a mounted image (bind mounts, resolv.conf, policy-rc.d, the build's
+hooks) only at paths resolved as a process chrooted there would resolve them
+(``resolve_in_root``): a base image is input from strangers, and its ``/etc`` may be a
+symlink to ``/etc`` -- the host's, if the host followed it.
+
 Every attach and mount is undone in ``finally`` blocks; ``cleanup_workdir`` is the net
 under them: after an interrupt (or a killed diskimage-builder) it unmounts whatever is still
 mounted below a build's work directory and detaches the loop devices backed by files in it.
@@ -16,7 +21,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import signal
 import tempfile
 import time
@@ -29,6 +33,46 @@ from ..errors import CommandError, InputError
 log = logging.getLogger(__name__)
 
 ROOT_FS_TYPES = ("ext4", "ext3", "ext2", "xfs", "btrfs")
+MAX_SYMLINKS = 40  # what Linux follows in one lookup before ELOOP
+
+
+def resolve_in_root(root: Path, path: str) -> Path:
+    """The host path of ``path`` as a process chrooted at ``root`` sees it: every symlink
+    on the way resolved with ``root`` as ``/`` (absolute targets start again at ``root``),
+    ``..`` never above ``root``. The result is inside ``root`` and is not a symlink (it
+    may not exist).
+
+    Raises InputError after MAX_SYMLINKS links (a loop).
+    """
+    pending = [p for p in path.split("/") if p not in ("", ".")]
+    done: list[str] = []
+    links = 0
+    while pending:
+        part = pending.pop(0)
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        here = root.joinpath(*done, part)
+        if not here.is_symlink():
+            done.append(part)
+            continue
+        links += 1
+        if links > MAX_SYMLINKS:
+            raise InputError(f"too many symbolic links below {root} resolving {path}")
+        target = os.readlink(here)
+        if target.startswith("/"):
+            done = []
+        pending = [p for p in target.split("/") if p not in ("", ".")] + pending
+    return root.joinpath(*done)
+
+
+def _create_new(path: Path, data: bytes, mode: int) -> None:
+    """Create ``path`` (which must not exist, not even as a dangling symlink) with ``data``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    with os.fdopen(fd, "wb") as fp:
+        fp.write(data)
+    os.chmod(path, mode, follow_symlinks=False)
 
 
 def image_format(path: Path) -> str:
@@ -160,26 +204,30 @@ def chroot_mounts(root: Path) -> Iterator[None]:
     try:
         binds = (("/proc", "proc"), ("/sys", "sysfs"), ("/dev", None), ("/dev/pts", None))
         for source, fstype in binds:
-            target = root / source.lstrip("/")
+            # mount(8) follows symlinks in its target: hand it the resolved, real directory
+            target = resolve_in_root(root, source)
             target.mkdir(parents=True, exist_ok=True)
             argv = ["--bind", source] if fstype is None else ["-t", fstype, fstype]
             run([find_tool("mount"), *argv, target])
             mounted.append(target)
         # DNS for apt and downloads in scripts: the host's resolver, put back afterwards.
-        resolv = root / "etc" / "resolv.conf"
-        saved = root / "etc" / ".resolv.conf.imagekit"
-        if resolv.exists() or resolv.is_symlink():
+        # (the directory resolved in the image; the link itself moved aside, not followed)
+        etc = resolve_in_root(root, "/etc")
+        etc.mkdir(parents=True, exist_ok=True)
+        resolv, saved = etc / "resolv.conf", etc / ".resolv.conf.imagekit"
+        if os.path.lexists(resolv):
             os.replace(resolv, saved)
             restore.append((resolv, saved))
         else:
             restore.append((resolv, None))
         if Path("/etc/resolv.conf").exists():
-            shutil.copyfile("/etc/resolv.conf", resolv)
+            _create_new(resolv, Path("/etc/resolv.conf").read_bytes(), 0o644)
         # Packages installed in the chroot must not start their services on the build host.
-        policy = root / "usr" / "sbin" / "policy-rc.d"
-        if not policy.exists():
-            policy.write_text("#!/bin/sh\n# imagekit build: no service starts here\nexit 101\n")
-            policy.chmod(0o755)
+        sbin = resolve_in_root(root, "/usr/sbin")
+        policy = sbin / "policy-rc.d"
+        if sbin.is_dir() and not os.path.lexists(policy):
+            _create_new(policy, b"#!/bin/sh\n# imagekit build: no service starts here\nexit 101\n",
+                        0o755)
             restore.append((policy, None))
         yield
     finally:
