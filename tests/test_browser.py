@@ -120,3 +120,73 @@ def test_markup_in_an_entry_is_shown_as_text(page, marketplace, make_endorser, m
     assert page.locator("dd.description").inner_text().startswith("<img")
     assert page.evaluate("window.__pwned") is None
     assert page.locator("h1.entry-title b").count() == 0
+
+
+@pytest.fixture
+def other_site():
+    """Another origin (a different loopback port) serving the pages a test gives it."""
+    import http.server
+    import threading
+
+    pages: dict[str, bytes] = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = pages.get(self.path, b"")
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", pages
+    server.shutdown()
+    server.server_close()
+
+
+def test_another_site_cannot_push_entries_through_the_visitor(page, marketplace, other_site,
+                                                              make_endorser, make_signed):
+    """A page elsewhere makes the visitor's browser post a signed entry to the (intranet)
+    registry: as text/plain, as an untyped Blob, as a form. None may be stored."""
+    import json
+
+    me = make_endorser()
+    entries = [make_signed(me, ago=300 - 60 * i).decode() for i in range(3)]
+    origin, pages = other_site
+    target = marketplace.url + "/metadata"
+    pages["/evil.html"] = f"""<!doctype html><html><body>
+<form id="f" method="post" action="{target}" enctype="multipart/form-data" target="sink">
+<textarea name="metadata"></textarea></form><iframe name="sink"></iframe>
+<script>
+const entries = {json.dumps(entries)};
+window.done = Promise.allSettled([
+  fetch("{target}", {{method: "POST", mode: "no-cors", body: entries[0]}}),
+  fetch("{target}", {{method: "POST", mode: "no-cors", body: new Blob([entries[1]])}}),
+]).then(() => {{
+  document.querySelector("textarea").value = entries[2];
+  document.getElementById("f").submit();
+  return new Promise(r => document.querySelector("iframe").onload = () => r("posted"));
+}});
+</script></body></html>""".encode()
+    page.goto(origin + "/evil.html")
+    assert page.evaluate("window.done") == "posted"
+    stored = httpx.get(marketplace.url + "/api/entries", params={"email": me.email}).json()
+    assert stored["entries"] == []
+
+
+def test_pages_keep_their_style_under_the_content_security_policy(page, marketplace):
+    violations: list[str] = []
+    page.on("console", lambda m: violations.append(m.text)
+            if "Content Security Policy" in m.text else None)
+    for path in ("/browse", "/upload", "/endorsers?media=html"):
+        page.goto(marketplace.url + path)
+        # style.css sets the header's layout; a blocked <style> leaves the browser default
+        assert page.evaluate(
+            "getComputedStyle(document.querySelector('header')).display") != "block"
+    assert violations == []
