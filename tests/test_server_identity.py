@@ -174,3 +174,26 @@ def test_endorsers_stored_before_bindings_are_bound_at_start(tmp_path):
     assert binding is not None and binding.via == "first-use"
     assert binding.fingerprint == certificate_fingerprint(me.signer.certificate)
     again.storage.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_racing_first_uploads_by_different_certificates_bind_one(start_marketplace, backend,
+                                                                  tmp_path):
+    """Eight certificates claim one new e-mail at once, through two worker processes: one
+    binds it, the others are refused."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = start_marketplace(backend=backend, extra=("--workers", "2"))
+    victim = new_endorser(tmp_path / "keys")
+    claimants = [impostor_of(victim, tmp_path) for _ in range(8)]
+    uploads = [sign(draft_entry(), c, ago=60) for c in claimants]
+
+    def post_one(data: bytes) -> int:
+        return httpx.post(server.url + "/metadata", content=data, headers=XML,
+                          timeout=30).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = sorted(pool.map(post_one, uploads))
+    assert codes == [201] + [403] * 7
+    bound = httpx.get(f"{server.url}/api/endorsers/{victim.email}").json()["fingerprint"]
+    assert bound in {certificate_fingerprint(c.signer.certificate) for c in claimants}
