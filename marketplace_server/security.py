@@ -98,6 +98,13 @@ def secure_send(send: Send, path: str, page_csp: str) -> Send:
     return wrapped
 
 
+def _netloc(origin: str) -> str | None:
+    scheme, sep, rest = origin.lower().partition("://")
+    if not sep or scheme not in ("http", "https") or not rest or "/" in rest:
+        return None  # "null", or not an origin at all
+    return rest
+
+
 def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
@@ -110,8 +117,10 @@ def check_upload(request: Request) -> str:
     saying cross-site) or UnsupportedMediaType.
     """
     origin = request.headers.get("origin")
-    own = f"{request.url.scheme}://{request.headers.get('host', '')}"
-    if origin is not None and origin.lower() != own.lower():
+    # Host against the Origin's host[:port], not the scheme: behind a TLS-terminating proxy
+    # the server sees http while the browser's page is https; another site's host differs.
+    host = request.headers.get("host", "").lower()
+    if origin is not None and (not host or _netloc(origin) != host):
         raise CrossOriginRefused(f"refused: cross-origin upload (Origin {origin[:100]})")
     site = request.headers.get("sec-fetch-site")
     if site is not None and site not in ("same-origin", "none"):

@@ -178,8 +178,10 @@ def test_cross_origin_form_post_refused(http, make_endorser, route):
     me = make_endorser()
     data = sign(draft_entry(), me, ago=60)
     files = {"metadata": ("entry.xml", data, "application/xml")}
+    own = str(http.base_url).rstrip("/")
     for extra in ({"Origin": "http://evil.example"}, {"Origin": "null"},
-                  {"Sec-Fetch-Site": "cross-site"}):
+                  {"Origin": own + ".evil.example"}, {"Origin": own + "/"},
+                  {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"}):
         r = http.post(route, files=files, headers=extra)
         assert r.status_code == 403, (extra, r.text)
         assert r.text.startswith("refused: cross-origin upload") and r.text.count("\n") == 1
@@ -194,6 +196,10 @@ def test_same_origin_form_and_programs_still_upload(http, make_endorser):
     image = os.urandom(64)
     files = {"metadata": ("entry.xml", sign(draft_entry(image), me, ago=300), "application/xml")}
     r = http.post("/upload", files=files, headers={"Origin": own, "Sec-Fetch-Site": "same-origin"})
+    assert r.status_code == 303, r.text
+    behind_tls_proxy = own.replace("http://", "https://")  # the page is https, we see http
+    files = {"metadata": ("entry.xml", sign(draft_entry(image), me, ago=250), "application/xml")}
+    r = http.post("/upload", files=files, headers={"Origin": behind_tls_proxy})
     assert r.status_code == 303, r.text
     r = http.post("/metadata", content=sign(draft_entry(image), me, ago=200),
                   headers={"Content-Type": "text/xml"})
