@@ -31,6 +31,7 @@ _ENV = Environment(
 #: The pages' one inline style block (the Content-Security-Policy allows it by hash).
 INLINE_CSS = (Path(__file__).parent / "static" / "style.css").read_text()
 MENU_ENDORSERS = 200  # the catalogue's endorser menu lists at most this many
+HISTORY_ROWS = 100  # an entry page shows this much of the image's history (the rest: /browse)
 
 
 def entry_href(entry: StoredEntry) -> str:
@@ -98,10 +99,12 @@ def entry_page(request: Request, entry: StoredEntry) -> Response:
     from .render import entry_dict
 
     now = datetime.now(UTC)
-    history = app_of(request).storage.history(entry.identifier)
+    history = app_of(request).storage.find(
+        Query(identifier=entry.identifier, history=True, limit=HISTORY_ROWS), now=now)
     terms = entry_dict(entry, now)["entry"]
     return render(request, "entry.html", {
-        "entry": entry, "status": entry.status(now), "history": history, "terms": terms,
+        "entry": entry, "status": entry.status(now), "history": history.entries,
+        "more_history": history.more, "terms": terms,
         "xml_text": (entry.xml or b"").decode("utf-8", "replace"),
     })
 

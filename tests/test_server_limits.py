@@ -224,3 +224,25 @@ def test_catalogue_does_not_load_every_endorser(start_marketplace):
     assert menu.count("<option") == MENU_ENDORSERS + 1  # "any" and the first endorsers
     chosen = httpx.get(server.url + "/browse", params={"email": "bulk99@example.org"}).text
     assert '<option value="bulk99@example.org" selected>' in chosen
+
+
+def test_entry_page_shows_a_bounded_history(start_marketplace, make_endorser):
+    from marketplace_server.pages import HISTORY_ROWS
+    from marketplace_server.storage import NewEntry, Storage
+
+    server = start_marketplace()
+    me = make_endorser()
+    image = b"one image, many endorsements"
+    path = httpx.post(server.url + "/metadata", headers=XML,
+                      content=sign(draft_entry(image), me, ago=60)).headers["Location"]
+    identifier = path.split("/")[2]
+    storage = Storage(f"sqlite:///{server.data_dir / 'marketplace.sqlite3'}")
+    rows = (NewEntry(identifier=identifier, email=f"e{i}@example.org",
+                     created="2026-01-01T00:00:00Z", xml=b"<x/>", etag="0" * 64,
+                     sha1=hashlib.sha1(image).hexdigest(), bytes=len(image))
+            for i in range(HISTORY_ROWS + 20))
+    storage.add_many(rows, now=dt.datetime.now(dt.UTC))
+    storage.close()
+    page = httpx.get(server.url + path, params={"media": "html"}).text
+    assert page.count('class="entry-link"') == HISTORY_ROWS
+    assert 'class="more-history"' in page
