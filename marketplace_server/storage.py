@@ -406,7 +406,9 @@ class Storage:
         return None if xml is None else bytes(xml)
 
     def add_many(self, entries: Iterable[NewEntry], *, now: datetime) -> int:
-        """Bulk load (benchmarks, imports): each must be the first of its (ID, endorser)."""
+        """Bulk load (benchmarks, imports): each must be the first of its (ID, endorser).
+        Entries with a ``signer`` are bound like uploads (CertificateNotBound refuses the
+        batch)."""
         n = 0
         batch: list[NewEntry] = []
         for entry in entries:
@@ -428,9 +430,10 @@ class Storage:
             values.update(latest=True, search=search_text(entry), uploaded=uploaded,
                           is_deprecated=entry.deprecated is not None)
             rows.append(values)
-        signers = {e.email: e.signer for e in batch if e.signer is not None}
+        # every distinct (e-mail, certificate), in order: the first binds, another refuses
+        signers = {(e.email, e.signer): None for e in batch if e.signer is not None}
         with self._write_lock, self.engine.begin() as conn:
-            for email, signer in signers.items():
+            for email, signer in signers:
                 self._check_binding(conn, email, signer, now)
             conn.execute(t.insert(), rows)
             keys = conn.execute(

@@ -197,3 +197,24 @@ def test_racing_first_uploads_by_different_certificates_bind_one(start_marketpla
     assert codes == [201] + [403] * 7
     bound = httpx.get(f"{server.url}/api/endorsers/{victim.email}").json()["fingerprint"]
     assert bound in {certificate_fingerprint(c.signer.certificate) for c in claimants}
+
+
+def test_bulk_load_binds_like_uploads(tmp_path):
+    from marketplace_server.storage import CertificateNotBound, NewEntry, SignerCert, Storage
+
+    storage = Storage(f"sqlite:///{tmp_path / 'm.sqlite3'}")
+    storage.create_schema()
+    now = dt.datetime.now(dt.UTC)
+
+    def row(i: int, fingerprint: str) -> NewEntry:
+        return NewEntry(identifier=f"B{i:026d}", email="bulk@example.org",
+                        created="2026-01-01T00:00:00Z", xml=b"<x/>", etag="0" * 64,
+                        sha1="0" * 40, bytes=1, signer=SignerCert(fingerprint, "CN=x"))
+
+    with pytest.raises(CertificateNotBound):
+        storage.add_many([row(1, "a" * 64), row(2, "b" * 64)], now=now)
+    assert storage.binding("bulk@example.org") is None  # the batch rolled back whole
+    assert storage.add_many([row(1, "a" * 64), row(2, "a" * 64)], now=now) == 2
+    with pytest.raises(CertificateNotBound):
+        storage.add_many([row(3, "b" * 64)], now=now)
+    storage.close()
