@@ -192,6 +192,17 @@ def test_valid_days_sets_the_expiry(cli, image: Path, tmp_path: Path) -> None:
             "bad-text: title contains a character XML cannot carry",
             id="control-character",
         ),
+        pytest.param(
+            ["--title", "t" * 201],
+            "too-long: dcterms:title is longer than 200 characters",
+            id="title-too-long",
+        ),
+        pytest.param(
+            ["--location", "javascript:alert(1)"],
+            "bad-location: location 'javascript:alert(1)' is not a URL of scheme http, "
+            "https, s3, file",
+            id="javascript-location",
+        ),
     ],
 )
 def test_bad_value_is_one_line_exit_2_and_no_file(
