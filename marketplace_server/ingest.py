@@ -100,8 +100,8 @@ def signer_cert(cert: x509.Certificate, *, vouched: bool) -> SignerCert:
 def stored_signer(xml: bytes) -> x509.Certificate:
     """The signing certificate of stored (verified at ingest) bytes: the first
     ``X509Certificate`` of the Signature, the last child of the root."""
-    signature = parse_xml(xml)[-1]
-    node = signature.find(f"{_DS}KeyInfo/{_DS}X509Data/{_DS}X509Certificate")
+    root = parse_xml(xml)
+    node = root[-1].find(f"{_DS}KeyInfo/{_DS}X509Data/{_DS}X509Certificate") if len(root) else None
     if node is None or not node.text:
         raise InvalidMetadata("no-certificate", "the stored entry carries no certificate")
     return x509.load_der_x509_certificate(base64.b64decode("".join(node.text.split())))

@@ -218,3 +218,21 @@ def test_bulk_load_binds_like_uploads(tmp_path):
     with pytest.raises(CertificateNotBound):
         storage.add_many([row(3, "b" * 64)], now=now)
     storage.close()
+
+
+def test_start_survives_stored_rows_without_a_certificate(tmp_path):
+    """Rows loaded in bulk without a signature (benchmarks, imports) are left unbound."""
+    from marketplace_server.app import create_app
+    from marketplace_server.config import ServerConfig
+    from marketplace_server.storage import NewEntry
+
+    config = ServerConfig(data_dir=tmp_path)
+    app = create_app(config)
+    app.storage.add_many([NewEntry(identifier="C" * 27, email="bare@example.org",
+                                   created="2026-01-01T00:00:00Z", xml=b"<x>no children</x>",
+                                   etag="0" * 64, sha1="0" * 40, bytes=1)],
+                         now=dt.datetime.now(dt.UTC))
+    app.storage.close()
+    again = create_app(config)
+    assert again.storage.binding("bare@example.org") is None
+    again.storage.close()
