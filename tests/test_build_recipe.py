@@ -169,3 +169,23 @@ def test_cli_refuses_a_bad_recipe_with_one_line(cli, project: Path) -> None:
     assert result.exit_code == 2
     assert result.stderr.splitlines()[0] == "imagekit: error: unknown base 'debian:sid'"
     assert not (project / "x.qcow2").exists()
+
+
+def test_a_long_recipe_summary_fits_the_entry_description_limit(project: Path) -> None:
+    """The entry model limits descriptions; a build of many packages must still describe
+    its image (the machine-written summary is shortened, the author's text kept)."""
+    from imagekit.build import _describe
+    from imagekit.entry import parse_entry_bytes
+    from imagekit.entry.model import TEXT_LIMITS
+
+    packages = [f"package-with-a-long-name-{i}" for i in range(1000)]
+    recipe = Recipe.make(base="debian:bookworm", packages=packages, description="Mine.",
+                         relative_to=project)
+    assert len(recipe.summary()) > TEXT_LIMITS["description"]
+    image = project / "disk.raw"
+    image.write_bytes(b"\0" * 4096)
+    _, xml = _describe(image, recipe)
+    assert xml is not None
+    description = parse_entry_bytes(xml).description
+    assert description is not None and description.startswith("Mine.\n\nimagekit build {")
+    assert len(description) <= TEXT_LIMITS["description"]

@@ -358,6 +358,7 @@ def _describe(image: Path, recipe: Recipe) -> tuple[str | None, bytes | None]:
     try:
         from ..entry import entry_to_bytes
         from ..entry.describe import describe_image
+        from ..entry.model import TEXT_LIMITS
     except ImportError:
         log.warning("imagekit.entry.describe is not available: no metadata entry written")
         return _identifier(image), None
@@ -368,7 +369,13 @@ def _describe(image: Path, recipe: Recipe) -> tuple[str | None, bytes | None]:
         os_ = recipe.os or inherited.os or os_
         os_version = recipe.os_version or inherited.os_version or os_version
         os_arch = inherited.os_arch or os_arch if recipe.os_arch == "x86_64" else os_arch
-    description = (recipe.description + "\n\n" if recipe.description else "") + recipe.summary()
+    head = recipe.description + "\n\n" if recipe.description else ""
+    # the machine-written summary gives way to the entry model's length limit, not the build
+    room = TEXT_LIMITS["description"] - len(head)
+    summary = recipe.summary()
+    if len(summary) > room:
+        summary = summary[: max(room - 3, 0)] + "..."
+    description = head + summary
     fields: dict[str, Any] = {
         "kind": "machine",
         "title": recipe.title,

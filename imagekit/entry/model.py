@@ -63,7 +63,7 @@ MAX_ICMP = 255
 #: Longest accepted text of a term, by Python field; every other text term: MAX_SHORT_TEXT
 #: (what the registry indexes in bounded columns).
 MAX_SHORT_TEXT = 200
-TEXT_LIMITS: Mapping[str, int] = {"description": 4096, "deprecated": 1024}
+TEXT_LIMITS: Mapping[str, int] = {"description": 8192, "deprecated": 1024}
 MAX_LOCATION = 2048
 MAX_EMAIL = 320  # RFC 3696's 64 + 1 + 255
 MAX_DN = 1024
@@ -112,7 +112,9 @@ def check_location(url: str) -> LocationScheme:
             "bad-location", f"slterms:location is empty or longer than {MAX_LOCATION} characters"
         )
     if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
-        raise InvalidMetadata("bad-location", f"location {url!r} contains whitespace")
+        raise InvalidMetadata(
+            "bad-location", f"location {url!r} contains whitespace or a control character"
+        )
     parts = urllib.parse.urlsplit(url)
     try:
         scheme = LocationScheme(url.split(":", 1)[0]) if ":" in url else None
