@@ -86,6 +86,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self.transport.is_closing():
+            return  # refused or cut off: parse nothing more
         if self._in_head:
             self._head_bytes += len(data)
         super().data_received(data)
