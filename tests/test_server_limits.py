@@ -23,6 +23,7 @@ pytestmark = pytest.mark.timeout(300)
 
 XML = {"Content-Type": "application/xml"}
 BOUND = 1.5  # the header/body timeout the tests start servers with
+SLACK = 3.0  # a loaded machine is late; without the bound the trickle lasts 10 s
 
 
 def connect(server) -> socket.socket:
@@ -77,14 +78,14 @@ def test_slowloris_headers_are_cut_off(bounded):
     with connect(bounded) as s:
         s.sendall(b"GET /browse HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         took, answer = trickle(s, [b"X-Slow: %d\r\n" % i for i in range(40)])
-    assert took < BOUND + 1.0
+    assert took < BOUND + SLACK
     assert answer.startswith(b"HTTP/1.1 408")
 
 
 def test_idle_connection_is_cut_off(bounded):
     with connect(bounded) as s:
         took, _ = trickle(s, [b""] * 40)
-    assert took < BOUND + 1.0
+    assert took < BOUND + SLACK
 
 
 def test_slow_body_is_cut_off(bounded):
@@ -92,7 +93,7 @@ def test_slow_body_is_cut_off(bounded):
         s.sendall(b"POST /metadata HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                   b"Content-Type: application/xml\r\nContent-Length: 100000\r\n\r\n<")
         took, _ = trickle(s, [b"x"] * 40)
-    assert took < BOUND + 1.0
+    assert took < BOUND + SLACK
 
 
 def test_next_request_on_a_kept_alive_connection_has_the_same_bound(bounded):
@@ -103,7 +104,7 @@ def test_next_request_on_a_kept_alive_connection_has_the_same_bound(bounded):
         s.sendall(b"GET /browse HTTP/1.1\r\n")
         took, answer = trickle(s, [b"X-Slow: 1\r\n"] * 40)
     assert b"HTTP/1.1 408" in answer  # after the rest of the first response
-    assert took < BOUND + 1.0
+    assert took < BOUND + SLACK
 
 
 def test_header_flood_is_refused(bounded):
