@@ -236,3 +236,15 @@ def test_start_survives_stored_rows_without_a_certificate(tmp_path):
     again = create_app(config)
     assert again.storage.binding("bare@example.org") is None
     again.storage.close()
+
+
+def test_client_reports_an_unbound_certificate_as_untrusted(marketplace, make_endorser, tmp_path):
+    from imagekit.errors import Untrusted
+    from imagekit.market.client import MarketplaceClient
+
+    victim = make_endorser()
+    client = MarketplaceClient(marketplace.url)
+    client.upload(sign(draft_entry(), victim, ago=120))
+    with pytest.raises(Untrusted, match=f"^marketplace refused the entry: endorser {victim.email} "
+                                        "is bound to another certificate"):
+        client.upload(sign(draft_entry(), impostor_of(victim, tmp_path), ago=60))

@@ -25,6 +25,7 @@ from ..errors import (
     InvalidState,
     NetworkError,
     NotFound,
+    Untrusted,
 )
 
 DEFAULT_TIMEOUT = 30.0
@@ -235,6 +236,8 @@ def _error(response: httpx.Response) -> Exception:
         return Ambiguous(message)
     if kind == "InvalidState" or status == 409:
         return InvalidState(message)
+    if kind == "CertificateNotBound":  # the endorser e-mail belongs to another certificate
+        return Untrusted(f"marketplace refused the entry: {message.removeprefix('refused: ')}")
     if status >= 500:
         return NetworkError(f"marketplace error {status}: {message}")
     if message.startswith("invalid metadata: "):
