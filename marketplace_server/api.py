@@ -266,6 +266,7 @@ _UPLOAD_BODY: dict[str, Any] = {
         "required": True,
         "content": {
             "application/xml": {"schema": _XML_BODY},
+            "text/xml": {"schema": _XML_BODY},
             "multipart/form-data": {"schema": {
                 "type": "object",
                 "properties": {"metadata": {"type": "string", "format": "binary"}},
@@ -278,7 +279,9 @@ _UPLOAD_BODY: dict[str, Any] = {
 @compat_router.post("/metadata", status_code=201, summary="Upload a signed entry",
                     openapi_extra=_UPLOAD_BODY)
 async def post_metadata(request: Request) -> Response:
-    """Raw XML body or a multipart form; 201 with ``Location`` of the stored entry."""
+    """Raw XML body (``application/xml`` or ``text/xml``) or a multipart form; 201 with
+    ``Location`` of the stored entry. 415 for other types, 403 for a browser's cross-origin
+    request or an endorser e-mail bound to another certificate."""
     entry = await ingest(request)
     media = wants(request, default="text")
     if media == "json":
