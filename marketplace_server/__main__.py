@@ -60,6 +60,7 @@ def app_from_env() -> Any:
     values["data_dir"] = Path(values["data_dir"])
     values["files_dir"] = Path(values["files_dir"]) if values["files_dir"] else None
     values["trust"] = tuple(values["trust"])
+    values["vouch"] = tuple(values["vouch"])
     return create_app(ServerConfig(**values))
 
 

@@ -18,6 +18,9 @@ class ServerConfig:
     empty means the open-registry mode ``any valid signature`` (the StratusLab default): any
     correctly signed entry whose endorser matches its certificate is accepted, and trust is
     left to the clients, which verify every entry locally anyway.
+    ``vouch``: in open mode, PEM files or directories (CAs, pinned certificates, CRLs) whose
+    word lets a certificate publish under an e-mail bound to another one (the binding moves
+    to it); without it only ``imagekit serve-admin rebind`` moves a binding.
     ``files_dir``: a directory served read-only at ``/files/`` (image bytes from
     ``imagekit publish --to DIR``).
     ``header_timeout``, ``body_timeout``: seconds a client has to send its request headers
@@ -30,6 +33,7 @@ class ServerConfig:
     data_dir: Path
     db: str | None = None
     trust: tuple[str, ...] = ()
+    vouch: tuple[str, ...] = ()
     files_dir: Path | None = None
     allow_sha1: bool = False
     allow_file_locations: bool = False

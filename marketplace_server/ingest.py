@@ -23,7 +23,7 @@ from cryptography import x509
 from imagekit.entry import format_date
 from imagekit.entry.model import LocationScheme, check_location
 from imagekit.entry.xmlsafe import parse_xml
-from imagekit.errors import ImagekitError, InvalidMetadata
+from imagekit.errors import ImagekitError, InvalidMetadata, VerificationError
 from imagekit.signing._xmldsig import certificate_fingerprint, dn_string
 from imagekit.signing.trust import TrustStore, UnsafeAcceptAnyCertificate, load_trust
 from imagekit.signing.verify import verify_entry
@@ -49,6 +49,8 @@ class Ingestor:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self._trust = _make_trust(config)
+        # open mode: who may take over an e-mail bound to another certificate
+        self._vouch = load_trust(config.vouch) if config.vouch and self._trust is None else None
 
     @property
     def mode(self) -> str:
@@ -89,8 +91,23 @@ class Ingestor:
             title=entry.title,
             description=entry.description,
             locations=tuple(entry.locations),
-            signer=signer_cert(verified.certificate, vouched=self._trust is not None),
+            signer=signer_cert(verified.certificate, vouched=self._vouches(data, now)),
         )
+
+    def _vouches(self, data: bytes, now: datetime) -> bool:
+        """True if the server's trust (``--trust``, or in open mode ``--vouch``) accepts the
+        entry's certificate: then it may take over its e-mail's binding. The whole
+        verification again, so every rule of trust (e-mail in a CA's certificate...) holds."""
+        if self._trust is not None:
+            return True  # verified against it already
+        if self._vouch is None:
+            return False
+        try:
+            verify_entry(data, self._vouch, now=now, allow_sha1=self.config.allow_sha1,
+                         allow_expired=True)
+        except VerificationError:
+            return False
+        return True
 
 
 def signer_cert(cert: x509.Certificate, *, vouched: bool) -> SignerCert:

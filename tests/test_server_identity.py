@@ -248,3 +248,27 @@ def test_client_reports_an_unbound_certificate_as_untrusted(marketplace, make_en
     with pytest.raises(Untrusted, match=f"^marketplace refused the entry: endorser {victim.email} "
                                         "is bound to another certificate"):
         client.upload(sign(draft_entry(), impostor_of(victim, tmp_path), ago=60))
+
+
+def test_open_mode_vouching_ca_takes_back_a_squatted_email(start_marketplace, tmp_path):
+    """Open registry with --vouch: someone claimed the site's address first; a certificate
+    from the site's CA takes it over, and the squatter is refused from then on."""
+    ca = make_cert("Site CA", ca=True, days=365)
+    (tmp_path / "ca.pem").write_bytes(pem(ca[1]))
+    email = "images@site.example.org"
+    server = start_marketplace(extra=("--vouch", str(tmp_path / "ca.pem")))
+    key, cert = make_cert("Images", issuer=ca, email=email)
+    genuine = Endorser(email, Signer(key, cert), tmp_path / "k", tmp_path / "c")
+    squatter = impostor_of(genuine, tmp_path)
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        assert post(http, sign(draft_entry(), squatter, ago=300)).status_code == 201
+        assert post(http, sign(draft_entry(), genuine, ago=200)).status_code == 201
+        refused_as_not_bound(post(http, sign(draft_entry(), squatter, ago=100)), genuine)
+        doc = http.get(f"/api/endorsers/{email}").json()
+        # an unrelated self-signed certificate is not vouched for: open mode still binds
+        other = new_endorser(tmp_path / "others")
+        assert post(http, sign(draft_entry(), other, ago=100)).status_code == 201
+        assert post(http, sign(draft_entry(), impostor_of(other, tmp_path),
+                               ago=50)).status_code == 403
+    assert (doc["fingerprint"], doc["bound_via"]) == (
+        certificate_fingerprint(cert), "trusted")

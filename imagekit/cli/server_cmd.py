@@ -19,6 +19,9 @@ from ._app import cli, info, settings
 @click.option("--trust", "trust", multiple=True, metavar="PATH",
               help="accept only endorsers trusted by these PEM certificates/CA/CRLs "
                    "(file or directory; repeat). Without it: any valid signature")
+@click.option("--vouch", "vouch", multiple=True, metavar="PATH",
+              help="without --trust: CAs/certificates (file or directory; repeat) whose "
+                   "certificates may take over an endorser e-mail bound to another one")
 @click.option("--files-dir", type=click.Path(path_type=Path, file_okay=False),
               help="serve this directory at /files/ (images published with --to DIR)")
 @click.option("--allow-sha1", is_flag=True, help="accept SHA-1 signatures (StratusLab era)")
@@ -35,9 +38,9 @@ from ._app import cli, info, settings
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="uvicorn worker processes")
 def serve_cmd(host: str, port: int, db: str | None, data_dir: Path | None,
-              trust: tuple[str, ...], files_dir: Path | None, allow_sha1: bool,
-              allow_file_locations: bool, header_timeout: float, body_timeout: float,
-              max_connections: int, workers: int) -> None:
+              trust: tuple[str, ...], vouch: tuple[str, ...], files_dir: Path | None,
+              allow_sha1: bool, allow_file_locations: bool, header_timeout: float,
+              body_timeout: float, max_connections: int, workers: int) -> None:
     """Run the marketplace: StratusLab routes, JSON API (/api/, /docs) and web catalogue.
 
     Uploads must be well-formed, valid, correctly signed entries whose endorser is the
@@ -57,6 +60,7 @@ def serve_cmd(host: str, port: int, db: str | None, data_dir: Path | None,
         data_dir=data_dir or settings().data_dir,
         db=db,
         trust=trust,
+        vouch=vouch,
         files_dir=files_dir,
         allow_sha1=allow_sha1,
         allow_file_locations=allow_file_locations,
