@@ -46,7 +46,11 @@ def serve_cmd(host: str, port: int, db: str | None, data_dir: Path | None,
     Uploads must be well-formed, valid, correctly signed entries whose endorser is the
     signing certificate, newer than the latest endorsement of the same (ID, endorser).
     Without --trust the registry is open ("any valid signature", like StratusLab's):
-    clients verify trust themselves. With --trust only those endorsers may publish.
+    clients verify trust themselves, and an endorser e-mail belongs to the first
+    certificate that publishes under it (others get 403; ``imagekit serve-admin rebind``
+    moves it, --vouch names CAs whose certificates may take it over). With --trust only
+    those endorsers may publish. Uploads are application/xml, text/xml or the form, never
+    cross-origin.
 
     \b
     Example:
