@@ -12,25 +12,21 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi import Query as Q
 from pydantic import BaseModel, Field
-from starlette.requests import ClientDisconnect
 from starlette.responses import Response, StreamingResponse
 
-from imagekit.errors import InputError
-
-from .app import app_of
-from .config import ServerConfig
-from .errors import PayloadTooLarge
+from . import html
+from ._state import state_of
 from .media import wants
-from .security import check_upload
-from .storage import STATUSES, Endorser, Page, Query, Storage, StoredEntry
+from .params import Filters, classify, ingest
+from .render import entry_json
+from .storage import Endorser, Page, Query, Storage, StoredEntry
 
 router = APIRouter(prefix="/api", tags=["JSON API"])
 compat_router = APIRouter(tags=["StratusLab-compatible (XML by default)"])
 
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 _XML_DECL = re.compile(rb"^\s*(\xef\xbb\xbf)?\s*<\?xml[^>]*\?>\s*")
 
 
@@ -88,57 +84,6 @@ class EndorserDetail(EndorserInfo):
 # --- shared helpers -----------------------------------------------------------------------
 
 
-def filters(
-    identifier: str | None = None,
-    email: str | None = None,
-    created: str | None = None,
-    status: Annotated[str | None, Q(description="valid, expired or deprecated")] = None,
-    location: str | None = None,
-    os: str | None = None,
-    os_version: Annotated[str | None, Q(alias="os-version")] = None,
-    arch: str | None = None,
-    kind: str | None = None,
-    tag: str | None = None,
-    q: Annotated[str | None, Q(max_length=200, description="words, each a prefix")] = None,
-    history: bool = False,
-    limit: Annotated[int, Q(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Q(ge=0, le=10_000_000)] = 0,
-    count: Annotated[bool, Q(description="count every match (slower)")] = False,
-) -> Query:
-    """Filters shared by every listing (query parameters)."""
-    if status and status not in STATUSES:
-        raise InputError(f"invalid request: status must be one of {', '.join(STATUSES)}")
-    if created and not _DATE.match(created):
-        raise InputError("invalid request: created must look like 2024-01-31T12:00:00Z")
-    return Query(
-        identifier=identifier or None, email=email or None, created=created or None,
-        status=status or None, location=location or None, os=os or None,
-        os_version=os_version or None,
-        arch=arch or None, kind=kind or None, tag=tag or None, q=q or None, history=history,
-        limit=limit, offset=offset, count=count,
-    )
-
-
-Filters = Annotated[Query, Depends(filters)]
-
-
-def classify(query: Query, parts: list[str]) -> Query:
-    """Apply path parts of ``/metadata/{a}/{b}``: an e-mail has ``@``, a date looks like one,
-    anything else is an identifier (or a prefix of one)."""
-    values: dict[str, str] = {}
-    for part in parts:
-        if "@" in part:
-            name = "email"
-        elif _DATE.match(part):
-            name = "created"
-        else:
-            name = "identifier"
-        if name in values:
-            raise InputError(f"invalid request: two {name} parts in the path")
-        values[name] = part
-    return Query(**{**query.__dict__, **values})
-
-
 def now() -> datetime:
     return datetime.now(UTC)
 
@@ -161,12 +106,8 @@ def entry_response(request: Request, entry: StoredEntry, *, status_code: int = 2
     media = wants(request)
     headers = {"Vary": "Accept", "Content-Location": entry.path}
     if media == "html":
-        from .pages import entry_page
-
-        return entry_page(request, entry)
+        return html.entry_page(request, entry)
     if media == "json":
-        from .render import entry_json
-
         return Response(entry_json(entry, now()), media_type="application/json", headers=headers)
     assert entry.xml is not None
     headers["ETag"] = f'"{entry.etag}"'
@@ -180,10 +121,8 @@ def entry_response(request: Request, entry: StoredEntry, *, status_code: int = 2
 def list_response(request: Request, query: Query) -> Response:
     media = wants(request)
     if media == "html":
-        from .pages import catalogue_page
-
-        return catalogue_page(request, query)
-    storage = app_of(request).storage
+        return html.catalogue_page(request, query)
+    storage = state_of(request).storage
     page = storage.find(query, now=now())
     headers = {"Vary": "Accept", "X-More": "true" if page.more else "false"}
     if page.total is not None:
@@ -200,62 +139,6 @@ def list_response(request: Request, query: Query) -> Response:
 def entry_list(page: Page, query: Query) -> EntryList:
     return EntryList(total=page.total, more=page.more, offset=query.offset, limit=query.limit,
                      entries=[EntryInfo(**info(e)) for e in page.entries])
-
-
-async def read_upload(request: Request, config: ServerConfig) -> bytes:
-    """The uploaded entry: the raw body, or the first file (or ``metadata`` field) of a
-    multipart form. Bodies past the limit are refused without reading them whole; so are
-    other media types and cross-origin requests from browsers (``security.check_upload``)."""
-    kind = check_upload(request)
-    limit = config.max_upload_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit + 64 * 1024:
-        raise PayloadTooLarge(f"request body larger than {limit} bytes")
-    chunks, size = [], 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit + 64 * 1024:  # room for multipart framing
-                raise PayloadTooLarge(f"request body larger than {limit} bytes")
-            chunks.append(chunk)
-    except ClientDisconnect as e:  # gone, or cut off by the body deadline (_http)
-        raise InputError("invalid request: the body ended early") from e
-    body = b"".join(chunks)
-    if kind == "multipart/form-data":
-        request._body = body  # let Starlette parse what we already read
-        try:
-            form = await request.form()
-        except Exception as e:  # python-multipart raises its own types on broken framing
-            raise InputError(f"invalid request: malformed multipart body: {e}") from e
-        data = None
-        for name in ("metadata", "file", "metadatafile"):
-            value = form.get(name)
-            if value is not None:
-                data = value if isinstance(value, str) else await value.read()
-                break
-        if data is None:
-            for value in form.values():
-                if not isinstance(value, str):
-                    data = await value.read()
-                    break
-        if data is None:
-            raise InputError("invalid request: no metadata file in the form")
-        body = data.encode() if isinstance(data, str) else data
-    if len(body) > limit:
-        raise PayloadTooLarge(f"entry larger than {limit} bytes")
-    if not body.strip():
-        raise InputError("invalid metadata: empty body")
-    return body
-
-
-async def ingest(request: Request) -> StoredEntry:
-    app = app_of(request)
-    data = await read_upload(request, app.config)
-    from anyio.to_thread import run_sync
-
-    moment = now()
-    row = await run_sync(lambda: app.ingestor.ingest(data, now=moment))
-    return await run_sync(lambda: app.storage.add(row, now=moment))
 
 
 # --- StratusLab-compatible routes ---------------------------------------------------------
@@ -310,14 +193,14 @@ def list_two(request: Request, a: str, b: str, query: Filters) -> Response:
 def get_entry(request: Request, identifier: str, email: str, created: str) -> Response:
     """The original signed bytes (XML), or JSON/HTML by ``Accept``/``?media=``.
     ``identifier`` may be a unique prefix."""
-    entry = app_of(request).storage.get(identifier, email, created)
+    entry = state_of(request).storage.get(identifier, email, created)
     return entry_response(request, entry)
 
 
 @compat_router.get("/tag/{email}/{tag}", summary="The endorser's newest entry with a tag")
 def get_tag(request: Request, email: str, tag: str) -> Response:
     """Newest current, non-deprecated entry whose ``dcterms:alternative`` is ``tag``."""
-    return entry_response(request, app_of(request).storage.by_tag(email, tag))
+    return entry_response(request, state_of(request).storage.by_tag(email, tag))
 
 
 EndorserLimit = Annotated[int, Q(ge=1, le=1000)]
@@ -328,11 +211,9 @@ EndorserOffset = Annotated[int, Q(ge=0, le=10_000_000)]
 def get_endorsers(request: Request, limit: EndorserLimit = 100, offset: EndorserOffset = 0
                   ) -> Response:
     """One page of endorsers by e-mail; ``X-More: true`` when another page follows."""
-    endorsers, more = app_of(request).storage.endorsers(limit=limit, offset=offset)
+    endorsers, more = state_of(request).storage.endorsers(limit=limit, offset=offset)
     if wants(request, default="json") == "html":
-        from .pages import endorsers_page
-
-        return endorsers_page(request, endorsers, limit=limit, offset=offset, more=more)
+        return html.endorsers_page(request, endorsers, limit=limit, offset=offset, more=more)
     return Response(
         "[" + ",".join(EndorserInfo(**e.__dict__).model_dump_json() for e in endorsers) + "]",
         media_type="application/json", headers={"X-More": "true" if more else "false"},
@@ -341,12 +222,10 @@ def get_endorsers(request: Request, limit: EndorserLimit = 100, offset: Endorser
 
 @compat_router.get("/endorsers/{email}", summary="One endorser and their entries")
 def get_endorser(request: Request, email: str, query: Filters) -> Response:
-    storage = app_of(request).storage
+    storage = state_of(request).storage
     endorser = storage.endorser(email)
     if wants(request, default="json") == "html":
-        from .pages import endorser_page
-
-        return endorser_page(request, endorser, query)
+        return html.endorser_page(request, endorser, query)
     entries = storage.find(Query(email=email, history=True, limit=query.limit,
                                  offset=query.offset), now=now()).entries
     return Response(_endorser_detail(endorser, entries).model_dump_json(),
@@ -365,7 +244,7 @@ def api_entries(request: Request, query: Filters) -> Response:
     """Current entries (each (ID, endorser)'s newest endorsement; ``history=true`` for all),
     newest first. ``q``: words, each matching the start of a word of the title,
     description, tag, OS, e-mail or ID."""
-    page = app_of(request).storage.find(query, now=now())
+    page = state_of(request).storage.find(query, now=now())
     # a Response skips FastAPI's second validation of the model (the model documents it)
     return Response(entry_list(page, query).model_dump_json(), media_type="application/json")
 
@@ -382,7 +261,7 @@ async def api_upload(request: Request) -> Response:
 @router.get("/entries/{identifier}", response_model=list[EntryInfo], summary="Entries of an ID")
 def api_entries_of(request: Request, identifier: str, history: bool = False) -> list[EntryInfo]:
     """Every endorser's current entry for the ID (or a unique prefix); all with history."""
-    entries = app_of(request).storage.find(
+    entries = state_of(request).storage.find(
         Query(identifier=identifier, history=history, limit=1000), now=now()
     ).entries
     return [EntryInfo(**info(e)) for e in entries]
@@ -391,15 +270,13 @@ def api_entries_of(request: Request, identifier: str, history: bool = False) -> 
 @router.get("/entries/{identifier}/{email}/{created}", summary="One entry, every term")
 def api_entry(request: Request, identifier: str, email: str, created: str) -> Response:
     """The index columns plus ``entry``: every term of the verified entry."""
-    from .render import entry_json
-
-    entry = app_of(request).storage.get(identifier, email, created)
+    entry = state_of(request).storage.get(identifier, email, created)
     return Response(entry_json(entry, now()), media_type="application/json")
 
 
 @router.get("/tag/{email}/{tag}", response_model=EntryInfo, summary="Resolve a tag")
 def api_tag(request: Request, email: str, tag: str) -> EntryInfo:
-    return EntryInfo(**info(app_of(request).storage.by_tag(email, tag)))
+    return EntryInfo(**info(state_of(request).storage.by_tag(email, tag)))
 
 
 @router.get("/endorsers", response_model=list[EndorserInfo], summary="Endorsers")
@@ -407,7 +284,7 @@ def api_endorsers(request: Request, limit: EndorserLimit = 100, offset: Endorser
                   ) -> Response:
     """One page of endorsers by e-mail (``X-More: true`` when another follows), each with
     the fingerprint of the certificate its e-mail is bound to."""
-    endorsers, more = app_of(request).storage.endorsers(limit=limit, offset=offset)
+    endorsers, more = state_of(request).storage.endorsers(limit=limit, offset=offset)
     return Response(
         "[" + ",".join(EndorserInfo(**e.__dict__).model_dump_json() for e in endorsers) + "]",
         media_type="application/json", headers={"X-More": "true" if more else "false"},
@@ -416,7 +293,7 @@ def api_endorsers(request: Request, limit: EndorserLimit = 100, offset: Endorser
 
 @router.get("/endorsers/{email}", response_model=EndorserDetail, summary="One endorser")
 def api_endorser(request: Request, email: str, query: Filters) -> EndorserDetail:
-    storage = app_of(request).storage
+    storage = state_of(request).storage
     endorser = storage.endorser(email)
     entries = storage.find(Query(email=email, history=True, limit=query.limit,
                                  offset=query.offset), now=now()).entries

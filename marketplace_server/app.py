@@ -21,10 +21,10 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import Request
 from starlette.staticfiles import StaticFiles
 
-from . import __version__
+from . import __version__, api, pages
+from ._state import ServerState
 from .config import ServerConfig
 from .errors import (
     data_error_handler,
@@ -32,6 +32,7 @@ from .errors import (
     imagekit_error_handler,
     validation_error_handler,
 )
+from .html import INLINE_CSS
 from .ingest import Ingestor, bind_existing
 from .security import page_policy, secure_send
 from .storage import Storage
@@ -141,8 +142,6 @@ async def _plain(send: Any, status: int, message: str) -> None:
 
 def create_app(config: ServerConfig) -> MarketplaceApp:
     """Build the application; creates the data directory and the schema if missing."""
-    from . import api, pages
-
     config.data_dir.mkdir(parents=True, exist_ok=True)
     app = MarketplaceApp(
         title="imagekit marketplace",
@@ -154,12 +153,13 @@ def create_app(config: ServerConfig) -> MarketplaceApp:
         ),
     )
     app.config = config
-    app.page_csp = page_policy(pages.INLINE_CSS)
+    app.page_csp = page_policy(INLINE_CSS)
     app.storage = Storage(config.database_url)
     app.storage.create_schema()
     bind_existing(app.storage, now=datetime.now(UTC))
     app.ingestor = Ingestor(config)
     app.cache = EntryCache(config.cache_entries)
+    app.state.imagekit = ServerState(config, app.storage, app.ingestor)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     from imagekit.errors import ImagekitError
@@ -172,10 +172,4 @@ def create_app(config: ServerConfig) -> MarketplaceApp:
     if config.files_dir is not None:
         Path(config.files_dir).mkdir(parents=True, exist_ok=True)
         app.mount("/files", StaticFiles(directory=config.files_dir), name="files")
-    return app
-
-
-def app_of(request: Request) -> MarketplaceApp:
-    app = request.app
-    assert isinstance(app, MarketplaceApp)
     return app

@@ -25,6 +25,7 @@ from imagekit.errors import (
     VerificationError,
 )
 
+from .html import render
 from .media import wants
 from .security import CrossOriginRefused, UnsupportedMediaType
 from .storage import CertificateNotBound
@@ -62,8 +63,6 @@ def error_response(request: Request, status: int, message: str, kind: str) -> Re
     line = " ".join(message.split())  # exactly one line
     headers = {"X-Imagekit-Error": kind}
     if wants(request, default="text") == "html":
-        from .pages import render
-
         return render(request, "error.html", {"status": status, "message": line},
                       status_code=status, headers=headers)
     return Response(line + "\n", status_code=status, media_type="text/plain", headers=headers)

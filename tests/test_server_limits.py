@@ -212,7 +212,7 @@ def test_endorsers_are_paged(start_marketplace, make_endorser):
 
 
 def test_catalogue_does_not_load_every_endorser(start_marketplace):
-    from marketplace_server.pages import MENU_ENDORSERS
+    from marketplace_server.html import MENU_ENDORSERS
     from marketplace_server.storage import Storage
 
     server = start_marketplace()
@@ -228,7 +228,7 @@ def test_catalogue_does_not_load_every_endorser(start_marketplace):
 
 
 def test_entry_page_shows_a_bounded_history(start_marketplace, make_endorser):
-    from marketplace_server.pages import HISTORY_ROWS
+    from marketplace_server.html import HISTORY_ROWS
     from marketplace_server.storage import NewEntry, Storage
 
     server = start_marketplace()
