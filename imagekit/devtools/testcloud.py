@@ -248,7 +248,10 @@ def _sys_run(argv: Sequence[str | Path], *, timeout: float = 300,
              env: Mapping[str, str] | None = None,
              input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     """Run a command with Debian's PATH first (so Debian's interpreter runs its tools)."""
-    return run(argv, env={"PATH": SYSTEM_PATH, **(env or {})}, timeout=timeout, input=input)
+    t = time.monotonic()
+    proc = run(argv, env={"PATH": SYSTEM_PATH, **(env or {})}, timeout=timeout, input=input)
+    log.debug("%s (%.1fs)", " ".join(str(a) for a in argv[:4]), time.monotonic() - t)
+    return proc
 
 
 def _connect(clouds_yaml: Path, cloud: str) -> Connection:
@@ -485,9 +488,22 @@ def _in_own_etc_libvirt(lay: Layout, program: str, *args: str) -> list[str]:
     """argv running ``program`` where /etc/libvirt is DIR/etc/libvirt (a private bind mount):
     libvirtd reads qemu.conf only from /etc/libvirt, and the host's copy stays untouched (and
     so does the host's default network, which must not start)."""
-    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
-            'mount --bind "$1" /etc/libvirt && shift && exec "$@"', "sh",
+    return ["/usr/bin/unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c",
+            '/usr/bin/mount --bind "$1" /etc/libvirt && shift && exec "$@"', "sh",
             str(_libvirt_etc(lay)), program, *args]
+
+
+def _libvirt_path(lay: Layout) -> str:
+    """PATH for libvirtd with x86_64 as the only emulator: at start it probes every
+    qemu-system-* it finds, and nova-compute-qemu pulls in all of them (measured: 54 s on the
+    first start instead of a few; /bin is /usr/bin on Debian 12, so neither is on it)."""
+    bin_dir = lay.root / "libvirt-bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for tool in ("qemu-system-x86_64", "qemu-img"):
+        link = bin_dir / tool
+        if not link.is_symlink():
+            link.symlink_to(f"/usr/bin/{tool}")
+    return f"{bin_dir}:/usr/sbin:/sbin"
 
 
 def _virsh_ok() -> bool:
@@ -506,9 +522,9 @@ def virtlogd(lay: Layout) -> Daemon:
 
 
 def libvirtd(lay: Layout) -> Daemon:
-    # The first start probes every installed qemu-system-* binary (cached afterwards).
     return Daemon("libvirtd", _in_own_etc_libvirt(lay, "/usr/sbin/libvirtd"),
-                  ready=_virsh_ok, timeout=180, marker="libvirtd")
+                  env={"PATH": _libvirt_path(lay)}, ready=_virsh_ok, timeout=180,
+                  marker="libvirtd")
 
 
 def keystone(lay: Layout) -> Daemon:
