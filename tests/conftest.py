@@ -14,6 +14,7 @@ pytest_plugins: list[str] = [
     "tests.plugins.market",
     "tests.plugins.launch",
     "tests.plugins.lifecycle",
+    "tests.plugins.cloud",
 ]
 
 FIXTURES = Path(__file__).parent / "fixtures"
