@@ -12,7 +12,7 @@ APT_PACKAGES := sudo qemu-system-x86 qemu-utils debootstrap fdisk xorriso cpio k
 	cloud-image-utils genisoimage busybox-static linux-image-cloud-amd64 curl \
 	postgresql nginx-light wrk chromium python3-venv openssh-client procps
 
-.PHONY: deps install test test-fast demo bench lint serve clean
+.PHONY: deps install test test-fast demo bench lint serve testcloud testcloud-down clean
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
@@ -50,6 +50,15 @@ lint: install
 
 serve: install
 	$(VENV)/bin/imagekit serve
+
+# The single-node OpenStack the cloud tests use (the openstack_cloud fixture starts it too).
+# Its Debian packages are installed by `up` itself, not by deps: they need a policy-rc.d and
+# pre-seeded debconf answers, and only runs that use the cloud should pay for 379 packages.
+testcloud: install
+	$(PY) -m imagekit.devtools.testcloud up
+
+testcloud-down: install
+	$(PY) -m imagekit.devtools.testcloud down
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
