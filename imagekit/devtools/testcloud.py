@@ -341,13 +341,33 @@ def _stop_pid(pid: int, timeout: float = 30) -> None:
         time.sleep(0.1)
 
 
-def _group_alive(pgid: int) -> bool:
+def _group(pgid: int) -> list[int]:
+    """Live processes of a process group (a daemon and the workers it forked)."""
+    pids = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, ValueError, IndexError):
             fields = stat.read_text().rpartition(")")[2].split()
             if int(fields[2]) == pgid and fields[0] != "Z":
-                return True
-    return False
+                pids.append(int(stat.parent.name))
+    return pids
+
+
+def _group_alive(pgid: int) -> bool:
+    return bool(_group(pgid))
+
+
+def _memory_kib(pids: Sequence[int]) -> tuple[int, int]:
+    """(RSS, PSS) in KiB summed over ``pids``, from /proc/<pid>/smaps_rollup."""
+    rss = pss = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                key, _, value = line.partition(":")
+                if key == "Rss":
+                    rss += int(value.split()[0])
+                elif key == "Pss":
+                    pss += int(value.split()[0])
+    return rss, pss
 
 
 # --- packages --------------------------------------------------------------------------------
@@ -865,6 +885,16 @@ def status(directory: Path = DEFAULT_DIR) -> dict[str, int | None]:
     return {name: _recorded(lay, name) for name in SERVICES}
 
 
+def memory(directory: Path = DEFAULT_DIR) -> dict[str, tuple[int, int, int]]:
+    """(processes, RSS KiB, PSS KiB) of every running service (guests not included)."""
+    out = {}
+    for name, pid in status(directory).items():
+        if pid is not None:
+            pids = _group(pid)
+            out[name] = (len(pids), *_memory_kib(pids))
+    return out
+
+
 def _running(lay: Layout) -> RunningCloud | None:
     if not lay.done("ready").exists() or not lay.clouds_yaml.exists():
         return None
@@ -993,8 +1023,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("stopped: " + (" ".join(down(args.dir)) or "nothing was running"))
         else:
             pids = status(args.dir)
+            mem = memory(args.dir)
+            total = [0, 0, 0]
             for name, pid in pids.items():
-                print(f"{name:15} {'running pid ' + str(pid) if pid else 'stopped'}")
+                if pid is None:
+                    print(f"{name:15} stopped")
+                    continue
+                n, rss, pss = mem.get(name, (0, 0, 0))
+                total = [total[0] + n, total[1] + rss, total[2] + pss]
+                print(f"{name:15} running pid {pid:<8} {n:2} proc  RSS {rss // 1024:5} MiB"
+                      f"  PSS {pss // 1024:5} MiB")
+            print(f"{'all':15} {'':21}{total[0]:2} proc  RSS {total[1] // 1024:5} MiB  "
+                  f"PSS {total[2] // 1024:5} MiB")
             return 0 if all(pids.values()) else 3
     except TestCloudError as e:
         print(f"testcloud: error: {e}", file=sys.stderr)
