@@ -557,7 +557,9 @@ def keystone(lay: Layout) -> Daemon:
         "credential": {"key_repository": lay.root / "keystone" / "credential-keys"},
         # bcrypt's default 12 rounds cost ~0.3 s per password check on these cores
         "identity": {"password_hash_rounds": 4},
-        "cache": {"enabled": False},
+        # every API call of every service validates its token here: an in-process cache
+        # (one keystone process, so it cannot go stale elsewhere) spares the database
+        "cache": {"enabled": True, "backend": "dogpile.cache.memory"},
     }))
     if not lay.done("keystone-db").exists():
         manage = ["keystone-manage", "--config-file", str(conf)]
