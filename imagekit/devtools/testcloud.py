@@ -968,7 +968,9 @@ def up(directory: Path = DEFAULT_DIR, *, install: bool = True) -> RunningCloud:
         start(nova_conductor(lay, conn), nova_scheduler(lay, conn), nova_compute(lay, conn))
         _compute_host_ready(lay, lay.etc / "nova" / "nova.conf", conn)
         timings["configure_and_start"] = time.monotonic() - started
-        _write(lay.root / "timings.json", json.dumps(timings, indent=1) + "\n", mode=0o644)
+        with (lay.logs / "up-times.jsonl").open("a") as fp:  # one line per real start
+            fp.write(json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                 **{k: round(v, 1) for k, v in timings.items()}}) + "\n")
         _mark(lay, "ready")
         log.info("test cloud up in %.1fs: OS_CLIENT_CONFIG_FILE=%s OS_CLOUD=%s",
                  timings["configure_and_start"], clouds_yaml, CLOUD)
