@@ -200,6 +200,8 @@ class Daemon:
     # what its /proc cmdline contains (a recorded PID is trusted only then); the program's
     # name unless wrappers (unshare, sh) exec another one
     marker: str = ""
+    # answers when something else already listens where it would (checked before a start)
+    occupied: Callable[[], bool] | None = None
 
 
 # --- small helpers ---------------------------------------------------------------------------
@@ -232,6 +234,14 @@ def _http_ok(url: str) -> bool:
 
 def _tcp_ok(port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=2):
+        return True
+    return False
+
+
+def _unix_ok(path: str) -> bool:
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(2)
+        s.connect(path)
         return True
     return False
 
@@ -296,6 +306,9 @@ def _recorded(lay: Layout, name: str) -> int | None:
 
 
 def _start(lay: Layout, daemon: Daemon) -> int:
+    if daemon.occupied is not None and daemon.occupied():
+        raise TestCloudError(f"{daemon.name}: its address on this host is already taken by a "
+                             "process this cloud did not start (another test cloud?)")
     logfile = lay.log(daemon.name)
     logfile.parent.mkdir(parents=True, exist_ok=True)
     env = child_env({"PATH": SYSTEM_PATH, "HOME": str(lay.root / "home"), **daemon.env})
@@ -451,7 +464,7 @@ def epmd(lay: Layout) -> Daemon:
     # Started by us, not by Erlang on first use: erl would daemonize an epmd bound to every
     # address that no PID file records.
     return Daemon("epmd", ["/usr/bin/epmd", "-address", HOST, "-port", "4369"],
-                  ready=lambda: _tcp_ok(4369), timeout=20)
+                  ready=lambda: _tcp_ok(4369), timeout=20, occupied=lambda: _tcp_ok(4369))
 
 
 def rabbitmq(lay: Layout) -> Daemon:
@@ -484,7 +497,7 @@ def rabbitmq(lay: Layout) -> Daemon:
     }
     # the script itself, not /usr/sbin's wrapper (that one switches to the rabbitmq user)
     return Daemon("rabbitmq", ["/usr/lib/rabbitmq/bin/rabbitmq-server"], env=env,
-                  ready=lambda: _tcp_ok(5672), timeout=120)
+                  ready=lambda: _tcp_ok(5672), timeout=120, occupied=lambda: _tcp_ok(5672))
 
 
 def _libvirt_etc(lay: Layout) -> Path:
@@ -526,6 +539,10 @@ def _libvirt_path(lay: Layout) -> str:
     return f"{bin_dir}:/usr/sbin:/sbin"
 
 
+VIRTLOGD_SOCK = "/run/libvirt/virtlogd-sock"
+LIBVIRT_SOCK = "/run/libvirt/libvirt-sock"
+
+
 def _virsh_ok() -> bool:
     try:
         _sys_run(["virsh", "-c", "qemu:///system", "version"], timeout=20)
@@ -537,14 +554,14 @@ def _virsh_ok() -> bool:
 def virtlogd(lay: Layout) -> Daemon:
     # nova's serial console log (what `console log` shows) is written through virtlogd
     return Daemon("virtlogd", _in_own_etc_libvirt(lay, "/usr/sbin/virtlogd"),
-                  ready=lambda: Path("/run/libvirt/virtlogd-sock").exists(), timeout=20,
-                  marker="virtlogd")
+                  ready=lambda: _unix_ok(VIRTLOGD_SOCK), timeout=20, marker="virtlogd",
+                  occupied=lambda: _unix_ok(VIRTLOGD_SOCK))
 
 
 def libvirtd(lay: Layout) -> Daemon:
     return Daemon("libvirtd", _in_own_etc_libvirt(lay, "/usr/sbin/libvirtd"),
                   env={"PATH": _libvirt_path(lay)}, ready=_virsh_ok, timeout=180,
-                  marker="libvirtd")
+                  marker="libvirtd", occupied=lambda: _unix_ok(LIBVIRT_SOCK))
 
 
 def keystone(lay: Layout) -> Daemon:
@@ -580,7 +597,8 @@ def keystone(lay: Layout) -> Daemon:
                                str(PORTS["keystone"])],
                   env={"OS_KEYSTONE_CONFIG_DIR": str(conf.parent),
                        "OS_KEYSTONE_CONFIG_FILES": "keystone.conf"},
-                  ready=lambda: _http_ok(KEYSTONE_URL), timeout=90)
+                  ready=lambda: _http_ok(KEYSTONE_URL), timeout=90,
+                  occupied=lambda: _tcp_ok(PORTS["keystone"]))
 
 
 def glance(lay: Layout) -> Daemon:
@@ -605,7 +623,8 @@ def glance(lay: Layout) -> Daemon:
         _mark(lay, "glance-db")
     return Daemon("glance", ["/usr/bin/glance-api", "--config-file", str(conf),
                             "--log-file", str(lay.log("glance"))],
-                  ready=lambda: _http_ok(f"http://{HOST}:{PORTS['glance']}/"))
+                  ready=lambda: _http_ok(f"http://{HOST}:{PORTS['glance']}/"),
+                  occupied=lambda: _tcp_ok(PORTS["glance"]))
 
 
 def placement(lay: Layout) -> Daemon:
@@ -622,7 +641,8 @@ def placement(lay: Layout) -> Daemon:
         _mark(lay, "placement-db")
     return Daemon("placement", ["/usr/bin/placement-api", "--host", HOST, "--port",
                                 str(PORTS["placement"])], env=env,
-                  ready=lambda: _http_ok(f"http://{HOST}:{PORTS['placement']}/"))
+                  ready=lambda: _http_ok(f"http://{HOST}:{PORTS['placement']}/"),
+                  occupied=lambda: _tcp_ok(PORTS["placement"]))
 
 
 def _neutron_confs(lay: Layout) -> list[str]:
@@ -670,7 +690,8 @@ def neutron(lay: Layout) -> Daemon:
         _mark(lay, "neutron-db")
     return Daemon("neutron", ["/usr/bin/neutron-server", *confs, "--log-file",
                               str(lay.log("neutron"))],
-                  ready=lambda: _http_ok(f"http://{HOST}:{PORTS['neutron']}/"))
+                  ready=lambda: _http_ok(f"http://{HOST}:{PORTS['neutron']}/"),
+                  occupied=lambda: _tcp_ok(PORTS["neutron"]))
 
 
 def _nova_sections(lay: Layout, *, with_db: bool) -> dict[str, dict[str, object]]:
@@ -731,7 +752,8 @@ def nova_api(lay: Layout) -> Daemon:
     _nova_sync(lay, conf)
     return Daemon("nova-api", ["/usr/bin/nova-api", "--config-file", str(conf),
                   "--log-file", str(lay.log("nova-api"))],
-                  ready=lambda: _http_ok(f"http://{HOST}:{PORTS['nova']}/"))
+                  ready=lambda: _http_ok(f"http://{HOST}:{PORTS['nova']}/"),
+                  occupied=lambda: _tcp_ok(PORTS["nova"]))
 
 
 def nova_conductor(lay: Layout, conn: Callable[[], Connection]) -> Daemon:
@@ -873,6 +895,18 @@ SERVICES = ("epmd", "rabbitmq", "virtlogd", "libvirtd", "keystone", "glance", "p
 
 
 @contextlib.contextmanager
+def _step(what: str) -> Iterator[None]:
+    """Name the step in the one-line error when a command or an API call inside it fails."""
+    try:
+        yield
+    except TestCloudError:
+        raise
+    except Exception as e:  # commands, OS errors and every openstacksdk exception alike
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise TestCloudError(f"{what} failed: {first}") from e
+
+
+@contextlib.contextmanager
 def _locked(lay: Layout) -> Iterator[None]:
     """One up/down at a time per directory (parallel test sessions share the cloud)."""
     lay.root.mkdir(parents=True, exist_ok=True)
@@ -954,19 +988,31 @@ def up(directory: Path = DEFAULT_DIR, *, install: bool = True) -> RunningCloud:
                 log.info("%s ready (%.1fs)", d.name, time.monotonic() - t)
 
         start(epmd(lay))
-        start(rabbitmq(lay), virtlogd(lay), keystone(lay))
+        with _step("keystone database set-up"):
+            keystone_daemon = keystone(lay)
+        start(rabbitmq(lay), virtlogd(lay), keystone_daemon)
         if not lay.done("identity").exists():
-            _identity(conn())
+            with _step("creating service users, endpoints and the demo project"):
+                _identity(conn())
             _mark(lay, "identity")
             admin.clear()  # its token's catalog predates the endpoints just made
-        neutron_daemon = neutron(lay)
+        with _step("glance database set-up"):
+            glance_daemon = glance(lay)
+        with _step("placement database set-up"):
+            placement_daemon = placement(lay)
+        with _step("neutron database set-up"):
+            neutron_daemon = neutron(lay)
         neutron_daemon.ready = _neutron_first_query(conn)
-        start(libvirtd(lay), glance(lay), placement(lay), neutron_daemon, nova_api(lay))
+        with _step("nova database set-up"):
+            nova_api_daemon = nova_api(lay)
+        start(libvirtd(lay), glance_daemon, placement_daemon, neutron_daemon, nova_api_daemon)
         if not lay.done("flavors").exists():
-            _flavors(conn())
+            with _step("creating flavors"):
+                _flavors(conn())
             _mark(lay, "flavors")
         start(nova_conductor(lay, conn), nova_scheduler(lay, conn), nova_compute(lay, conn))
-        _compute_host_ready(lay, lay.etc / "nova" / "nova.conf", conn)
+        with _step("mapping the compute host"):
+            _compute_host_ready(lay, lay.etc / "nova" / "nova.conf", conn)
         timings["configure_and_start"] = time.monotonic() - started
         with (lay.logs / "up-times.jsonl").open("a") as fp:  # one line per real start
             fp.write(json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
