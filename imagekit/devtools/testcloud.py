@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, cast
 import httpx
 import yaml
 
-from .._atomic import atomic_write
+from .._files import atomic_write
 from .._run import child_env, run
 from ..errors import CommandError, EnvironmentProblem
 
