@@ -247,11 +247,15 @@ def _unix_ok(path: str) -> bool:
 
 
 def _log_tail(path: Path) -> str:
+    """The telling line of a log: its last error if the end has one, else its last line."""
     try:
         lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
     except OSError:
         return "(no log)"
-    return lines[-1][:300] if lines else "(empty log)"
+    errors = [ln for ln in lines[-300:] if any(w in ln for w in (" ERROR ", " CRITICAL ",
+                                                                  "Error:", "error:"))]
+    line = (errors or lines or ["(empty log)"])[-1]
+    return line[:300]
 
 
 def _sys_run(argv: Sequence[str | Path], *, timeout: float = 300,
@@ -579,6 +583,7 @@ def keystone(lay: Layout) -> Daemon:
         "cache": {"enabled": True, "backend": "dogpile.cache.memory"},
     }))
     if not lay.done("keystone-db").exists():
+        _fresh_db(lay, "keystone", then_redo=("identity",))
         manage = ["keystone-manage", "--config-file", str(conf)]
         _sys_run([*manage, "db_sync"])
         for repo in ("fernet_setup", "credential_setup"):
@@ -618,6 +623,7 @@ def glance(lay: Layout) -> Daemon:
         "oslo_messaging_notifications": {"driver": "noop"},
     }))
     if not lay.done("glance-db").exists():
+        _fresh_db(lay, "glance")
         _sys_run(["glance-manage", "--config-file", str(conf), "db_sync"])
         _wal(lay, "glance")
         _mark(lay, "glance-db")
@@ -636,6 +642,7 @@ def placement(lay: Layout) -> Daemon:
     }))
     env = {"OS_PLACEMENT_CONFIG_DIR": str(conf.parent)}
     if not lay.done("placement-db").exists():
+        _fresh_db(lay, "placement")
         _sys_run(["placement-manage", "--config-file", str(conf), "db", "sync"])
         _wal(lay, "placement")
         _mark(lay, "placement-db")
@@ -683,7 +690,7 @@ head.get_metadata().create_all(sqlalchemy.create_engine(sys.argv[1]))
 def neutron(lay: Layout) -> Daemon:
     confs = _neutron_confs(lay)
     if not lay.done("neutron-db").exists():
-        (lay.data / "neutron.sqlite").unlink(missing_ok=True)
+        _fresh_db(lay, "neutron")
         _sys_run([SYSTEM_PYTHON, "-c", _NEUTRON_CREATE_TABLES, lay.db("neutron")])
         _sys_run(["neutron-db-manage", *confs, "stamp", "heads"])
         _wal(lay, "neutron")
@@ -735,6 +742,7 @@ def _nova_conf(lay: Layout) -> Path:
 def _nova_sync(lay: Layout, conf: Path) -> None:
     if lay.done("nova-db").exists():
         return
+    _fresh_db(lay, "nova_api", "nova_cell0", "nova", then_redo=("flavors",))
     manage = ["nova-manage", "--config-file", str(conf)]
     _sys_run([*manage, "api_db", "sync"])
     _wal(lay, "nova_api")
@@ -792,6 +800,16 @@ def _wal(lay: Layout, db: str) -> None:
     """WAL journal on a synced database: readers no longer block the one writer."""
     with contextlib.closing(sqlite3.connect(lay.data / f"{db}.sqlite", timeout=30)) as con:
         con.execute("PRAGMA journal_mode=WAL")
+
+
+def _fresh_db(lay: Layout, *dbs: str, then_redo: tuple[str, ...] = ()) -> None:
+    """Start a database sync from empty files: an interrupted earlier sync (no done-marker)
+    must not leave half a schema behind, nor the steps that wrote into it marked done."""
+    for db in dbs:
+        for suffix in ("", "-wal", "-shm"):
+            (lay.data / f"{db}.sqlite{suffix}").unlink(missing_ok=True)
+    for step in then_redo:
+        lay.done(step).unlink(missing_ok=True)
 
 
 def _mark(lay: Layout, step: str) -> None:
