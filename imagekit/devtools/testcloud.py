@@ -6,11 +6,14 @@ What the OpenStack backend is tested and benchmarked against::
     python -m imagekit.devtools.testcloud status [--dir DIR]
     python -m imagekit.devtools.testcloud down [--dir DIR]   # stop every daemon by PID
 
-Services: keystone (fernet tokens), glance-api (file store), placement, nova-api, -conductor,
--scheduler, -compute (libvirt driver, qemu under TCG), neutron-server (ML2, no agents, no
-networks: servers are created with ``networks="none"``, compute microversion >= 2.37), rabbitmq,
-libvirtd + virtlogd. No block storage: cinder needs LVM (device-mapper is missing on these
-hosts) or iSCSI/NFS, so the cloud has no volume service and says so in its catalog.
+Services: keystone (fernet tokens), glance-api (file store, ``os_hash_algo`` sha512),
+placement, nova-api, -conductor, -scheduler, -compute (libvirt driver, qemu under TCG),
+neutron-server (ML2, no agents, no networks: servers are created with ``networks="none"``,
+compute microversion >= 2.37; Zed goes up to 2.93), rabbitmq, libvirtd + virtlogd. Guests get
+the ``pc`` (i440fx) machine: the config drive (``config_drive=True``, label ``config-2``) is an
+IDE CD-ROM, ``/dev/sr0`` in the guest. No block storage: every cinder back end needs LVM
+(device-mapper), NFS or iSCSI in the host kernel, and these hosts have none of them, so the
+catalog has no volume service.
 
 Everything the cloud writes lives under DIR (default ``/var/tmp/imagekit-testcloud``):
 ``etc/`` configs, ``data/`` SQLite databases, ``log/<service>.log``, ``run/<service>.pid``,
@@ -135,6 +138,7 @@ class RunningCloud:
     cloud: str = CLOUD
     demo_cloud: str = DEMO_CLOUD
     flavors: tuple[str, ...] = tuple(f[0] for f in FLAVORS)
+    block_storage: bool = False  # no cinder here (see the module's docstring)
 
     def env(self, *, demo: bool = False) -> dict[str, str]:
         """``OS_CLIENT_CONFIG_FILE`` and ``OS_CLOUD`` for a client (CLI or SDK) of this cloud."""
