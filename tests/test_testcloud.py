@@ -29,6 +29,13 @@ def test_up_again_returns_quickly(openstack_cloud: RunningCloud) -> None:
     assert testcloud.main(["status", "--dir", str(openstack_cloud.directory)]) == 0
 
 
+def test_catalog(openstack_cloud: RunningCloud) -> None:
+    conn = openstack_cloud.connect()
+    for service in ("identity", "image", "placement", "compute", "network"):
+        assert conn.has_service(service), service
+    assert conn.has_service("block-storage") is openstack_cloud.block_storage is False
+
+
 def test_flavors(openstack_cloud: RunningCloud) -> None:
     flavors = {f.name: f for f in openstack_cloud.connect().compute.flavors()}
     assert set(openstack_cloud.flavors) <= set(flavors)
