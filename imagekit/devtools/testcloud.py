@@ -561,13 +561,15 @@ def _virsh_ok() -> bool:
 
 def virtlogd(lay: Layout) -> Daemon:
     # nova's serial console log (what `console log` shows) is written through virtlogd
-    return Daemon("virtlogd", _in_own_etc_libvirt(lay, "/usr/sbin/virtlogd"),
+    return Daemon("virtlogd", _in_own_etc_libvirt(lay, "/usr/sbin/virtlogd", "--pid-file",
+                                                  str(lay.run / "virtlogd.own.pid")),
                   ready=lambda: _unix_ok(VIRTLOGD_SOCK), timeout=20, marker="virtlogd",
                   occupied=lambda: _unix_ok(VIRTLOGD_SOCK))
 
 
 def libvirtd(lay: Layout) -> Daemon:
-    return Daemon("libvirtd", _in_own_etc_libvirt(lay, "/usr/sbin/libvirtd"),
+    return Daemon("libvirtd", _in_own_etc_libvirt(lay, "/usr/sbin/libvirtd", "--pid-file",
+                                                  str(lay.run / "libvirtd.own.pid")),
                   env={"PATH": _libvirt_path(lay)}, ready=_virsh_ok, timeout=180,
                   marker="libvirtd", occupied=lambda: _unix_ok(LIBVIRT_SOCK))
 
@@ -1068,7 +1070,9 @@ def down(directory: Path = DEFAULT_DIR) -> list[str]:
         for name in reversed(SERVICES):
             pid = _recorded(lay, name)
             if pid is not None:
+                t = time.monotonic()
                 _stop_pid(pid)
+                log.info("stopped %s (%.1fs)", name, time.monotonic() - t)
                 stopped.append(name)
             _pid_file(lay, name).unlink(missing_ok=True)
     return stopped
