@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import datetime as dt
 import fcntl
 import json
 import logging
@@ -206,6 +207,7 @@ class Daemon:
     marker: str = ""
     # answers when something else already listens where it would (checked before a start)
     occupied: Callable[[], bool] | None = None
+    started_at: dt.datetime | None = None  # set when this run started it (UTC)
 
 
 # --- small helpers ---------------------------------------------------------------------------
@@ -347,19 +349,20 @@ def _wait_ready(lay: Layout, daemon: Daemon, pid: int) -> None:
         time.sleep(0.25)
 
 
-def _stop_pid(pid: int, timeout: float = 30) -> None:
-    """SIGTERM the daemon's process group (its workers, rabbit's beam), SIGKILL if it lingers."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid) and not _group_alive(pid):
-            return
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-    while _alive(pid):
-        time.sleep(0.1)
+def _stop_groups(pids: Sequence[int], timeout: float = 30) -> None:
+    """SIGTERM each daemon's process group (its workers, rabbit's beam) at once, wait for all
+    of them, SIGKILL what lingers after ``timeout``."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            pids = [p for p in pids if _alive(p) or _group_alive(p)]
+            if not pids:
+                return
+            time.sleep(0.1)
+    raise TestCloudError(f"processes {pids} survived SIGKILL")
 
 
 def _group(pgid: int) -> list[int]:
@@ -465,7 +468,9 @@ def _service_auth(user: str) -> dict[str, object]:
 
 def _common(lay: Layout, name: str) -> dict[str, object]:
     # log files are given per daemon on the command line (nova's four share one config)
-    return {"use_stderr": False, "debug": False, "state_path": lay.root / name}
+    # a test cloud stops in seconds, not after oslo.service's 60 s of grace
+    return {"use_stderr": False, "debug": False, "state_path": lay.root / name,
+            "graceful_shutdown_timeout": 5}
 
 
 def epmd(lay: Layout) -> Daemon:
@@ -770,18 +775,21 @@ def nova_api(lay: Layout) -> Daemon:
                   occupied=lambda: _tcp_ok(PORTS["nova"]))
 
 
+def _nova_service(lay: Layout, name: str, conf: Path, conn: Callable[[], Connection],
+                  *, fresh: bool = False, timeout: float = 120) -> Daemon:
+    daemon = Daemon(name, [f"/usr/bin/{name}", "--config-file", str(conf),
+                           "--log-file", str(lay.log(name))], ready=lambda: False,
+                    timeout=timeout)
+    daemon.ready = lambda: _nova_service_up(conn, name, daemon.started_at if fresh else None)
+    return daemon
+
+
 def nova_conductor(lay: Layout, conn: Callable[[], Connection]) -> Daemon:
-    conf = _nova_conf(lay)
-    return Daemon("nova-conductor", ["/usr/bin/nova-conductor", "--config-file", str(conf),
-                  "--log-file", str(lay.log("nova-conductor"))],
-                  ready=lambda: _nova_service_up(conn, "nova-conductor"))
+    return _nova_service(lay, "nova-conductor", _nova_conf(lay), conn)
 
 
 def nova_scheduler(lay: Layout, conn: Callable[[], Connection]) -> Daemon:
-    conf = _nova_conf(lay)
-    return Daemon("nova-scheduler", ["/usr/bin/nova-scheduler", "--config-file", str(conf),
-                  "--log-file", str(lay.log("nova-scheduler"))],
-                  ready=lambda: _nova_service_up(conn, "nova-scheduler"))
+    return _nova_service(lay, "nova-scheduler", _nova_conf(lay), conn)
 
 
 def nova_compute(lay: Layout, conn: Callable[[], Connection]) -> Daemon:
@@ -790,16 +798,26 @@ def nova_compute(lay: Layout, conn: Callable[[], Connection]) -> Daemon:
     conf = _write(lay.etc / "nova" / "nova-compute.conf",
                   _ini(_nova_sections(lay, with_db=False)))
     (lay.root / "nova" / "instances").mkdir(parents=True, exist_ok=True)
-    return Daemon("nova-compute", ["/usr/bin/nova-compute", "--config-file", str(conf),
-                  "--log-file", str(lay.log("nova-compute"))],
-                  ready=lambda: _nova_service_up(conn, "nova-compute"), timeout=180)
+    # the scheduler's ComputeFilter wants a heartbeat of this very process (see below);
+    # conductor's and scheduler's RPC requests wait in their queues meanwhile
+    return _nova_service(lay, "nova-compute", conf, conn, fresh=True, timeout=180)
 
 
-def _nova_service_up(conn: Callable[[], Connection], binary: str) -> bool:
+def _nova_service_up(conn: Callable[[], Connection], binary: str,
+                     since: dt.datetime | None) -> bool:
+    """The service reports "up" from a heartbeat of this process: after a restart within
+    nova's 60 s service_down_time the API still says "up" from the previous process's last
+    heartbeat, and the scheduler's ComputeFilter refuses the host a few seconds later."""
     try:
-        return any(s.binary == binary and s.state == "up" for s in conn().compute.services())
+        services = [s for s in conn().compute.services()
+                    if s.binary == binary and s.state == "up"]
     except Exception:  # the API answering is part of what is being waited for
         return False
+    if since is None:
+        return bool(services)
+    # no heartbeat at all yet: a record this process has just created
+    return any(not s.updated_at or dt.datetime.fromisoformat(s.updated_at).replace(
+        tzinfo=dt.UTC) >= since for s in services)
 
 
 def _wal(lay: Layout, db: str) -> None:
@@ -1002,6 +1020,7 @@ def up(directory: Path = DEFAULT_DIR, *, install: bool = True) -> RunningCloud:
             pids = {d.name: _recorded(lay, d.name) for d in daemons}
             for d in daemons:
                 if pids[d.name] is None:
+                    d.started_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
                     pids[d.name] = _start(lay, d)
                     log.info("started %s (pid %s)", d.name, pids[d.name])
             for d in daemons:
@@ -1060,21 +1079,22 @@ def _destroy_guests() -> None:
 
 
 def down(directory: Path = DEFAULT_DIR) -> list[str]:
-    """Stop every recorded daemon (reverse start order) and wait; return the names stopped."""
+    """Stop every recorded daemon (guests first) and wait; return the names stopped."""
     lay = Layout(Path(directory).resolve())
     stopped: list[str] = []
     with _locked(lay):
         lay.done("ready").unlink(missing_ok=True)
         if _recorded(lay, "libvirtd") is not None:
             _destroy_guests()
-        for name in reversed(SERVICES):
-            pid = _recorded(lay, name)
-            if pid is not None:
-                t = time.monotonic()
-                _stop_pid(pid)
-                log.info("stopped %s (%.1fs)", name, time.monotonic() - t)
-                stopped.append(name)
+        running = {name: _recorded(lay, name) for name in reversed(SERVICES)}
+        pids = [pid for pid in running.values() if pid is not None]
+        t = time.monotonic()
+        _stop_groups(pids)
+        log.info("stopped %d daemons in %.1fs", len(pids), time.monotonic() - t)
+        for name, pid in running.items():
             _pid_file(lay, name).unlink(missing_ok=True)
+            if pid is not None:
+                stopped.append(name)
     return stopped
 
 
