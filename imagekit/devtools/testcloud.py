@@ -25,7 +25,7 @@ through a bind mount in their own mount namespace.
 
 ``up`` is idempotent: on a running cloud it checks the recorded PIDs and keystone and returns
 in well under a second; after a reboot it starts the daemons again without re-creating the
-databases. Measured facts behind the choices below are in the project's OpenStack notes.
+databases. The comments name the measured quirk behind each non-default choice.
 """
 
 from __future__ import annotations
@@ -461,14 +461,14 @@ def _authtoken(user: str) -> dict[str, object]:
 
 
 def _service_auth(user: str) -> dict[str, object]:
-    """keystoneauth settings for calling another service (nova → glance, neutron, placement)."""
+    """keystoneauth settings for calling another service (nova → glance, neutron, placement);
+    it ignores www_authenticate_uri."""
     return {**_authtoken(user), "valid_interfaces": "public"}
-    # (www_authenticate_uri is ignored by keystoneauth)
 
 
 def _common(lay: Layout, name: str) -> dict[str, object]:
-    # log files are given per daemon on the command line (nova's four share one config)
-    # a test cloud stops in seconds, not after oslo.service's 60 s of grace
+    # Log files are given per daemon on the command line (nova's four share one config).
+    # A test cloud stops in seconds, not after oslo.service's 60 s of grace.
     return {"use_stderr": False, "debug": False, "state_path": lay.root / name,
             "graceful_shutdown_timeout": 5}
 
