@@ -7,7 +7,8 @@
 
   - ``.clouds_yaml``: the client configuration (``/var/tmp/imagekit-testcloud/clouds.yaml``)
   - ``.cloud`` / ``.demo_cloud``: ``imagekit-test`` (admin) / ``imagekit-test-demo`` (member)
-  - ``.flavors``: ``m1.tiny`` (128 MiB), ``m1.small`` (256 MiB), ``m1.medium`` (512 MiB)
+  - ``.flavors``: ``m1.tiny`` (128 MiB, 1 GiB disk), ``m1.small`` (256 MiB, 1 GiB),
+    ``m1.medium`` (512 MiB, 2 GiB), ``m1.large`` (1 GiB, 10 GiB); 1 vCPU each
   - ``.block_storage``: False (no cinder on these hosts: no device-mapper, NFS or iSCSI)
   - ``.env(demo=False)``: ``OS_CLIENT_CONFIG_FILE`` and ``OS_CLOUD`` for a child process
   - ``.connect(demo=False)``: an openstacksdk ``Connection``
