@@ -288,6 +288,9 @@ def _connect(clouds_yaml: Path, cloud: str) -> Connection:
 # --- processes: each daemon in its own session, recorded by PID ------------------------------
 
 
+LOG_KEEP_BYTES = 64 << 20
+
+
 def _pid_file(lay: Layout, name: str) -> Path:
     return lay.run / f"{name}.pid"
 
@@ -349,6 +352,9 @@ def _start(lay: Layout, daemon: Daemon) -> int:
                              "process this cloud did not start (another test cloud?)")
     logfile = lay.log(daemon.name)
     logfile.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        if logfile.stat().st_size > LOG_KEEP_BYTES:  # a cloud reused for weeks: keep one old
+            os.replace(logfile, logfile.with_suffix(".log.1"))
     env = child_env({"PATH": SYSTEM_PATH, "HOME": str(lay.root / "home"),
                      "PYTHONPATH": str(_python_hooks(lay)), **daemon.env})
     with logfile.open("ab") as out:  # a file, not a pipe: nobody reads a pipe of a daemon
