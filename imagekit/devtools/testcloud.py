@@ -1018,7 +1018,9 @@ def _running(lay: Layout) -> RunningCloud | None:
         return None
     if any(pid is None for pid in status(lay.root).values()):
         return None
-    if not _http_ok(KEYSTONE_URL):
+    # every API answers (a few ms each); otherwise the slow path says which one does not
+    if not all(_http_ok(url) for url in (KEYSTONE_URL, *(
+            f"http://{HOST}:{PORTS[s]}/" for s in ("glance", "placement", "nova", "neutron")))):
         return None
     return RunningCloud(lay.root, lay.clouds_yaml)
 
