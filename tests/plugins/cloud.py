@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from imagekit.devtools.testcloud import RunningCloud
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "openstack_cloud" in getattr(item, "fixturenames", ()):
