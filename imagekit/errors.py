@@ -96,6 +96,10 @@ class CertificateExpired(Untrusted):
     pass
 
 
+class FutureDated(VerificationError):
+    """An endorsement dated after the verification time, beyond the allowed clock skew."""
+
+
 class Expired(VerificationError):
     """The entry's ``dcterms:valid`` date has passed."""
 

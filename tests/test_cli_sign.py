@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import stat
 
 import pytest
@@ -188,13 +190,26 @@ def test_verify_unsafe_no_trust_check_warns(cli, keypair, entry):
     assert json.loads(result.stdout)["trust"] == "unsafe-none"
 
 
-def test_verify_stratuslab_fixture_as_of(cli, asset):
+def test_verify_stratuslab_fixture_as_of(cli, asset, tmp_path):
     path = asset("stratuslab/valid-ca-signed.xml")
     ca = asset("stratuslab/test-ca.pem")
-    ok = cli("verify", path, "--trust", ca, "--allow-sha1", "--at", "2012-02-15", "--json")
+    # Jim's certificate names no e-mail: his CA alone does not vouch for the one he claims
+    alone = cli("verify", path, "--trust", ca, "--allow-sha1", "--at", "2012-02-15")
+    assert alone.exit_code == 3
+    assert alone.stderr.splitlines()[0] == (
+        "imagekit: error: Untrusted: certificate CN=Jim Tester,OU=Testing Department,"
+        "O=StratusLab Project,C=EU carries no e-mail address, so its CA does not vouch for "
+        "jim.tester@example.org"
+    )
+    b64 = re.search(r"<X509Certificate>(.*?)</X509Certificate>", path.read_text(), re.S)
+    assert b64 is not None
+    jim = tmp_path / "jim.der"
+    jim.write_bytes(base64.b64decode("".join(b64.group(1).split())))
+    pinned = ("--trust", ca, "--trust", jim)
+    ok = cli("verify", path, *pinned, "--allow-sha1", "--at", "2012-02-15", "--json")
     assert ok.exit_code == 0, ok.stderr
     report = json.loads(ok.stdout)
-    assert report["trust"] == "ca" and report["signature_method"] == "rsa-sha1"
+    assert report["trust"] == "pinned" and report["signature_method"] == "rsa-sha1"
     weak = cli("verify", path, "--trust", ca, "--at", "2012-02-15")
     assert weak.exit_code == 3
     assert weak.stderr.splitlines()[0] == "imagekit: error: WeakAlgorithm: the signature uses SHA-1"

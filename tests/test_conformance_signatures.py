@@ -18,7 +18,7 @@ from imagekit.errors import (
     Untrusted,
     WeakAlgorithm,
 )
-from imagekit.signing.trust import TrustStore
+from imagekit.signing.trust import TrustStore, UnsafeAcceptAnyCertificate
 from imagekit.signing.verify import verify_entry
 
 UTC = dt.UTC
@@ -33,24 +33,37 @@ AS_OF = {
 GENUINE = list(AS_OF)
 
 
-def pinned_store(asset, name, tmp_path) -> TrustStore:
-    """Trust the fixture's own certificate (pinned), or the test CA for the CA-signed one."""
-    if name == "valid-ca-signed.xml":
-        return TrustStore.from_paths([asset("stratuslab/test-ca.pem")])
+# The CERN entry was signed (2012-09-13) after its certificate expired; it is checked as of
+# a date inside the certificate's validity, while the real time is now (``present``).
+PRESENT = dt.datetime.now(UTC)
+
+
+def pinned_store(asset, name, tmp_path, *extra: str) -> TrustStore:
+    """Trust the fixture's own certificate (pinned), and the test CA for the CA-signed one.
+
+    Jim's certificate carries no e-mail address: the CA alone does not vouch for the one
+    his entry claims, the pin does (and the CA's CRLs still apply to it)."""
     text = asset(f"stratuslab/{name}").read_text()
     match = re.search(r"<X509Certificate>(.*?)</X509Certificate>", text, re.S)
     assert match is not None
     b64 = match.group(1)
     der = base64.b64decode("".join(b64.split()))
     (tmp_path / "pinned.der").write_bytes(der)
-    return TrustStore.from_paths([tmp_path / "pinned.der"])
+    paths = [tmp_path / "pinned.der", *(asset(f"stratuslab/{e}") for e in extra)]
+    if name == "valid-ca-signed.xml":
+        paths.append(asset("stratuslab/test-ca.pem"))
+    return TrustStore.from_paths(paths)
 
 
 @pytest.mark.parametrize("name", GENUINE)
 def test_genuine_signature_verifies(asset, tmp_path, name):
     data = asset(f"stratuslab/{name}").read_bytes()
     verified = verify_entry(
-        data, pinned_store(asset, name, tmp_path), now=AS_OF[name], allow_sha1=True
+        data,
+        pinned_store(asset, name, tmp_path),
+        now=AS_OF[name],
+        allow_sha1=True,
+        present=PRESENT,
     )
     assert verified.xml == data
     endorser = verified.entry.endorsement.endorser
@@ -145,10 +158,23 @@ def test_comment_in_content_is_not_signed_and_not_read(asset, tmp_path):
 
 
 def test_ca_signed_trusted_via_test_ca(asset):
+    # the chain holds (signature, names, validity, CRLs) ...
     store = TrustStore.from_paths([asset("stratuslab/test-ca.pem")])
     data = asset("stratuslab/valid-ca-signed.xml").read_bytes()
-    verified = verify_entry(data, store, now=AS_OF["valid-ca-signed.xml"], allow_sha1=True)
-    assert verified.chain == store.anchors
+    as_of = AS_OF["valid-ca-signed.xml"]
+    jim = verify_entry(data, UnsafeAcceptAnyCertificate(), now=as_of, allow_sha1=True).certificate
+    verified_chain = store.verify_certificate(jim, now=as_of, allow_sha1=True)
+    assert verified_chain[1:] == store.anchors
+    # ... but a CA that vouches for no address does not vouch for jim.tester@example.org
+    with pytest.raises(Untrusted, match="carries no e-mail address"):
+        verify_entry(data, store, now=AS_OF["valid-ca-signed.xml"], allow_sha1=True)
+
+
+def test_ca_signed_pinned_and_revoked_by_its_ca(asset, tmp_path):
+    store = pinned_store(asset, "valid-ca-signed.xml", tmp_path, "test-crl-revoked.pem")
+    data = asset("stratuslab/valid-ca-signed.xml").read_bytes()
+    with pytest.raises(CertificateRevoked):
+        verify_entry(data, store, now=AS_OF["valid-ca-signed.xml"], allow_sha1=True)
 
 
 def test_ca_signed_revoked(asset):
@@ -160,10 +186,8 @@ def test_ca_signed_revoked(asset):
         verify_entry(data, store, now=AS_OF["valid-ca-signed.xml"], allow_sha1=True)
 
 
-def test_ca_signed_with_empty_crl(asset):
-    store = TrustStore.from_paths(
-        [asset("stratuslab/test-ca.pem"), asset("stratuslab/test-crl-empty.pem")]
-    )
+def test_ca_signed_with_empty_crl(asset, tmp_path):
+    store = pinned_store(asset, "valid-ca-signed.xml", tmp_path, "test-crl-empty.pem")
     data = asset("stratuslab/valid-ca-signed.xml").read_bytes()
     verify_entry(data, store, now=AS_OF["valid-ca-signed.xml"], allow_sha1=True)
 

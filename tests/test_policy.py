@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from imagekit.entry import Checksum, Endorsement, Endorser, Entry, entry_to_bytes
 from imagekit.errors import Deprecated, Expired, InputError, PolicyRefused
@@ -55,6 +57,8 @@ def make(
     valid: datetime | None = NOW + timedelta(days=1),
     deprecated: str | None = None,
     seed: str = "x",
+    subject: str | None = None,
+    certificate: Any = None,
 ) -> Subject:
     sha1 = sha1 or hashlib.sha1(seed.encode()).hexdigest()
     sums = [Checksum("SHA-1", sha1)]
@@ -62,7 +66,7 @@ def make(
         sums.append(Checksum("SHA-256", hashlib.sha256(seed.encode()).hexdigest()))
     if "SHA-512" in algorithms:
         sums.append(Checksum("SHA-512", hashlib.sha512(seed.encode()).hexdigest()))
-    endorser = Endorser(email, f"CN=Someone,EMAILADDRESS={email}", "CN=Some CA")
+    endorser = Endorser(email, subject or f"CN=Someone,EMAILADDRESS={email}", "CN=Some CA")
     entry = Entry(
         identifier=sha1_to_id(sha1),
         bytes=1,
@@ -71,7 +75,7 @@ def make(
         valid=valid,
         deprecated=deprecated,
     )
-    return Subject(entry)
+    return Subject(entry, certificate)
 
 
 def test_empty_allof_refuses():
@@ -122,6 +126,49 @@ def test_endorser_lists_match_email_case_insensitively_or_dn():
     by_dn.check(make(), now=NOW)
     with pytest.raises(PolicyRefused, match="denied"):
         EndorserDenied(["jane.tester@example.org"]).check(make(), now=NOW)
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        pytest.param("CN = Hacker,O=Evil", id="spaces-around-equals"),
+        pytest.param("CN=Hacker,  O=Evil ", id="spaces-between-rdns"),
+        pytest.param("cn=hacker,o=evil", id="lower-case"),
+        pytest.param("2.5.4.3=Hacker,2.5.4.10=Evil", id="oids"),
+        pytest.param("OID.2.5.4.3=Hacker,O=Evil", id="oid-prefix"),
+        pytest.param("CN=#0c064861636b6572,O=Evil", id="hex-der-value"),
+        pytest.param("CN=Hack\\65r,O=Evil", id="escaped-hex-character"),
+        pytest.param('CN="Hacker",O=Evil', id="quoted-value"),
+        pytest.param("CN=Hacker,O=  Evil", id="leading-value-space"),
+    ],
+)
+def test_denied_dn_written_another_way_refused(written: str):
+    hacker = make(email="hacker@evil.example", subject=written)
+    with pytest.raises(PolicyRefused, match="denied"):
+        EndorserDenied(["CN=Hacker,O=Evil"]).check(hacker, now=NOW)
+    with pytest.raises(PolicyRefused, match="not on the allowed list"):
+        EndorserAllowed(["CN=Jane,O=Example"]).check(hacker, now=NOW)
+    EndorserAllowed([written]).check(make(email="x@example.org", subject="CN=Hacker,O=Evil"),
+                                     now=NOW)
+
+
+def test_denied_dn_matches_the_certificate_subject():
+    from tests.plugins.signing import make_cert
+
+    name = x509.Name([
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Evil"),
+        x509.NameAttribute(NameOID.COMMON_NAME, "Hacker"),
+    ])
+    _, cert = make_cert(name)
+    assert cert.subject.rfc4514_string() == "CN=Hacker,O=Evil"
+    hacker = make(email="hacker@evil.example", subject="CN=Someone", certificate=cert)
+    with pytest.raises(PolicyRefused, match="denied"):
+        EndorserDenied(["CN=Hacker, O=Evil"]).check(hacker, now=NOW)
+
+
+def test_malformed_dn_in_policy_is_input_error():
+    with pytest.raises(InputError, match="not a distinguished name"):
+        EndorserDenied(["CN=Hacker,O"])
 
 
 def test_id_lists():

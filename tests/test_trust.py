@@ -17,7 +17,7 @@ from imagekit.errors import (
     Untrusted,
     WeakAlgorithm,
 )
-from imagekit.signing._xmldsig import dn_matches, parse_dn
+from imagekit.signing.certs import dn_matches, parse_dn
 from imagekit.signing.trust import TrustStore, trust_paths
 from tests.plugins.signing import make_cert, make_crl, pem
 

@@ -5,9 +5,15 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import io
+import logging
+import shutil
+import subprocess
+import time
 
 import pytest
 import xmlsec
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from lxml import etree
 
 from imagekit.entry import parse_entry_bytes
@@ -18,6 +24,7 @@ from imagekit.errors import (
     ChecksumMismatch,
     EndorserMismatch,
     Expired,
+    FutureDated,
     SignatureInvalid,
     SignatureMissing,
     SizeMismatch,
@@ -27,9 +34,10 @@ from imagekit.errors import (
 )
 from imagekit.image.digests import DigestAlgorithm, compute_digests
 from imagekit.signing import _xmldsig as X
+from imagekit.signing.keys import load_signer
 from imagekit.signing.sign import append_signature, fill_endorsement, sign_entry
 from imagekit.signing.trust import TrustStore
-from imagekit.signing.verify import check_image_digests, verify_entry
+from imagekit.signing.verify import MAX_CLOCK_SKEW, check_image_digests, verify_entry
 from tests.plugins.signing import make_cert, make_crl, pem, signer_from
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -346,3 +354,231 @@ def test_image_digest_algorithms_must_overlap(asset):
         check_image_digests(
             entry, Digests(size=entry.bytes, values={DigestAlgorithm.SHA256: "0" * 64})
         )
+
+
+# --- cost limits: a hostile document is refused before canonicalization or cryptography ---
+
+
+def _flood_namespaces(signed: bytes, n: int) -> bytes:
+    decl = " ".join(f'xmlns:n{i}="urn:example:{i}"' for i in range(n)).encode()
+    return signed.replace(b"<rdf:RDF ", b"<rdf:RDF " + decl + b" ", 1)
+
+
+def _inside_description(signed: bytes, xml: str) -> bytes:
+    marker = b"</rdf:Description>"
+    return signed.replace(marker, xml.encode() + marker, 1)
+
+
+def _keyinfo_certificates(signed: bytes, n: int) -> bytes:
+    root = tree(signed)
+    node = root.find(f".//{{{DS}}}X509Certificate")
+    for _ in range(n - 1):
+        node.addnext(copy.deepcopy(node))
+    return dump(root)
+
+
+HOSTILE = [
+    pytest.param(lambda s: _flood_namespaces(s, 65), "namespace declarations",
+                 id="namespace-declarations-on-root"),
+    pytest.param(lambda s: _inside_description(
+        s, "".join(f'<x{i}:e xmlns:x{i}="urn:x:{i}"/>' for i in range(65))),
+        "namespace declarations", id="namespace-declarations-spread-over-elements"),
+    pytest.param(lambda s: _inside_description(
+        s, '<ex:list xmlns:ex="urn:ex">' + "<ex:e/>" * 2100 + "</ex:list>"),
+        "elements", id="many-elements"),
+    pytest.param(lambda s: _inside_description(
+        s, "<!---->" * 2100), "elements", id="many-comments"),
+    pytest.param(lambda s: _inside_description(
+        s, '<ex:list xmlns:ex="urn:ex">'
+        + ("<ex:e " + " ".join(f'a{i}="v"' for i in range(30)) + "/>") * 80 + "</ex:list>"),
+        "attributes", id="many-attributes"),
+    pytest.param(lambda s: _inside_description(
+        s, '<ex:e xmlns:ex="urn:ex" ' + " ".join(f'a{i}="v"' for i in range(33)) + "/>"),
+        "attributes", id="many-attributes-on-one-element"),
+    pytest.param(lambda s: _inside_description(
+        s, '<ex:d xmlns:ex="urn:ex">' + "<ex:d>" * 40 + "</ex:d>" * 41),
+        "nested deeper", id="deep-nesting"),
+    pytest.param(lambda s: _inside_description(
+        s, f"<dcterms:description>{'x' * 70_000}</dcterms:description>"),
+        "a text of", id="long-text"),
+    pytest.param(lambda s: _inside_description(
+        s, f'<ex:e xmlns:ex="urn:ex" ex:a="{"x" * 70_000}"/>'),
+        "an attribute value", id="long-attribute-value"),
+    pytest.param(lambda s: _inside_description(s, f"<!--{'x' * 70_000}-->"),
+                 "a comment", id="long-comment"),
+    pytest.param(lambda s: _inside_description(
+        s, f'<ex:e xmlns:ex="urn:{"x" * 70_000}"/>'), "a namespace URI", id="long-namespace-uri"),
+    pytest.param(lambda s: _keyinfo_certificates(s, 9), "KeyInfo carries 9 certificates",
+                 id="many-keyinfo-certificates"),
+]
+
+
+@pytest.mark.parametrize(("make_hostile", "message"), HOSTILE)
+def test_hostile_document_refused_before_canonicalization(
+    signed, trust_store, monkeypatch, make_hostile, message
+):
+    hostile = make_hostile(signed)
+
+    def never(*_: object) -> None:
+        raise AssertionError("canonicalization or cryptography ran on a hostile document")
+
+    monkeypatch.setattr("imagekit.signing.verify._check_maths", never)
+    monkeypatch.setattr("imagekit.signing.verify._signed_content", never)
+    with pytest.raises(UnsafeXML, match=message):
+        verify_entry(hostile, trust_store, now=NOW)
+
+
+def test_eight_thousand_namespace_declarations_refused_quickly(signed, trust_store):
+    """~190 KB that cost ~10 s of CPU (canonicalization is quadratic in declarations)."""
+    hostile = _flood_namespaces(signed, 8000)
+    assert 150_000 < len(hostile) < 250_000
+    start = time.process_time()
+    with pytest.raises(UnsafeXML, match="more than 64 namespace declarations"):
+        verify_entry(hostile, trust_store, now=NOW)
+    assert time.process_time() - start < 0.25
+
+
+def test_entry_at_the_limits_still_verifies(draft, sign_xml, trust_store):
+    """The limits leave room: 32 extension namespaces, 1,500 elements, 60 KB of text."""
+    extra = "".join(f"<x{i}:e{j}>v</x{i}:e{j}>" for j in range(45) for i in range(32))
+    text = f"<dcterms:description>{'y' * 60_000}</dcterms:description>"
+    big = _inside_description(draft, extra + text)
+    decl = " ".join(f'xmlns:x{i}="urn:x:{i}"' for i in range(32)).encode()
+    big = big.replace(b"<rdf:RDF ", b"<rdf:RDF " + decl + b" ", 1)
+    verify_entry(sign_xml(big, now=NOW), trust_store, now=NOW)
+
+
+# --- time ------------------------------------------------------------------------------
+
+
+def test_endorsement_dated_in_the_future_refused(draft, sign_xml, trust_store):
+    """An endorsement "from 2099" would outrank every genuine one (rollback memory, server)."""
+    data = sign_xml(draft, now=NOW + dt.timedelta(days=30))
+    with pytest.raises(FutureDated, match="in the future"):
+        verify_entry(data, trust_store, now=NOW)
+
+
+def test_endorsement_within_the_clock_skew_accepted(draft, sign_xml, trust_store):
+    data = sign_xml(draft, now=NOW + MAX_CLOCK_SKEW - dt.timedelta(seconds=1))
+    verify_entry(data, trust_store, now=NOW)
+
+
+def test_future_is_judged_by_the_present_when_verifying_as_of_a_past_date(
+    draft, sign_xml, trust_store
+):
+    data = sign_xml(draft, now=NOW)
+    before = NOW - dt.timedelta(hours=1)
+    with pytest.raises(FutureDated):
+        verify_entry(data, trust_store, now=before)
+    verify_entry(data, trust_store, now=before, present=NOW)
+
+
+# --- who may endorse under CA trust ------------------------------------------------------
+
+
+def _ca_store(tmp_path, root_ca) -> TrustStore:
+    (tmp_path / "root.pem").write_bytes(pem(root_ca[1]))
+    return TrustStore.from_paths([tmp_path / "root.pem"])
+
+
+def test_ca_issued_certificate_without_email_claiming_any_email_refused(draft, tmp_path):
+    root_ca = make_cert("Root CA", ca=True)
+    key, leaf = make_cert("Anyone", issuer=root_ca)  # no e-mail in the certificate
+    data = sign_entry(draft, signer_from(key, leaf), now=NOW, email="images@site.example.org")
+    with pytest.raises(Untrusted, match="carries no e-mail address"):
+        verify_entry(data, _ca_store(tmp_path, root_ca), now=NOW)
+    # pinning that very certificate vouches for the address
+    (tmp_path / "anyone.pem").write_bytes(pem(leaf))
+    pinned = TrustStore.from_paths([tmp_path / "root.pem", tmp_path / "anyone.pem"])
+    verify_entry(data, pinned, now=NOW)
+
+
+def test_ca_issued_certificate_with_subject_email_address_accepted(draft, tmp_path):
+    root_ca = make_cert("Root CA", ca=True)
+    name = x509.Name([
+        x509.NameAttribute(NameOID.COMMON_NAME, "Jane"),
+        x509.NameAttribute(NameOID.EMAIL_ADDRESS, "jane@example.org"),
+    ])
+    key, leaf = make_cert(name, issuer=root_ca)
+    data = sign_entry(draft, signer_from(key, leaf), now=NOW)
+    verified = verify_entry(data, _ca_store(tmp_path, root_ca), now=NOW)
+    assert verified.entry.endorser_email == "jane@example.org"
+
+
+@pytest.mark.parametrize(
+    ("usages", "ok"),
+    [
+        pytest.param([ExtendedKeyUsageOID.SERVER_AUTH], False, id="tls-server-certificate"),
+        pytest.param([ExtendedKeyUsageOID.OCSP_SIGNING], False, id="ocsp-responder"),
+        pytest.param([ExtendedKeyUsageOID.EMAIL_PROTECTION], True, id="email-protection"),
+        pytest.param([ExtendedKeyUsageOID.CLIENT_AUTH], True, id="client-auth"),
+        pytest.param([ExtendedKeyUsageOID.CODE_SIGNING], True, id="code-signing"),
+        pytest.param([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE],
+                     True, id="any"),
+    ],
+)
+def test_ca_issued_certificate_for_tls_servers_refused(draft, tmp_path, usages, ok):
+    root_ca = make_cert("Root CA", ca=True)
+    key, leaf = make_cert("host.example.org", issuer=root_ca, email="host@example.org",
+                          extensions=((x509.ExtendedKeyUsage(usages), False),))
+    data = sign_entry(draft, signer_from(key, leaf), now=NOW)
+    if ok:
+        verify_entry(data, _ca_store(tmp_path, root_ca), now=NOW)
+    else:
+        with pytest.raises(Untrusted, match="may not endorse: its extended key usage"):
+            verify_entry(data, _ca_store(tmp_path, root_ca), now=NOW)
+
+
+def test_ca_issued_certificate_with_unknown_critical_extension_refused(draft, tmp_path):
+    root_ca = make_cert("Root CA", ca=True)
+    odd = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.55555.1"), b"\x05\x00")
+    key, leaf = make_cert("Endorser", issuer=root_ca, email="e@example.org",
+                          extensions=((odd, True),))
+    data = sign_entry(draft, signer_from(key, leaf), now=NOW)
+    with pytest.raises(Untrusted, match=r"critical extension .*1\.3\.6\.1\.4\.1\.55555\.1"):
+        verify_entry(data, _ca_store(tmp_path, root_ca), now=NOW)
+
+
+def test_pinned_self_signed_ca_true_endorser_trusted(draft, tmp_path):
+    """``openssl req -x509`` writes basicConstraints CA:TRUE: given in --trust, it is trusted."""
+    key, cert = make_cert("Jane", ca=True, email="jane@example.org")
+    (tmp_path / "jane.pem").write_bytes(pem(cert))
+    data = sign_entry(draft, signer_from(key, cert), now=NOW)
+    verified = verify_entry(data, TrustStore.from_paths([tmp_path / "jane.pem"]), now=NOW)
+    assert verified.certificate == cert and verified.chain == ()
+
+
+def test_pinned_openssl_req_x509_certificate_trusted(draft, tmp_path):
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", str(tmp_path / "k.pem"), "-out", str(tmp_path / "c.pem"),
+         "-days", "30", "-subj", "/CN=Jane Tester/emailAddress=jane@example.org"],
+        check=True, capture_output=True, stdin=subprocess.DEVNULL,
+    )
+    signer = load_signer(key=tmp_path / "k.pem", cert=tmp_path / "c.pem")
+    bc = signer.certificate.extensions.get_extension_for_class(x509.BasicConstraints).value
+    assert bc.ca  # what makes the case
+    data = sign_entry(draft, signer, now=NOW)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+    verify_entry(data, TrustStore.from_paths([tmp_path / "c.pem"]), now=later)
+
+
+# --- CRLs ------------------------------------------------------------------------------
+
+
+def test_stale_crl_refused_unless_allowed(draft, tmp_path, caplog):
+    root_ca = make_cert("Root CA", ca=True)
+    key, leaf = make_cert("Endorser", issuer=root_ca, email="e@example.org")
+    data = sign_entry(draft, signer_from(key, leaf), now=NOW)
+    (tmp_path / "ca.pem").write_bytes(pem(root_ca[1]))
+    stale = make_crl(root_ca, [], next_update=NOW - dt.timedelta(days=1))
+    (tmp_path / "ca.crl").write_bytes(pem(stale))
+    with pytest.raises(Untrusted, match="the CRL of CN=Root CA is stale: its nextUpdate"):
+        verify_entry(data, TrustStore.from_paths([tmp_path]), now=NOW)
+    allowing = TrustStore.from_paths([tmp_path], unsafe_allow_stale_crls=True)
+    with caplog.at_level(logging.WARNING):
+        verify_entry(data, allowing, now=NOW)
+    assert "UNSAFE" in caplog.text and "stale" in caplog.text

@@ -118,11 +118,19 @@ def cli_signer(key: Path | None, cert: Path | None, p12: Path | None) -> Signer:
         return load_signer(key=key, cert=cert, passphrase=p12_passphrase(confirm=False))
 
 
-def cli_trust(options: tuple[Path, ...] = ()) -> TrustStore:
-    """``--trust`` locations, else the ``trust`` setting; empty if neither is configured."""
+def cli_trust(
+    options: tuple[Path, ...] = (), *, unsafe_allow_stale_crls: bool = False
+) -> TrustStore:
+    """``--trust`` locations, else the ``trust`` setting; empty if neither is configured.
+    Stale CRLs count with ``unsafe_allow_stale_crls`` or the setting of that name."""
     from ..signing.trust import load_trust
 
-    return load_trust(options, settings().trust)
+    s = settings()
+    return load_trust(
+        options,
+        s.trust,
+        unsafe_allow_stale_crls=unsafe_allow_stale_crls or s.unsafe_allow_stale_crls,
+    )
 
 
 def publisher_trust(own: Any = None) -> TrustStore:

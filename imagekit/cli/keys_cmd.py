@@ -8,7 +8,7 @@ import click
 
 from .._files import atomic_write
 from ..errors import InputError, InvalidState
-from ..signing._xmldsig import describe_certificate
+from ..signing.certs import describe_certificate
 from ..signing.keys import KEY_TYPES, Signer, make_certificate, make_p12, make_private_key
 from ._app import cli, emit_json, info
 from ._options import PASSPHRASE_ENV, p12_passphrase

@@ -11,7 +11,7 @@ import click
 from .._files import atomic_write
 from ..entry import format_date
 from ..errors import ImagekitError, InputError, NotFound, Untrusted, VerificationError
-from ..signing._xmldsig import describe_certificate
+from ..signing.certs import describe_certificate
 from ..signing.trust import TrustStore, UnsafeAcceptAnyCertificate
 from ._app import cli, emit_json, info, settings
 from ._options import cli_signer, cli_trust, with_signer
@@ -120,6 +120,11 @@ def _with_reason(e: VerificationError) -> VerificationError:
     is_flag=True,
     help="UNSAFE: accept any certificate (checks only the maths and the endorser fields)",
 )
+@click.option(
+    "--unsafe-allow-stale-crls",
+    is_flag=True,
+    help="UNSAFE: still use CRLs past their nextUpdate instead of refusing",
+)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def verify(
     entry: Path,
@@ -129,6 +134,7 @@ def verify(
     allow_expired: bool,
     at: str | None,
     unsafe_no_trust_check: bool,
+    unsafe_allow_stale_crls: bool,
     as_json: bool,
 ) -> None:
     """Verify a signed entry: signature, endorser, certificate trust, expiry (and image).
@@ -146,7 +152,8 @@ def verify(
     from ..progress import ProgressBar
     from ..signing.verify import check_image_digests, verify_entry
 
-    now = parse_at(at) if at else dt.datetime.now(dt.UTC).replace(microsecond=0)
+    present = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    now = parse_at(at) if at else present
     store: TrustStore
     if unsafe_no_trust_check:
         info(
@@ -155,7 +162,7 @@ def verify(
         )
         store = UnsafeAcceptAnyCertificate()
     else:
-        store = cli_trust(trust)
+        store = cli_trust(trust, unsafe_allow_stale_crls=unsafe_allow_stale_crls)
         if store.is_empty:
             raise _with_reason(
                 Untrusted(
@@ -168,7 +175,12 @@ def verify(
     result: dict[str, Any] = {"entry": str(entry), "as_of": format_date(now)}
     try:
         verified = verify_entry(
-            data, store, now=now, allow_sha1=allow_sha1, allow_expired=allow_expired
+            data,
+            store,
+            now=now,
+            allow_sha1=allow_sha1,
+            allow_expired=allow_expired,
+            present=present,
         )
         parsed = verified.entry
         if image is not None:

@@ -25,7 +25,9 @@ from .disks import check_image_safe, qemu_format
 def load_trust(settings: Settings) -> TrustStore:
     """The ``trust`` setting's store (``os.pathsep``-separated locations, as everywhere);
     launching without one is refused: nothing could be verified."""
-    store = load_trust_locations((), settings.trust)
+    store = load_trust_locations(
+        (), settings.trust, unsafe_allow_stale_crls=settings.unsafe_allow_stale_crls
+    )
     if store.is_empty:
         raise InputError(
             "no trusted certificates configured: nothing could be verified",

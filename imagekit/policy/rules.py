@@ -27,9 +27,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from cryptography import x509
+
 from ..entry import format_date
 from ..errors import Deprecated, Expired, InputError, PolicyRefused, VerificationError
 from ..image.digests import DigestAlgorithm
+from ..image.identifier import id_to_sha1
+from ..signing.certs import NormalizedDN, find_dn, normalize_name
 
 log = logging.getLogger(__name__)
 
@@ -54,32 +58,66 @@ class Rule(Protocol):
 # --- small accessors, so rules read entries one way --------------------------------------
 
 
-def _endorser_names(entry: Any) -> set[str]:
-    """The endorser's e-mail (case-folded) and subject DN: either may be listed."""
-    names: set[str] = set()
-    email = getattr(entry, "endorser_email", None)
-    if email:
-        names.add(str(email).strip().lower())
-    endorsement = getattr(entry, "endorsement", None)
-    endorser = getattr(endorsement, "endorser", None)
-    subject = getattr(endorser, "subject", None)
-    if subject:
-        names.add(_norm_dn(str(subject)))
-    return names
+def _email_key(email: str) -> str:
+    return email.strip().lower()
 
 
-def _norm_dn(dn: str) -> str:
-    return ",".join(part.strip() for part in dn.split(",")).lower()
+@dataclasses.dataclass(frozen=True)
+class EndorserNames:
+    """Endorsers named in a policy: e-mail addresses (compared case-insensitively) and
+    subject DNs (compared by meaning, ``imagekit.signing.certs``: ``CN = Hacker,O=Evil``,
+    ``2.5.4.3=Hacker,O=Evil`` and the ``#hex`` form all name ``CN=Hacker,O=Evil``)."""
 
+    emails: frozenset[str]
+    dns: frozenset[NormalizedDN]
 
-def _norm_name(name: str) -> str:
-    name = name.strip()
-    return name.lower() if "@" in name and "=" not in name else _norm_dn(name)
+    @classmethod
+    def parse(cls, names: Iterable[str]) -> EndorserNames:
+        """A name with ``=`` is a DN, any other an e-mail. Raises InputError for a bad DN."""
+        emails: set[str] = set()
+        dns: set[NormalizedDN] = set()
+        for name in names:
+            name = name.strip()
+            if not name:
+                continue
+            if "=" in name:
+                parsed = find_dn(name)
+                if parsed is None or not parsed:
+                    raise InputError(f"policy: {name!r} is not a distinguished name (RFC 4514)")
+                dns.add(parsed)
+            else:
+                emails.add(_email_key(name))
+        return cls(frozenset(emails), frozenset(dns))
+
+    def __bool__(self) -> bool:
+        return bool(self.emails or self.dns)
+
+    def matches(self, subject: Subject) -> bool:
+        """Whether the endorser of ``subject`` (its e-mail, or its certificate's subject)
+        is one of these names."""
+        entry = subject.entry
+        email = getattr(entry, "endorser_email", None)
+        if email and _email_key(str(email)) in self.emails:
+            return True
+        if not self.dns:
+            return False
+        cert = subject.certificate
+        if isinstance(cert, x509.Certificate) and normalize_name(cert.subject) in self.dns:
+            return True
+        endorser = getattr(getattr(entry, "endorsement", None), "endorser", None)
+        text = getattr(endorser, "subject", None)
+        return bool(text) and find_dn(str(text)) in self.dns
+
+    def describe(self) -> list[str]:
+        dns = [",".join("+".join(f"{o}={v}" for o, v in rdn) for rdn in dn) for dn in self.dns]
+        return sorted(self.emails) + sorted(dns)
 
 
 def _sha1(entry: Any) -> int:
-    # Compare numerically: StratusLab entries may strip leading zeros from hex values.
-    return int(str(entry.sha1), 16)
+    """The SHA-1 the ID encodes: the one the downloaded bytes are checked against (an
+    entry's own SHA-1 value is held equal to it, compared numerically: StratusLab entries
+    may strip leading zeros)."""
+    return int(id_to_sha1(entry.identifier), 16)
 
 
 def _cert_fingerprint(cert: Any) -> str:
@@ -107,34 +145,34 @@ def _cert_fingerprint(cert: Any) -> str:
 class EndorserAllowed:
     """Only these endorsers (e-mail addresses or subject DNs)."""
 
-    names: frozenset[str]
+    names: EndorserNames
 
     def __init__(self, names: Iterable[str]) -> None:
-        object.__setattr__(self, "names", frozenset(_norm_name(n) for n in names if n.strip()))
+        object.__setattr__(self, "names", EndorserNames.parse(names))
 
     def check(self, subject: Subject, *, now: datetime) -> None:
-        if not (_endorser_names(subject.entry) & self.names):
+        if not self.names.matches(subject):
             raise PolicyRefused(
                 f"endorser {subject.entry.endorser_email or '(none)'} is not on the allowed list"
             )
 
     def describe(self) -> str:
-        return f"endorser in {sorted(self.names)}"
+        return f"endorser in {self.names.describe()}"
 
 
 @dataclasses.dataclass(frozen=True)
 class EndorserDenied:
-    names: frozenset[str]
+    names: EndorserNames
 
     def __init__(self, names: Iterable[str]) -> None:
-        object.__setattr__(self, "names", frozenset(_norm_name(n) for n in names if n.strip()))
+        object.__setattr__(self, "names", EndorserNames.parse(names))
 
     def check(self, subject: Subject, *, now: datetime) -> None:
-        if _endorser_names(subject.entry) & self.names:
+        if self.names.matches(subject):
             raise PolicyRefused(f"endorser {subject.entry.endorser_email} is denied")
 
     def describe(self) -> str:
-        return f"endorser not in {sorted(self.names)}"
+        return f"endorser not in {self.names.describe()}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,7 +227,7 @@ class Sha1Allowed:
 
     def check(self, subject: Subject, *, now: datetime) -> None:
         if _sha1(subject.entry) not in self.values:
-            raise PolicyRefused(f"SHA-1 {subject.entry.sha1} is not on the allowed list")
+            raise PolicyRefused(f"SHA-1 {_sha1(subject.entry):040x} is not on the allowed list")
 
     def describe(self) -> str:
         return f"SHA-1 in {sorted(f'{v:040x}' for v in self.values)}"
@@ -204,7 +242,7 @@ class Sha1Denied:
 
     def check(self, subject: Subject, *, now: datetime) -> None:
         if _sha1(subject.entry) in self.values:
-            raise PolicyRefused(f"SHA-1 {subject.entry.sha1} is denied")
+            raise PolicyRefused(f"SHA-1 {_sha1(subject.entry):040x} is denied")
 
     def describe(self) -> str:
         return f"SHA-1 not in {sorted(f'{v:040x}' for v in self.values)}"
@@ -270,16 +308,18 @@ class TrustedCertFor:
 
     endorser: str
     fingerprints: frozenset[str]
+    names: EndorserNames
 
     def __init__(self, endorser: str, certificates: Iterable[Any]) -> None:
         fps = frozenset(_cert_fingerprint(c) for c in certificates)
         if not fps:
             raise InputError(f"policy: no certificate given for endorser {endorser}")
-        object.__setattr__(self, "endorser", _norm_name(endorser))
+        object.__setattr__(self, "endorser", endorser.strip())
         object.__setattr__(self, "fingerprints", fps)
+        object.__setattr__(self, "names", EndorserNames.parse([endorser]))
 
     def check(self, subject: Subject, *, now: datetime) -> None:
-        if self.endorser not in _endorser_names(subject.entry):
+        if not self.names.matches(subject):
             return
         if _cert_fingerprint(subject.certificate) not in self.fingerprints:
             raise PolicyRefused(

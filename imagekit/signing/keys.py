@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
 from ..errors import InputError, NotFound
-from ._xmldsig import certificate_emails
+from .certs import certificate_emails
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 KEY_TYPES = ("rsa", "ec")

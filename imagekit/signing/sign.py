@@ -29,6 +29,7 @@ from ..entry import format_date
 from ..entry.xmlsafe import parse_xml
 from ..errors import InputError, InvalidMetadata, SignatureInvalid
 from . import _xmldsig as X
+from .certs import dn_string, same_email
 from .keys import Signer
 
 ENDORSEMENT = f"{{{X.SLREQ_NS}}}endorsement"
@@ -58,7 +59,7 @@ def endorser_email(signer: Signer, email: str | None = None) -> str:
     if email is None:
         return emails[0]
     for candidate in emails:
-        if X.same_email(candidate, email):
+        if same_email(candidate, email):
             return candidate
     raise InputError(f"the certificate is for {', '.join(emails)}, not {email}")
 
@@ -156,8 +157,8 @@ def fill_endorsement(
     endorser.text = "\n" + indent + step * 2
     values = (
         ("email", mail),
-        ("subject", X.dn_string(signer.certificate.subject)),
-        ("issuer", X.dn_string(signer.certificate.issuer)),
+        ("subject", dn_string(signer.certificate.subject)),
+        ("issuer", dn_string(signer.certificate.issuer)),
     )
     for i, (name, value) in enumerate(values):
         field = etree.SubElement(endorser, f"{{{X.SLREQ_NS}}}{name}")

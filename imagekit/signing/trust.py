@@ -1,21 +1,34 @@
 """Which endorser certificates to believe: pinned certificates, CA certificates, CRLs.
 
 ``TrustStore.from_paths`` reads PEM/DER files or directories (grid style: ``*.pem``,
-``*.crt``, ``hash.0``, ``hash.r0``, ``*.crl``). A certificate with basicConstraints CA=true
-becomes a trust anchor; any other certificate is *pinned*: it is trusted exactly (byte for
-byte), for itself only. CRLs apply to certificates issued by a trusted CA.
+``*.crt``, ``hash.0``, ``hash.r0``, ``*.crl``). Every certificate named there is *pinned*:
+trusted exactly (byte for byte), for itself, whatever its basicConstraints (an endorser's
+self-signed certificate made by ``openssl req -x509`` carries CA:TRUE). A certificate with
+basicConstraints CA:TRUE is in addition a trust anchor for the certificates it issues. CRLs
+apply to certificates issued by a trusted CA, pinned ones included.
+
+A certificate trusted only through a CA must also be fit to endorse (``_check_endorser_use``):
+it carries the e-mail address it endorses as (RFC 822 SAN or subject emailAddress: a CA
+vouching for a name vouches for no address), its extended key usage, if it has one, allows
+signing for people (e-mail protection, client auth, code signing, any), and it has no
+critical extension this code does not understand (RFC 5280 4.2: refuse what you cannot
+process). A CRL past its nextUpdate is refused, naming it, unless the store was built with
+``unsafe_allow_stale_crls`` (which warns each time a stale CRL is used).
 
 Chain validation is done here by hand rather than with ``cryptography.x509.verification``:
 that verifier implements the CA/Browser-forum web profile (SHA-256+ only, mandatory
 extensions, TLS EKUs), which rejects every genuine StratusLab certificate (SHA-1, no EKU).
-The manual check is deliberately small: issuer name and signature, validity at the
-checking time, basicConstraints/keyUsage of issuers, path length, CRLs, weak hashes.
+The manual check is deliberately small: issuer name (compared by meaning, ``certs``) and
+signature, validity at the checking time, basicConstraints/keyUsage of issuers, path
+length, CRLs, weak hashes, the endorser checks above.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -24,6 +37,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
 from ..entry import format_date
 from ..errors import (
@@ -34,12 +48,34 @@ from ..errors import (
     Untrusted,
     WeakAlgorithm,
 )
-from ._xmldsig import dn_string
+from .certs import certificate_emails, dn_string, names_equal, same_email
+
+log = logging.getLogger(__name__)
 
 MAX_CHAIN = 8
 MIN_RSA_BITS = 2048
 _CERT_SUFFIXES = {".pem", ".crt", ".cer", ".der", ".0", ".1", ".2", ".3"}
 _CRL_SUFFIXES = {".crl", ".r0", ".r1", ".r2", ".r3"}
+
+# Extended key usages that let a CA-issued certificate endorse (sign for a person or a
+# project); a TLS server certificate may not.
+ENDORSING_USAGES = frozenset({
+    ExtendedKeyUsageOID.EMAIL_PROTECTION,
+    ExtendedKeyUsageOID.CLIENT_AUTH,
+    ExtendedKeyUsageOID.CODE_SIGNING,
+    ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE,
+})
+# Extensions whose meaning this module checks or that change nothing it decides; any other
+# extension marked critical makes a certificate unusable (RFC 5280 4.2).
+UNDERSTOOD_EXTENSIONS = frozenset({
+    ExtensionOID.BASIC_CONSTRAINTS,
+    ExtensionOID.KEY_USAGE,
+    ExtensionOID.EXTENDED_KEY_USAGE,
+    ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
+    ExtensionOID.ISSUER_ALTERNATIVE_NAME,
+    ExtensionOID.SUBJECT_KEY_IDENTIFIER,
+    ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
+})
 
 
 def _is_ca(cert: x509.Certificate) -> bool:
@@ -115,7 +151,9 @@ def _signature_ok(issuer: x509.Certificate, signed: object, tbs: bytes) -> bool:
 
 
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    return cert.issuer == issuer.subject and _signature_ok(issuer, cert, cert.tbs_certificate_bytes)
+    return names_equal(cert.issuer, issuer.subject) and _signature_ok(
+        issuer, cert, cert.tbs_certificate_bytes
+    )
 
 
 def _key_usage(cert: x509.Certificate) -> x509.KeyUsage | None:
@@ -125,22 +163,61 @@ def _key_usage(cert: x509.Certificate) -> x509.KeyUsage | None:
         return None
 
 
+def _check_critical_extensions(cert: x509.Certificate) -> None:
+    for ext in cert.extensions:
+        if ext.critical and ext.oid not in UNDERSTOOD_EXTENSIONS:
+            raise Untrusted(
+                f"certificate {dn_string(cert.subject)} has a critical extension imagekit "
+                f"does not understand ({ext.oid.dotted_string})"
+            )
+
+
+def _check_endorser_use(cert: x509.Certificate, email: str | None) -> None:
+    """What a certificate trusted only through a CA must also show (module docstring)."""
+    name = dn_string(cert.subject)
+    if email is not None:
+        emails = certificate_emails(cert)
+        if not emails:
+            raise Untrusted(
+                f"certificate {name} carries no e-mail address, so its CA does not vouch "
+                f"for {email}",
+                hint="pin the endorser's certificate (give it in --trust) to vouch for it",
+            )
+        if not any(same_email(email, e) for e in emails):
+            raise Untrusted(f"certificate {name} is for {', '.join(emails)}, not {email}")
+    try:
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return
+    if not ENDORSING_USAGES & set(usages):
+        allowed = ", ".join(getattr(u, "_name", u.dotted_string) for u in usages)
+        raise Untrusted(
+            f"certificate {name} may not endorse: its extended key usage allows only {allowed}"
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class TrustStore:
-    """Pinned endorser certificates, CA certificates (anchors) and CRLs."""
+    """Endorser certificates trusted for themselves (pinned), CA certificates (anchors),
+    CRLs. Every anchor is pinned as well (see the module docstring)."""
 
     pinned: tuple[x509.Certificate, ...] = ()
     anchors: tuple[x509.Certificate, ...] = ()
     crls: tuple[x509.CertificateRevocationList, ...] = ()
+    unsafe_allow_stale_crls: bool = False
 
     @property
     def is_empty(self) -> bool:
         return not self.pinned and not self.anchors
 
     @classmethod
-    def from_paths(cls, paths: Iterable[Path | str]) -> TrustStore:
+    def from_paths(
+        cls, paths: Iterable[Path | str], *, unsafe_allow_stale_crls: bool = False
+    ) -> TrustStore:
         """Read certificates and CRLs from files and directories (not recursive).
 
+        ``unsafe_allow_stale_crls``: use CRLs past their nextUpdate (with a warning) instead
+        of refusing the certificates they cover.
         Raises NotFound for a missing path, InputError for a file that is neither.
         """
         pinned: list[x509.Certificate] = []
@@ -163,11 +240,15 @@ class TrustStore:
                 for cert in certs:
                     (anchors if _is_ca(cert) else pinned).append(cert)
                 crls.extend(file_crls)
-        return cls(tuple(pinned), tuple(anchors), tuple(crls))
+        if unsafe_allow_stale_crls:
+            log.warning("trust: UNSAFE allow-stale-crls: CRLs past their nextUpdate still count")
+        return cls(tuple(pinned), tuple(anchors), tuple(crls), unsafe_allow_stale_crls)
 
     def is_pinned(self, cert: x509.Certificate) -> bool:
+        """Whether ``cert`` itself was given (a CA certificate too: it is trusted for itself,
+        whatever its basicConstraints)."""
         der = _der(cert)
-        return any(_der(p) == der for p in self.pinned)
+        return any(_der(p) == der for p in (*self.pinned, *self.anchors))
 
     def verify_certificate(
         self,
@@ -176,15 +257,25 @@ class TrustStore:
         *,
         now: dt.datetime,
         allow_sha1: bool = False,
+        email: str | None = None,
     ) -> tuple[x509.Certificate, ...]:
-        """Check that ``cert`` is trusted at ``now``; return the path (leaf first).
+        """Check that ``cert`` is trusted at ``now`` to endorse as ``email``; return the
+        path (leaf first; just the leaf for a pinned certificate).
 
-        Raises Untrusted (no pin, no chain to an anchor, bad CRL), CertificateExpired,
-        CertificateRevoked, WeakAlgorithm.
+        ``email`` None: no address is claimed (a CA-issued certificate is then not asked to
+        carry one). A pinned certificate is still refused if a CRL of a trusted CA that
+        issued it revokes it.
+        Raises Untrusted (no pin, no chain to an anchor, bad or stale CRL, not fit to
+        endorse as ``email``), CertificateExpired, CertificateRevoked, WeakAlgorithm.
         """
         check_key_strength(cert)
         if self.is_pinned(cert):
             check_validity(cert, now)
+            if self.crls:  # pinned, yet a CRL of a trusted CA that issued it still counts
+                issued = self._build_path(cert, chain) or ()
+                for member, issuer in itertools.pairwise(issued):
+                    if _der(member) != _der(issuer):
+                        self._check_revocation(member, issuer, now)
             return (cert,)
         if self.is_empty:
             raise Untrusted(
@@ -204,10 +295,12 @@ class TrustStore:
                 break  # the anchor is trusted by configuration; its own hash is moot
             _check_cert_hash(member, allow_sha1)
             check_key_strength(member)
+            _check_critical_extensions(member)
             self._check_revocation(member, path[i + 1], now)
         usage = _key_usage(cert)
         if usage is not None and not (usage.digital_signature or usage.content_commitment):
             raise Untrusted(f"certificate {dn_string(cert.subject)} may not sign (keyUsage)")
+        _check_endorser_use(cert, email)
         return path
 
     def _build_path(
@@ -252,13 +345,26 @@ class TrustStore:
         self, cert: x509.Certificate, issuer: x509.Certificate, now: dt.datetime
     ) -> None:
         for crl in self.crls:
-            if crl.issuer != issuer.subject:
+            if not names_equal(crl.issuer, issuer.subject):
                 continue
             if not _signature_ok(issuer, crl, crl.tbs_certlist_bytes):
                 raise Untrusted(
                     f"a CRL for {dn_string(crl.issuer)} has an invalid signature",
                     hint="remove the forged or damaged CRL from the trust directory",
                 )
+            next_update = crl.next_update_utc
+            if next_update is not None and now > next_update:
+                stale = (
+                    f"the CRL of {dn_string(crl.issuer)} is stale: its nextUpdate "
+                    f"{format_date(next_update)} has passed"
+                )
+                if not self.unsafe_allow_stale_crls:
+                    raise Untrusted(
+                        stale,
+                        hint="fetch a fresh CRL from the CA (or, knowingly, allow stale CRLs:"
+                        " --unsafe-allow-stale-crls, setting unsafe_allow_stale_crls)",
+                    )
+                log.warning("trust: UNSAFE: using it anyway: %s", stale)
             revoked = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
             if revoked is not None and revoked.revocation_date_utc <= now:
                 raise CertificateRevoked(
@@ -311,6 +417,7 @@ class UnsafeAcceptAnyCertificate(TrustStore):
         *,
         now: dt.datetime,
         allow_sha1: bool = False,
+        email: str | None = None,
     ) -> tuple[x509.Certificate, ...]:
         check_key_strength(cert)
         check_validity(cert, now)
@@ -325,6 +432,13 @@ def trust_paths(options: Iterable[Path | str] = (), setting: str | None = None) 
     return paths
 
 
-def load_trust(options: Iterable[Path | str] = (), setting: str | None = None) -> TrustStore:
+def load_trust(
+    options: Iterable[Path | str] = (),
+    setting: str | None = None,
+    *,
+    unsafe_allow_stale_crls: bool = False,
+) -> TrustStore:
     """``TrustStore.from_paths(trust_paths(options, setting))``; empty if none configured."""
-    return TrustStore.from_paths(trust_paths(options, setting))
+    return TrustStore.from_paths(
+        trust_paths(options, setting), unsafe_allow_stale_crls=unsafe_allow_stale_crls
+    )

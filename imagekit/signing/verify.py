@@ -2,10 +2,14 @@
 
 ``verify_entry`` checks, in this order, and raises the first failure:
 
-1. safe parsing (no DTD, entities, XInclude): UnsafeXML;
+1. safe parsing (no DTD, entities, XInclude) within the cost limits of
+   ``imagekit.entry.xmlsafe.LIMITS`` (namespace declarations, elements, attributes, depth,
+   text lengths), so that a hostile document is refused before anything canonicalizes it
+   or does cryptography: UnsafeXML;
 2. shape: exactly one ``ds:Signature``, the last child of ``rdf:RDF``, with exactly one
    ``Reference URI=""`` whose only transform is enveloped-signature, and ``KeyInfo`` holding
-   only X.509 certificates: SignatureMissing / SignatureInvalid;
+   only X.509 certificates, at most ``MAX_KEYINFO_CERTIFICATES`` of them (UnsafeXML past
+   that): SignatureMissing / SignatureInvalid;
 3. algorithms: SHA-1 (and RSA < 2048 bits) only with ``allow_sha1``: WeakAlgorithm;
 4. the maths, by libxmlsec1 with the key of the embedded certificate preset, so no key is
    looked up anywhere else: SignatureInvalid;
@@ -14,10 +18,16 @@
    ``DigestValue``; the entry is then parsed from *those* bytes and nothing else. Comments
    are not signed, so a comment planted inside a value (``jane<!---->.tester``) cannot
    change what is read; wrapped or duplicated elements cannot be read either;
-6. the endorser (e-mail, subject, issuer) equals the certificate: EndorserMismatch;
-7. the certificate is trusted at ``now`` (pinned or chained to a CA, CRLs):
+6. the endorser (e-mail, subject, issuer) equals the certificate (DNs compared by meaning,
+   ``imagekit.signing.certs``): EndorserMismatch;
+7. the endorsement is not dated after ``present`` (the real time; ``now`` unless verifying
+   as of a past date) by more than ``MAX_CLOCK_SKEW``: FutureDated (an entry "from 2099"
+   would otherwise outrank every genuine one, on the server and in the launcher's rollback
+   memory);
+8. the certificate is trusted at ``now`` to endorse as the entry's e-mail (pinned, or
+   chained to a CA and carrying that e-mail, see ``imagekit.signing.trust``; CRLs):
    Untrusted / CertificateRevoked / CertificateExpired;
-8. ``dcterms:valid`` has not passed at ``now`` unless ``allow_expired``: Expired.
+9. ``dcterms:valid`` has not passed at ``now`` unless ``allow_expired``: Expired.
 
 Certificate validity is checked at ``now`` (the verification time, ``--at`` on the command
 line), not at the endorsement's ``created``: that date is the signer's own claim (a thief
@@ -38,19 +48,26 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from lxml import etree
 
 from ..entry import format_date
-from ..entry.xmlsafe import parse_xml
+from ..entry.xmlsafe import MAX_KEYINFO_CERTIFICATES, parse_xml
 from ..errors import (
     ChecksumMismatch,
     EndorserMismatch,
     Expired,
+    FutureDated,
     InvalidMetadata,
     SignatureInvalid,
     SignatureMissing,
     SizeMismatch,
+    UnsafeXML,
     WeakAlgorithm,
 )
 from . import _xmldsig as X
+from .certs import certificate_emails, dn_matches, dn_string, same_email
 from .trust import TrustStore, check_key_strength
+
+# How far in the future (by the verifier's clock) an endorsement may be dated: clocks of
+# signers and verifiers drift, but not by much on machines that sign and launch images.
+MAX_CLOCK_SKEW = dt.timedelta(minutes=5)
 
 if TYPE_CHECKING:
     from ..entry import Entry
@@ -174,6 +191,11 @@ def _check_shape(sig: etree._Element, *, allow_sha1: bool) -> _SignatureShape:
         raise SignatureInvalid("DigestValue is not base64") from e
     (x509_data,) = _only(key_info, [X.ds("X509Data")], "KeyInfo (X509Data only)")
     cert_nodes = _children(x509_data)
+    if len(cert_nodes) > MAX_KEYINFO_CERTIFICATES:
+        # each one may be tried as an issuer of each other one: refuse before decoding
+        raise UnsafeXML(
+            f"KeyInfo carries {len(cert_nodes)} certificates (at most {MAX_KEYINFO_CERTIFICATES})"
+        )
     if not cert_nodes or any(c.tag != X.ds("X509Certificate") for c in cert_nodes):
         raise SignatureInvalid("X509Data must hold X509Certificate elements only")
     certs = []
@@ -232,22 +254,34 @@ def _check_endorser(entry: Entry, cert: x509.Certificate) -> None:
     endorser = endorsement.endorser if endorsement is not None else None
     if endorser is None:
         raise EndorserMismatch("the signed entry names no endorser")
-    if not X.dn_matches(endorser.subject, cert.subject):
+    if not dn_matches(endorser.subject, cert.subject):
         raise EndorserMismatch(
             f"endorser subject {endorser.subject!r} is not the certificate's "
-            f"{X.dn_string(cert.subject)!r}"
+            f"{dn_string(cert.subject)!r}"
         )
-    if not X.dn_matches(endorser.issuer, cert.issuer):
+    if not dn_matches(endorser.issuer, cert.issuer):
         raise EndorserMismatch(
             f"endorser issuer {endorser.issuer!r} is not the certificate's "
-            f"{X.dn_string(cert.issuer)!r}"
+            f"{dn_string(cert.issuer)!r}"
         )
-    emails = X.certificate_emails(cert)
+    emails = certificate_emails(cert)
     # A certificate without an e-mail (the StratusLab test CA issued such) cannot confirm
-    # one; the address is then the signer's claim, bound to the certificate by trust.
-    if emails and not any(X.same_email(endorser.email, e) for e in emails):
+    # one; the address is then the signer's claim, which only a pin can back (the trust
+    # store refuses it for a certificate trusted through a CA).
+    if emails and not any(same_email(endorser.email, e) for e in emails):
         raise EndorserMismatch(
             f"endorser email {endorser.email} is not in the certificate ({', '.join(emails)})"
+        )
+
+
+def _check_not_future(entry: Entry, present: dt.datetime) -> None:
+    created = entry.endorsement_created
+    if created is not None and created > present + MAX_CLOCK_SKEW:
+        minutes = int(MAX_CLOCK_SKEW.total_seconds() // 60)
+        raise FutureDated(
+            f"the endorsement is dated {format_date(created)}, in the future (now "
+            f"{format_date(present)}, {minutes} minutes of clock skew allowed)",
+            hint="the signer's clock is wrong, or the entry was made to outrank genuine ones",
         )
 
 
@@ -258,16 +292,20 @@ def verify_entry(
     now: dt.datetime,
     allow_sha1: bool = False,
     allow_expired: bool = False,
+    present: dt.datetime | None = None,
 ) -> VerifiedEntry:
     """Verify signed entry ``data`` as of ``now``; return the proof (see module docstring).
 
+    ``present``: the real time, when ``now`` is a past date to verify as of (``--at``):
+    the endorsement must not be dated after it (default: ``now``).
+
     Raises UnsafeXML, InvalidMetadata, SignatureMissing, SignatureInvalid, WeakAlgorithm,
-    EndorserMismatch, Untrusted, CertificateRevoked, CertificateExpired, Expired.
+    EndorserMismatch, FutureDated, Untrusted, CertificateRevoked, CertificateExpired, Expired.
     """
     from ..entry import parse_entry
 
-    if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware")
+    if now.tzinfo is None or (present is not None and present.tzinfo is None):
+        raise ValueError("now and present must be timezone-aware")
     root = parse_xml(data)
     sig = _find_signature(root)
     shape = _check_shape(sig, allow_sha1=allow_sha1)
@@ -285,7 +323,10 @@ def verify_entry(
         )
     entry = parse_entry(signed_root)
     _check_endorser(entry, leaf)
-    path = trust.verify_certificate(leaf, shape.certificates[1:], now=now, allow_sha1=allow_sha1)
+    _check_not_future(entry, present or now)
+    path = trust.verify_certificate(
+        leaf, shape.certificates[1:], now=now, allow_sha1=allow_sha1, email=entry.endorser_email
+    )
     if not allow_expired and entry.is_expired(now):
         valid = format_date(entry.valid) if entry.valid else "?"
         raise Expired(

@@ -128,8 +128,11 @@ def make_cert(
     key: object | None = None,
     basic_constraints: bool = True,
     hash_algorithm: hashes.HashAlgorithm | None = None,
+    extensions: tuple[tuple[x509.ExtensionType, bool], ...] = (),
 ) -> tuple[object, x509.Certificate]:
-    """A (key, certificate) pair; self-signed unless ``issuer=(key, cert)`` is given."""
+    """A (key, certificate) pair; self-signed unless ``issuer=(key, cert)`` is given.
+
+    ``extensions``: more (extension, critical) pairs, such as an extended key usage."""
     key = key or ec.generate_private_key(ec.SECP256R1())
     name = (
         subject_cn
@@ -155,19 +158,24 @@ def make_cert(
         builder = builder.add_extension(
             x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=False
         )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
     cert = builder.sign(issuer_key, hash_algorithm or hashes.SHA256())  # type: ignore[arg-type]
     return key, cert
 
 
 def make_crl(
-    issuer: tuple[object, x509.Certificate], revoked: list[x509.Certificate]
+    issuer: tuple[object, x509.Certificate],
+    revoked: list[x509.Certificate],
+    *,
+    next_update: dt.datetime | None = None,
 ) -> x509.CertificateRevocationList:
     now = dt.datetime.now(dt.UTC)
     builder = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(issuer[1].subject)
-        .last_update(now - dt.timedelta(days=1))
-        .next_update(now + dt.timedelta(days=30))
+        .last_update(now - dt.timedelta(days=40))
+        .next_update(next_update or now + dt.timedelta(days=30))
     )
     for cert in revoked:
         builder = builder.add_revoked_certificate(
