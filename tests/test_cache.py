@@ -24,7 +24,8 @@ def test_miss_fetches_then_hits_without_network(http_files, image_entry, tmp_pat
     first = cache.get(entry, SHA256, allow_private=True)
     assert first.path.name == f"SHA-256-{entry.checksum('SHA-256').hex}"
     assert first.path.read_bytes() == DATA
-    assert first.verified == {"SHA-256": entry.checksum("SHA-256").hex}
+    # the SHA-1 is always checked too: it is what the ID names
+    assert first.verified == {"SHA-1": entry.sha1, "SHA-256": entry.checksum("SHA-256").hex}
     second = cache.get(entry, SHA256, allow_private=True)
     assert second.path == first.path
     assert len(http_files.requests) == 1
@@ -54,7 +55,7 @@ def test_hit_requires_the_digests_the_policy_asks_for(http_files, image_entry, t
     both = [DigestAlgorithm.SHA256, DigestAlgorithm.SHA512]
     assert cache.lookup(entry, both) is None  # SHA-512 never checked on these bytes
     item = cache.get(entry, both, allow_private=True)
-    assert set(item.verified) == {"SHA-256", "SHA-512"}
+    assert set(item.verified) == {"SHA-1", "SHA-256", "SHA-512"}
     assert len(http_files.requests) == 2
 
 

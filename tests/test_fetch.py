@@ -7,14 +7,25 @@ allow private locations except where the refusal itself is tested.
 from __future__ import annotations
 
 import bz2
+import dataclasses
 import gzip
+import hashlib
 import lzma
 import os
+from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from imagekit.errors import ChecksumMismatch, InputError, NetworkError, SizeMismatch
+from imagekit.entry.model import Checksum
+from imagekit.errors import (
+    ChecksumMismatch,
+    InputError,
+    NetworkError,
+    PolicyRefused,
+    SizeMismatch,
+)
 from imagekit.fetch.download import PrivateAddress, fetch_image, is_public_address, resolve_host
 from imagekit.image.digests import DigestAlgorithm
 from tests.plugins.launch import Fault
@@ -194,3 +205,77 @@ def test_s3_location(s3_endpoint, image_entry, tmp_path: Path):
     entry = image_entry(DATA, locations=["s3://images/a/disk.img"])
     fetch_image(entry, tmp_path / "out", algorithms=SHA256)
     assert (tmp_path / "out").read_bytes() == DATA
+
+
+# --- the ID is the bytes -----------------------------------------------------------------
+
+
+def _claiming_id_of(entry_a, data_b: bytes, location: str):
+    """Another endorser's entry under ``entry_a``'s ID (its SHA-1, as the model demands) but
+    with its own size, SHA-256 and location: the bytes it points at are ``data_b``."""
+    return dataclasses.replace(
+        entry_a,
+        bytes=len(data_b),
+        checksums=(
+            entry_a.checksum("SHA-1"),
+            Checksum("SHA-256", hashlib.sha256(data_b).hexdigest()),
+        ),
+        locations=(location,),
+    )
+
+
+def test_bytes_not_named_by_the_id_refused(http_files, image_entry, tmp_path: Path):
+    genuine = image_entry(DATA)
+    other = os.urandom(1 << 20)
+    forged = _claiming_id_of(genuine, other, http_files.add("other", other))
+    dest = tmp_path / "cache" / "image"
+    with pytest.raises(ChecksumMismatch, match=f"not image {genuine.identifier}: their SHA-1"):
+        fetch_image(forged, dest, algorithms=SHA256, allow_private=True)
+    assert leftovers(dest.parent) == []
+
+
+def test_denied_sha1_bytes_behind_another_id_refused(http_files, image_entry, tmp_path: Path):
+    """``deny-sha1`` names bytes; an entry that points at them under another ID passes the
+    list (its ID is not denied) and must then fail on the bytes."""
+    from imagekit.policy.rules import Sha1Denied
+
+    denied = os.urandom(1 << 20)
+    genuine = image_entry(DATA)
+    forged = _claiming_id_of(genuine, denied, http_files.add("denied", denied))
+    rule = Sha1Denied([hashlib.sha1(denied).hexdigest()])
+    rule.check(SimpleNamespace(entry=forged, certificate=None), now=datetime.now(UTC))
+    with pytest.raises(ChecksumMismatch):
+        fetch_image(forged, tmp_path / "image", algorithms=SHA256, allow_private=True)
+    assert not (tmp_path / "image").exists()
+    with pytest.raises(PolicyRefused, match="denied"):
+        rule.check(SimpleNamespace(entry=image_entry(denied), certificate=None),
+                   now=datetime.now(UTC))
+
+
+def test_sha1_and_the_policy_digest_hashed_in_one_pass(http_files, image_entry, tmp_path):
+    entry = image_entry(DATA, locations=[http_files.add("img", DATA)])
+    fetched = fetch_image(entry, tmp_path / "image", algorithms=SHA256, allow_private=True)
+    assert set(fetched.digests.values) == {DigestAlgorithm.SHA1, DigestAlgorithm.SHA256}
+    assert fetched.digests.sha1 == entry.sha1
+    assert len(http_files.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        pytest.param("64:ff9b::7f00:1", False, id="nat64-loopback"),
+        pytest.param("64:ff9b::a9fe:a9fe", False, id="nat64-metadata-service"),
+        pytest.param("64:ff9b::808:808", True, id="nat64-public"),
+        pytest.param("64:ff9b:1::a00:1", False, id="local-use-nat64"),
+        pytest.param("2002:7f00:1::1", False, id="6to4-loopback"),
+        pytest.param("2002:c0a8:1::1", False, id="6to4-private"),
+        pytest.param("2002:808:808::1", True, id="6to4-public"),
+        pytest.param("::127.0.0.1", False, id="ipv4-compatible-loopback"),
+        pytest.param("::10.0.0.1", False, id="ipv4-compatible-private"),
+        pytest.param("::ffff:10.0.0.1", False, id="ipv4-mapped-private"),
+        pytest.param("::ffff:0:7f00:1", False, id="ipv4-translated-loopback"),
+        pytest.param("2001:0:4136:e378:8000:63bf:80ff:fffe", False, id="teredo-loopback-client"),
+    ],
+)
+def test_ipv6_embedding_a_private_ipv4_address_refused(address: str, public: bool):
+    assert is_public_address(address) is public

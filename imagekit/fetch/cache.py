@@ -5,7 +5,7 @@
 the entries that used them. A file gets there only through ``fetch_image`` (bounded temp
 file, verified, atomic rename), so a hit trusts the bytes: it re-checks the policy (done by
 the resolver for the entry in hand) and that the recorded digests cover what the policy
-asks for, never re-reads the image.
+asks for and the SHA-1 the entry's ID encodes, never re-reads the image.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 from .._files import atomic_write, locked
 from ..errors import EnvironmentProblem
 from ..image.digests import DigestAlgorithm
+from ..image.identifier import id_to_sha1
 from ..progress import Progress
 from .download import Fetched, fetch_image
 
@@ -90,11 +91,16 @@ class ImageCache:
 
     def lookup(self, entry: Any, algorithms: Sequence[DigestAlgorithm]) -> CachedImage | None:
         """The cached bytes of ``entry`` if they were verified with every algorithm of
-        ``algorithms`` against the values this entry lists, and have its size."""
+        ``algorithms`` against the values this entry lists, their SHA-1 is the one the ID
+        encodes, and they have its size."""
+        id_sha1 = int(id_to_sha1(entry.identifier), 16)
         for key in _keys(entry):
             hit = self._load(key)
             if hit is None or hit.size != entry.bytes:
                 continue
+            sha1 = hit.verified.get(str(DigestAlgorithm.SHA1))
+            if sha1 is None or int(sha1, 16) != id_sha1:
+                continue  # recorded before IDs were checked, or other bytes: fetch again
             ok = True
             for algorithm in algorithms:
                 expected = entry.checksum(algorithm)

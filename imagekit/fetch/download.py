@@ -3,7 +3,10 @@ connection, decompressed and hashed while streaming, into a bounded temporary fi
 verified against the entry and only then renamed into place.
 
 The bytes are read once: what arrives is decompressed (by the entry's ``compression``),
-hashed (the policy's algorithms) and written in the same pass. Decompression stops as soon
+hashed and written in the same pass. The hashes are SHA-1, always, because the ID names the
+bytes by their SHA-1 (whatever an entry claims, a download that is not the ID's bytes is
+refused), and the policy's algorithms (its digest floor, SHA-256 by default, compared with
+the signed entry's values). Decompression stops as soon
 as the output passes the entry's ``bytes`` (a bomb or a wrong file never fills the disk).
 
 Location addresses are checked before connecting: private, loopback, link-local and other
@@ -40,6 +43,7 @@ from ..errors import (
 )
 from ..image.compression import Compression, CorruptData, Decompressor
 from ..image.digests import DigestAlgorithm, Digests, MultiHasher
+from ..image.identifier import id_to_sha1
 from ..progress import Progress
 from ..settings import s3_endpoint
 
@@ -65,10 +69,40 @@ class _Restart(Exception):
 # --- address policy ---------------------------------------------------------------------
 
 
+# IPv6 forms whose last 32 bits are the IPv4 address the packets end up at: NAT64's
+# well-known prefix (RFC 6052), IPv4-translated (RFC 2765) and IPv4-compatible (deprecated,
+# RFC 4291) addresses. IPv4-mapped, 6to4 and Teredo have their own accessors.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")
+_COMPATIBLE = ipaddress.ip_network("::/96")
+# NAT64 for local use (RFC 8215): translates to whatever the local network chooses
+_LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """IPv4 addresses an IPv6 address leads to (empty for a plain IPv6 address)."""
+    if ip.ipv4_mapped is not None:
+        return [ip.ipv4_mapped]
+    if ip.sixtofour is not None:
+        return [ip.sixtofour]
+    if ip.teredo is not None:
+        return list(ip.teredo)  # (server, client): traffic goes to both
+    if ip in _NAT64 or ip in _TRANSLATED or (ip in _COMPATIBLE and int(ip) > 1):
+        return [ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)]  # (:: and ::1 are not)
+    return []
+
+
 def is_public_address(address: str) -> bool:
+    """Whether ``address`` is a global unicast address; an IPv6 address that embeds an IPv4
+    one (IPv4-mapped or -compatible, NAT64, 6to4, Teredo) is judged by that IPv4 address
+    (``::127.0.0.1`` and ``64:ff9b::a00:1`` reach loopback and 10.0.0.1)."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _LOCAL_NAT64:
+            return False
+        embedded = _embedded_ipv4(ip)
+        if embedded:
+            return all(v4.is_global and not v4.is_multicast for v4 in embedded)
     return ip.is_global and not ip.is_multicast
 
 
@@ -460,12 +494,15 @@ def fetch_image(
 ) -> Fetched:
     """Download ``entry``'s image to ``dest`` (atomically), verified against the entry.
 
+    The bytes are hashed with SHA-1 (checked against the SHA-1 the entry's ID encodes) and
+    ``algorithms`` (checked against the entry's values), all in the one streaming pass.
     Locations are tried in order; a location whose bytes fail verification is skipped for
     the next one. ``check`` compares the digests with the entry (default
     ``imagekit.signing.verify.check_image_digests``). Nothing is left at ``dest`` or beside it
     unless every check passed.
 
-    Raises SizeMismatch or ChecksumMismatch (bytes differ from the entry), PrivateAddress,
+    Raises SizeMismatch or ChecksumMismatch (bytes differ from the ID or the entry),
+    PrivateAddress,
     NetworkError (no location could be read), InputError (no usable location).
     """
     if check is None:
@@ -474,9 +511,9 @@ def fetch_image(
         check = check_image_digests
     if not entry.locations:
         raise InputError(f"entry {entry.identifier} has no location to download from")
-    wanted = list(dict.fromkeys(algorithms))
-    if not wanted:
+    if not algorithms:
         raise InputError("no digest algorithm to check the image with")
+    wanted = list(dict.fromkeys([DigestAlgorithm.SHA1, *algorithms]))
     dest.parent.mkdir(parents=True, exist_ok=True)
     errors: list[ImagekitError] = []
     for location in entry.locations:
@@ -496,7 +533,8 @@ def fetch_image(
                     raise SizeMismatch(
                         f"{location}: {digests.size} bytes, the entry says {entry.bytes}"
                     )
-                _check_all(entry, digests, wanted, location)
+                _check_all(entry, digests, algorithms, location)
+                check_identifier(entry, digests, location)
                 check(entry, digests)
                 fp.flush()
                 os.fsync(fp.fileno())
@@ -519,6 +557,17 @@ def fetch_image(
         f"no location of {entry.identifier} could be downloaded: "
         + "; ".join(str(e) for e in errors)
     )
+
+
+def check_identifier(entry: Any, digests: Digests, where: str) -> None:
+    """The bytes' SHA-1 must be the one the entry's ID encodes (ChecksumMismatch)."""
+    expected = id_to_sha1(entry.identifier)
+    got = digests.sha1
+    if int(got, 16) != int(expected, 16):
+        raise ChecksumMismatch(
+            f"{where}: these bytes are not image {entry.identifier}: their SHA-1 is {got}, "
+            f"the ID names {expected}"
+        )
 
 
 def _check_all(entry: Any, digests: Digests, wanted: Sequence[DigestAlgorithm], where: str) -> None:

@@ -416,7 +416,8 @@ class Policy:
         return self.partition(subjects, now=now)[0]
 
     def digest_algorithms(self, entry: Any) -> list[DigestAlgorithm]:
-        """Algorithms to compute on the downloaded bytes and compare with ``entry``.
+        """Algorithms to compute on the downloaded bytes and compare with ``entry``, besides
+        the SHA-1 the download always checks against the ID (``imagekit.fetch.download``).
 
         One is enough: the weakest of the entry's checksums that meets the MinDigest floor
         (a signed SHA-256 binds the bytes; hashing SHA-512 as well would double the cost
