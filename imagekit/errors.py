@@ -120,6 +120,10 @@ class PolicyRefused(VerificationError):
     pass
 
 
+class DigestConflict(VerificationError):
+    """Trusted entries of one ID list different strong digests: they are not the same bytes."""
+
+
 class Rollback(VerificationError):
     """An endorsement older than one already seen for the same (ID, endorser)."""
 

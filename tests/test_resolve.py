@@ -7,16 +7,19 @@ entries, tampered bytes, rolled-back endorsements) is a client that serves what 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from imagekit.entry import entry_to_bytes
+from imagekit.entry import Checksum, entry_to_bytes
 from imagekit.errors import (
     Deprecated,
+    DigestConflict,
     Expired,
+    FutureDated,
     InputError,
     NotFound,
     PolicyRefused,
@@ -26,7 +29,7 @@ from imagekit.errors import (
 )
 from imagekit.market.client import MarketplaceClient
 from imagekit.market.resolve import Reference, Resolver
-from imagekit.policy.rules import AllOf, EndorserDenied, Policy, default_policy
+from imagekit.policy.rules import AllOf, EndorserDenied, Policy, TrustedCertFor, default_policy
 from imagekit.signing.trust import TrustStore
 
 BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
@@ -210,3 +213,98 @@ def test_rollback_of_a_tag_to_an_older_image_refused(endorsers, trust, sign_xml,
     assert Resolver(LyingClient(v2), trust, default_policy(), state_dir=tmp_path).resolve(ref)
     with pytest.raises(Rollback):
         Resolver(LyingClient(v1), trust, default_policy(), state_dir=tmp_path).resolve(ref)
+
+
+# --- one ID, one set of bytes --------------------------------------------------------------
+
+
+def _other_bytes_under(image_entry, data: bytes, other: bytes, **fields):
+    """An entry under ``data``'s ID (its SHA-1, as the model demands) describing ``other``:
+    its own size, SHA-256 and location."""
+    genuine = image_entry(data, algorithms=("SHA-1", "SHA-256"), **fields)
+    return dataclasses.replace(
+        genuine,
+        bytes=len(other),
+        checksums=(
+            genuine.checksum("SHA-1"),
+            Checksum("SHA-256", hashlib.sha256(other).hexdigest()),
+        ),
+        locations=("http://192.0.2.1/other.img",),
+    )
+
+
+def test_second_endorser_with_other_bytes_under_the_same_id_refused(
+    endorsers, trust, sign_xml, image_entry, tmp_path
+):
+    """B publishes under A's ID with its own SHA-256 and location, dated later: launching
+    the ID must not boot B's bytes on the strength of B's newer endorsement."""
+    a, b = endorsers
+    data = os.urandom(64)
+    ident = image_entry(data).identifier
+    genuine = sign_xml(entry_to_bytes(image_entry(data, algorithms=("SHA-1", "SHA-256"))),
+                       now=BASE, signer=a)
+    forged = sign_xml(entry_to_bytes(_other_bytes_under(image_entry, data, os.urandom(64))),
+                      now=BASE + timedelta(minutes=5), signer=b)
+    client = LyingClient(genuine, forged, identifier=ident)
+    resolver = Resolver(client, trust, default_policy(), state_dir=tmp_path)
+    with pytest.raises(DigestConflict) as e:
+        resolver.resolve(ident)
+    assert a.email in str(e.value) and b.email in str(e.value) and "SHA-256" in str(e.value)
+    assert e.value.hint == "name the endorser you trust: --endorser EMAIL"
+    # naming the endorser settles it, either way
+    assert resolver.resolve(ident, endorser=a.email).entry.endorser_email == a.email
+    assert resolver.resolve(ident, endorser=b.email.upper()).entry.endorser_email == b.email
+
+
+def test_endorsers_agreeing_on_the_bytes_are_no_conflict(
+    endorsers, trust, sign_xml, image_entry, tmp_path
+):
+    a, b = endorsers
+    data = os.urandom(64)
+    entry = image_entry(data)
+    one = sign_xml(entry_to_bytes(entry), now=BASE, signer=a)
+    two = sign_xml(entry_to_bytes(image_entry(data, algorithms=("SHA-1", "SHA-512"))),
+                   now=BASE + timedelta(minutes=1), signer=b)
+    resolver = Resolver(LyingClient(one, two, identifier=entry.identifier), trust,
+                        default_policy(), state_dir=tmp_path)
+    assert resolver.resolve(entry.identifier).entry.endorser_email == b.email
+
+
+def test_policy_refused_entry_does_not_poison_rollback_memory(
+    endorsers, make_signer, trust, sign_xml, image_entry, tmp_path
+):
+    """A trusted certificate claiming A's e-mail, but not the one the policy pins for A,
+    publishes a later entry: refused by the policy, it must not lock A's genuine entries out."""
+    a, b = endorsers
+    impostor = make_signer(email=a.email, name="Impostor",
+                           now=datetime.now(UTC) - timedelta(days=2))
+    trusting = TrustStore.from_paths([a.cert_path, b.cert_path, impostor.cert_path])
+    policy = Policy(AllOf(TrustedCertFor(a.email, [a.cert_path.read_bytes()]),
+                          *default_policy().rule.rules))
+    data = os.urandom(64)
+    ident = image_entry(data).identifier
+    bad = signed(sign_xml, image_entry, data, impostor, at=BASE + timedelta(minutes=30))
+    good = signed(sign_xml, image_entry, data, a, at=BASE)
+    with pytest.raises(PolicyRefused):
+        Resolver(LyingClient(bad, identifier=ident), trusting, policy,
+                 state_dir=tmp_path).resolve(ident)
+    verified = Resolver(LyingClient(good, identifier=ident), trusting, policy,
+                        state_dir=tmp_path).resolve(ident)
+    assert verified.certificate == a.certificate
+
+
+def test_future_dated_entry_does_not_poison_rollback_memory(
+    endorsers, trust, sign_xml, image_entry, tmp_path
+):
+    """One entry dated 30 days ahead would make every genuine entry a Rollback."""
+    a, _ = endorsers
+    data = os.urandom(64)
+    ident = image_entry(data).identifier
+    ahead = signed(sign_xml, image_entry, data, a, at=datetime.now(UTC) + timedelta(days=30))
+    with pytest.raises(FutureDated):
+        Resolver(LyingClient(ahead, identifier=ident), trust, default_policy(),
+                 state_dir=tmp_path).resolve(ident)
+    good = signed(sign_xml, image_entry, data, a, at=BASE)
+    assert Resolver(LyingClient(good, identifier=ident), trust, default_policy(),
+                    state_dir=tmp_path).resolve(ident)
+    assert BASE.isoformat() in (tmp_path / "rollback.json").read_text()  # only the genuine one

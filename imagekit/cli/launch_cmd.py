@@ -71,6 +71,8 @@ def common(f: Any) -> Any:
               help="boot from this volume (volume create --from-image) instead of an image")
 @setting_option("accel")
 @setting_option("allow_private_locations")
+@click.option("--endorser", metavar="EMAIL",
+              help="use this endorser's entry of the ID (when endorsers disagree on its bytes)")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @common
 def launch_cmd(
@@ -81,7 +83,7 @@ def launch_cmd(
     accel: str | None, allow_private_locations: bool | None, as_json: bool,
     marketplace: str | None, trust: str | None, policy_path: Path | None,
     persistent_root: bool = False, disk_size: str | None = None,
-    boot_volume: str | None = None,
+    boot_volume: str | None = None, endorser: str | None = None,
 ) -> None:  # fmt: skip
     """Run an appliance by its Marketplace ID (or endorser:tag) in a qemu VM.
 
@@ -124,6 +126,7 @@ def launch_cmd(
         persistent=persistent_root,
         disk_size_mib=parse_size_mib(disk_size) if disk_size else None,
         boot_volume=boot_volume,
+        endorser=endorser,
     )
     plan = plan_launch(request, s)
     bars: list[ProgressBar] = []

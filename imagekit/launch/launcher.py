@@ -65,6 +65,7 @@ class LaunchRequest:
     persistent: bool = False  # root disk: a standalone copy kept across stop/start
     disk_size_mib: int | None = None  # grow the root disk to this size
     boot_volume: str | None = None  # boot from this volume (create_boot_volume) instead
+    endorser: str | None = None  # take ``image`` as endorsed by this e-mail only
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +97,8 @@ def plan_launch(
     (except, with accel = auto and no remembered answer, the accelerator probe, last).
 
     Raises the first refusal: InputError (bad request, no trust), NotFound, Ambiguous,
-    VerificationError (signature, trust, Expired, Deprecated, PolicyRefused, Rollback),
+    VerificationError (signature, trust, Expired, Deprecated, PolicyRefused, Rollback,
+    DigestConflict: endorsers of the ID disagree on its bytes, ``request.endorser`` picks),
     ToolMissing, EnvironmentProblem (cache not writable, no space, KVM unusable), InvalidState
     (volume in use), NetworkError. With ``request.boot_volume`` no root image is resolved or
     fetched: the volume (made by ``lifecycle.create_boot_volume``) is the root disk.
@@ -113,7 +115,7 @@ def plan_launch(
 
     root: VerifiedEntry | None = None
     if not request.boot_volume:
-        root = resolver.resolve(request.image)
+        root = resolver.resolve(request.image, endorser=request.endorser)
         if root.entry.kind is not None and str(root.entry.kind) == "disk":
             raise InputError(f"{request.image} is a data disk, not a machine image",
                              hint="attach it with --readonly-disk")  # fmt: skip

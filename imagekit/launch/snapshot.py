@@ -180,7 +180,7 @@ def base_entry(settings: Settings, instance: Instance, *, client: Any = None) ->
 
     try:
         resolver, _policy = make_resolver(settings, client=client)
-        return resolver.resolve(instance.image_id).entry
+        return resolver.resolve(instance.image_id, endorser=instance.endorser or None).entry
     except ImagekitError as e:
         log.warning("base entry %s not carried over: %s", instance.image_id, e)
         return None

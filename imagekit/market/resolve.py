@@ -1,14 +1,23 @@
 """From what the user typed to one verified, acceptable entry.
 
-A reference is a Marketplace ID, a unique ID prefix, or ``endorser:tag``. The marketplace is
-asked for the candidates (each endorser's current endorsement of the ID, or the endorser's
-newest entry with the tag), and every candidate is then verified HERE, against the
-configured trust store (the server is not trusted), checked against the site policy and
-against the rollback memory. The newest acceptable endorsement wins.
+A reference is a Marketplace ID, a unique ID prefix, or ``endorser:tag``; an ID may be
+narrowed to one endorser's entries (``Reference.parse(text, endorser=...)``, ``launch
+--endorser``). The marketplace is asked for the candidates (each endorser's current
+endorsement of the ID, or the endorser's newest entry with the tag), and every candidate is
+then verified HERE, against the configured trust store (the server is not trusted),
+checked against the rollback memory and the site policy. The newest acceptable endorsement
+wins, unless acceptable entries of the ID disagree on a digest stronger than SHA-1: the ID
+names the bytes by their SHA-1, so two endorsers listing different SHA-256 values for one
+ID describe different bytes (a SHA-1 collision, or one of them lying), and the resolver
+refuses with ``DigestConflict``, naming the endorsers, until the user names one.
 
 Rollback memory: the newest endorsement ``created`` seen per (ID, endorser), and per
 (endorser, tag), persisted atomically under ``state_dir``. A server that later serves an
-older endorsement (hiding a deprecation, say) is refused with ``Rollback``.
+older endorsement (hiding a deprecation, say) is refused with ``Rollback``. Only entries
+that passed the signature, trust and the policy are remembered, so a refused entry cannot
+lock out genuine ones; the policy's rules on expiry and deprecation do not count here (an
+endorser's signed deprecation is exactly what must be remembered), the others do. Dates
+beyond the verifier's clock skew never get this far (``FutureDated``).
 """
 
 from __future__ import annotations
@@ -25,13 +34,18 @@ from .._files import atomic_write, locked
 from ..entry import format_date
 from ..errors import (
     Ambiguous,
+    Deprecated,
+    DigestConflict,
+    Expired,
     ImagekitError,
     InputError,
     NotFound,
+    PolicyRefused,
     Rollback,
     SignatureInvalid,
     VerificationError,
 )
+from ..image.digests import DigestAlgorithm
 from ..image.identifier import is_identifier
 from ..policy.rules import Policy
 from ..signing.trust import TrustStore
@@ -40,34 +54,47 @@ from ..signing.verify import VerifiedEntry, verify_entry
 
 @dataclasses.dataclass(frozen=True)
 class Reference:
-    """A parsed image reference: an ID (or prefix), or an endorser's tag."""
+    """A parsed image reference: an ID (or prefix), optionally by one endorser, or an
+    endorser's tag."""
 
     identifier: str | None = None
     endorser: str | None = None
     tag: str | None = None
 
     @classmethod
-    def parse(cls, text: str) -> Reference:
+    def parse(cls, text: str, *, endorser: str | None = None) -> Reference:
+        """``ID``, ``ID-prefix`` or ``endorser@example.org:tag``; ``endorser`` narrows an ID
+        to that endorser's entries. Raises InputError."""
         text = text.strip()
         if ":" in text and "@" in text.split(":", 1)[0]:
             email, tag = text.split(":", 1)
             if not tag:
                 raise InputError(f"{text!r}: empty tag (use endorser@example.org:tag)")
+            if endorser is not None and endorser.strip().lower() != email.lower():
+                raise InputError(f"{text!r} is a tag of {email}, not of {endorser}")
             return cls(endorser=email.lower(), tag=tag)
         if not text or len(text) > 27 or not all(c.isalnum() or c in "-_" for c in text):
             raise InputError(
                 f"{text!r} is neither a Marketplace ID (or prefix) nor endorser:tag"
             )
-        return cls(identifier=text)
+        if endorser is not None and "@" not in endorser:
+            raise InputError(f"endorser {endorser!r} is not an e-mail address")
+        return cls(identifier=text, endorser=endorser.strip().lower() if endorser else None)
 
     def __str__(self) -> str:
-        return self.identifier or f"{self.endorser}:{self.tag}"
+        if self.identifier is not None:
+            return self.identifier + (f" by {self.endorser}" if self.endorser else "")
+        return f"{self.endorser}:{self.tag}"
 
     def matches(self, entry: Any) -> bool:
         """Whether a verified entry is what was asked for (the server may substitute)."""
         if self.identifier is not None:
             return bool(entry.identifier.startswith(self.identifier))
         return (entry.endorser_email or "").lower() == self.endorser and entry.tag == self.tag
+
+    def names_endorser_of(self, entry: Any) -> bool:
+        """Whether ``entry`` is by the endorser this reference names (or names none)."""
+        return self.endorser is None or (entry.endorser_email or "").lower() == self.endorser
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,12 +136,17 @@ class RollbackMemory:
             keys.append(f"tag|{email}|{entry.tag}")
         return keys
 
-    def check_and_record(self, entry: Any) -> None:
-        """Raise Rollback if an endorsement newer than ``entry``'s was seen before for
-        the same (ID, endorser) or (endorser, tag); otherwise remember this one."""
+    @staticmethod
+    def _created(entry: Any) -> datetime:
         created: datetime | None = entry.endorsement_created
         if created is None:
             raise SignatureInvalid(f"entry {entry.identifier} has no endorsement date")
+        return created
+
+    def check(self, entry: Any) -> None:
+        """Raise Rollback if an endorsement newer than ``entry``'s was seen before for
+        the same (ID, endorser) or (endorser, tag). Remembers nothing (``record`` does)."""
+        created = self._created(entry)
         with self._locked() as data:
             for key in self.keys(entry):
                 seen = data.get(key)
@@ -124,10 +156,20 @@ class RollbackMemory:
                         f"{what}: the marketplace offers an endorsement of "
                         f"{format_date(created)}, older than {seen} already seen"
                     )
+
+    def record(self, entry: Any) -> None:
+        """Remember ``entry``'s endorsement date (for an entry that passed every check)."""
+        created = self._created(entry)
+        with self._locked() as data:
             for key in self.keys(entry):
                 seen = data.get(key)
                 if not seen or datetime.fromisoformat(seen) < created:
                     data[key] = created.isoformat()
+
+    def check_and_record(self, entry: Any) -> None:
+        """``check`` then ``record``."""
+        self.check(entry)
+        self.record(entry)
 
 
 # --- the resolver -----------------------------------------------------------------------
@@ -168,7 +210,8 @@ class Resolver:
         return [self.client.by_tag(ref.endorser, ref.tag)]
 
     def assess(self, ref: Reference, xmls: Sequence[bytes]) -> list[Candidate]:
-        """Verify, match, rollback-check and policy-check each candidate (new list)."""
+        """Verify, match, rollback-check and policy-check each candidate (new list); the
+        rollback memory records those that pass (see the module docstring)."""
         now = self.now or datetime.now(UTC)
         out: list[Candidate] = []
         for xml in tuple(xmls):
@@ -190,13 +233,28 @@ class Resolver:
                         f"the marketplace answered {ref} with a different entry "
                         f"({verified.entry.identifier} by {verified.entry.endorser_email})"
                     )
-                self.memory.check_and_record(verified.entry)
-                self.policy.check(verified, now=now)
+                if not ref.names_endorser_of(verified.entry):
+                    raise PolicyRefused(
+                        f"endorsed by {verified.entry.endorser_email}, not {ref.endorser}"
+                    )
+                self.memory.check(verified.entry)
+                self._check_policy(verified, now)
             except VerificationError as e:
                 out.append(Candidate(xml, verified, e))
                 continue
             out.append(Candidate(xml, verified, None))
         return out
+
+    def _check_policy(self, verified: VerifiedEntry, now: datetime) -> None:
+        """The policy; the rollback memory records the entry if the policy accepts it, or
+        refuses it only for its age (expired, deprecated)."""
+        try:
+            self.policy.check(verified, now=now)
+        except (Expired, Deprecated):
+            if self.policy.is_allowed(verified, now=now, lifecycle=False):
+                self.memory.record(verified.entry)
+            raise
+        self.memory.record(verified.entry)
 
     def candidates(self, text: str | Reference) -> list[Candidate]:
         ref = text if isinstance(text, Reference) else Reference.parse(text)
@@ -205,14 +263,14 @@ class Resolver:
             raise NotFound(f"the marketplace has no entry for {ref}")
         return self.assess(ref, xmls)
 
-    def resolve(self, text: str | Reference) -> VerifiedEntry:
-        """The newest acceptable verified entry for ``text``.
+    def resolve(self, text: str | Reference, *, endorser: str | None = None) -> VerifiedEntry:
+        """The newest acceptable verified entry for ``text`` (by ``endorser``, if given).
 
-        Raises the refusal of the newest candidate when none is acceptable (SignatureInvalid,
-        Untrusted, Expired, Deprecated, PolicyRefused, Rollback, ...), NotFound, Ambiguous,
-        NetworkError.
+        Raises DigestConflict (endorsers of the ID disagree on its bytes), the refusal of
+        the newest candidate when none is acceptable (SignatureInvalid, Untrusted, Expired,
+        Deprecated, PolicyRefused, Rollback, ...), NotFound, Ambiguous, NetworkError.
         """
-        ref = text if isinstance(text, Reference) else Reference.parse(text)
+        ref = text if isinstance(text, Reference) else Reference.parse(text, endorser=endorser)
         cands = self.candidates(ref)
         return pick(ref, cands)
 
@@ -224,9 +282,44 @@ def _created(c: Candidate) -> datetime:
     return datetime.min.replace(tzinfo=UTC)
 
 
+def _strong_digests(entry: Any) -> dict[DigestAlgorithm, int]:
+    return {
+        c.algorithm: int(c.value, 16)
+        for c in entry.checksums
+        if c.algorithm.strength > DigestAlgorithm.SHA1.strength
+    }
+
+
+def check_agreement(ref: Reference | str, verified: Sequence[VerifiedEntry]) -> None:
+    """Raise DigestConflict if entries of one ID disagree on its size or on a digest
+    stronger than SHA-1 (they then describe different bytes under one ID)."""
+    by_id: dict[str, list[VerifiedEntry]] = {}
+    for v in verified:
+        by_id.setdefault(v.entry.identifier, []).append(v)
+    for identifier, group in by_id.items():
+        first = group[0].entry
+        for other in group[1:]:
+            entry = other.entry
+            theirs, ours = _strong_digests(entry), _strong_digests(first)
+            differ = [str(a) for a in ours.keys() & theirs.keys() if ours[a] != theirs[a]]
+            if entry.bytes != first.bytes:
+                differ.insert(0, "size")
+            if differ:
+                names = sorted({(v.entry.endorser_email or "?") for v in group})
+                raise DigestConflict(
+                    f"{identifier}: its endorsers {', '.join(names)} describe different bytes "
+                    f"({', '.join(differ)} differ)",
+                    hint="name the endorser you trust: --endorser EMAIL",
+                )
+
+
 def pick(ref: Reference | str, cands: Sequence[Candidate]) -> VerifiedEntry:
+    """The newest accepted candidate. Raises DigestConflict (accepted entries of one ID
+    disagree on its bytes), else the refusal of the newest candidate when none is accepted
+    (others' reasons appended), NotFound when there is none."""
     accepted = [c for c in cands if c.accepted]
     if accepted:
+        check_agreement(ref, [c.verified for c in accepted if c.verified is not None])
         best = max(accepted, key=_created)
         assert best.verified is not None
         return best.verified

@@ -384,13 +384,30 @@ class Policy:
     allow_sha1_signatures: bool = False
     source: str = "(built in)"
 
-    def check(self, subject: Subject, *, now: datetime | None = None) -> None:
-        """Raise Expired, Deprecated or PolicyRefused if ``subject`` may not run."""
-        self.rule.check(subject, now=now or datetime.now(UTC))
+    def check(
+        self, subject: Subject, *, now: datetime | None = None, lifecycle: bool = True
+    ) -> None:
+        """Raise Expired, Deprecated or PolicyRefused if ``subject`` may not run.
 
-    def is_allowed(self, subject: Subject, *, now: datetime | None = None) -> bool:
+        ``lifecycle=False`` leaves out the rules about the entry's age (NotExpired,
+        NotDeprecated): whether the policy accepts who endorsed what, whatever its age.
+        """
+        when = now or datetime.now(UTC)
+        if lifecycle:
+            self.rule.check(subject, now=when)
+            return
+        for rule in _walk(self.rule):
+            if isinstance(rule, AllOf):
+                if not rule.rules:
+                    rule.check(subject, now=when)  # refuses: an empty AllOf says no
+            elif not isinstance(rule, NotExpired | NotDeprecated):
+                rule.check(subject, now=when)
+
+    def is_allowed(
+        self, subject: Subject, *, now: datetime | None = None, lifecycle: bool = True
+    ) -> bool:
         try:
-            self.check(subject, now=now)
+            self.check(subject, now=now, lifecycle=lifecycle)
         except VerificationError:
             return False
         return True
