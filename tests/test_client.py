@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from imagekit.errors import Ambiguous, InvalidMetadata, InvalidState, NetworkError, NotFound
-from imagekit.market.client import MarketplaceClient
+from imagekit.market.client import MAX_ENTRY_BYTES, MarketplaceClient
 from tests.plugins.market import draft_entry, sign
 
 pytestmark = pytest.mark.timeout(300)
@@ -88,3 +90,76 @@ def test_unreachable_server_is_a_network_error():
         NetworkError
     ):
         c.search()
+
+
+# --- the server does not choose where the client goes ----------------------------------
+
+
+def _summary(path: str) -> dict[str, object]:
+    return {
+        "identifier": "MMZu9WvwKIro-rtBQfDk4PsKO7_", "email": "a@example.org",
+        "created": "2026-01-01T00:00:00Z", "latest": True, "status": "valid", "valid": None,
+        "deprecated": None, "os": None, "os_version": None, "arch": None, "kind": None,
+        "tag": None, "title": None, "description": None, "locations": [], "sha1": "00",
+        "bytes": 1, "etag": "", "uploaded": "", "path": path,
+    }
+
+
+class _Recorder:
+    """A marketplace that answers a summary pointing at ``path``, and records requests."""
+
+    def __init__(self, path: str, body: bytes = b"<rdf:RDF/>") -> None:
+        self.path = path
+        self.body = body
+        self.seen: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.seen.append(str(request.url))
+        if request.url.path.startswith("/api/entries/"):
+            return httpx.Response(200, json=[_summary(self.path)])
+        return httpx.Response(200, content=self.body)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param("http://169.254.169.254/latest/meta-data/", id="absolute-url-elsewhere"),
+        pytest.param("//127.0.0.2:9/metadata/x", id="scheme-relative-url"),
+        pytest.param("https://127.0.0.1:8080/metadata/x", id="same-host-other-scheme"),
+        pytest.param("http://127.0.0.1:8081/metadata/x", id="same-host-other-port"),
+        pytest.param("metadata/x", id="relative-path"),
+    ],
+)
+def test_summary_path_to_another_origin_refused(path: str):
+    server = _Recorder(path)
+    client = MarketplaceClient("http://127.0.0.1:8080", transport=httpx.MockTransport(server))
+    with pytest.raises(NetworkError, match="not a path of its own"):
+        client.current_entries("MMZu9WvwKIro-rtBQfDk4PsKO7_")
+    assert server.seen == ["http://127.0.0.1:8080/api/entries/MMZu9WvwKIro-rtBQfDk4PsKO7_"]
+
+
+def test_summary_path_as_an_absolute_url_of_the_marketplace_followed():
+    server = _Recorder("http://127.0.0.1:8080/metadata/x/y/z")
+    client = MarketplaceClient("http://127.0.0.1:8080", transport=httpx.MockTransport(server))
+    assert client.current_entries("MMZu9WvwKIro-rtBQfDk4PsKO7_") == [b"<rdf:RDF/>"]
+    assert server.seen[-1] == "http://127.0.0.1:8080/metadata/x/y/z"
+
+
+def test_oversized_entry_from_the_marketplace_refused():
+    server = _Recorder("/metadata/x/y/z", body=b"<" * (MAX_ENTRY_BYTES + 1))
+    client = MarketplaceClient("http://127.0.0.1:8080", transport=httpx.MockTransport(server))
+    with pytest.raises(NetworkError, match=f"larger than {MAX_ENTRY_BYTES} bytes"):
+        client.current_entries("MMZu9WvwKIro-rtBQfDk4PsKO7_")
+
+
+def test_endless_response_from_the_marketplace_refused_while_streaming():
+    def endless() -> Iterator[bytes]:
+        while True:
+            yield b"[" * 65536
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=endless())  # no Content-Length
+
+    client = MarketplaceClient("http://127.0.0.1:8080", transport=httpx.MockTransport(handler))
+    with pytest.raises(NetworkError, match="larger than"):
+        client.current("MMZu9WvwKIro-rtBQfDk4PsKO7_")

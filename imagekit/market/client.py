@@ -4,9 +4,16 @@ The client never trusts the server: entries come back as the raw signed XML byte
 caller to verify locally (``imagekit.signing.verify.verify_entry``). Summaries (``EntrySummary``)
 are the server's index columns, good for listing and choosing, never for trusting.
 
-Errors: NetworkError (unreachable, 5xx), NotFound (404), Ambiguous (ID prefix matching
-several IDs), InvalidState (upload not newer than the latest endorsement), InvalidMetadata
-(the server refused an upload), InputError (other 4xx).
+The server is not trusted with where the client goes, either: the ``path`` of a summary is
+followed only on the marketplace's own origin (scheme, host and port of ``base_url``), never
+to an absolute URL elsewhere (a marketplace must not make its clients fetch from the
+cloud's metadata service or an intranet), and every response is read up to a bound
+(``MAX_ENTRY_BYTES`` for signed XML, ``MAX_RESPONSE_BYTES`` for the rest) while it streams.
+
+Errors: NetworkError (unreachable, 5xx, a response past its bound, a path to another
+origin), NotFound (404), Ambiguous (ID prefix matching several IDs), InvalidState (upload
+not newer than the latest endorsement), InvalidMetadata (the server refused an upload),
+InputError (other 4xx).
 """
 
 from __future__ import annotations
@@ -14,10 +21,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator, Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 
+from ..entry.xmlsafe import MAX_DOCUMENT_BYTES
 from ..errors import (
     Ambiguous,
     InputError,
@@ -29,6 +37,18 @@ from ..errors import (
 )
 
 DEFAULT_TIMEOUT = 30.0
+# An entry larger than the verifier would parse is refused while it arrives.
+MAX_ENTRY_BYTES = MAX_DOCUMENT_BYTES
+# JSON lists and summaries: a page of 500 summaries is well under 1 MiB.
+MAX_RESPONSE_BYTES = 16 << 20
+_XML = {"Accept": "application/xml"}
+
+
+def _origin(url: str) -> tuple[str, str, int]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or (443 if scheme == "https" else 80)
+    return scheme, (parts.hostname or "").lower(), port
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,17 +139,54 @@ class MarketplaceClient:
 
     # --- plumbing ------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _request(
+        self, method: str, path: str, *, limit: int = MAX_RESPONSE_BYTES, **kwargs: Any
+    ) -> httpx.Response:
+        """The response to ``path``, its body read while it streams and refused past
+        ``limit`` bytes (decoded). Raises NetworkError and the 4xx families."""
         try:
-            response = self._http.request(method, path, **kwargs)
+            with self._http.stream(method, path, **kwargs) as streamed:
+                declared = streamed.headers.get("Content-Length", "")
+                if declared.isdigit() and int(declared) > limit:
+                    raise self._too_large(path, limit)
+                body = bytearray()
+                for chunk in streamed.iter_bytes():
+                    body += chunk
+                    if len(body) > limit:
+                        raise self._too_large(path, limit)
         except httpx.HTTPError as e:
             raise NetworkError(
                 f"marketplace {self.base_url} unreachable: {e}",
                 hint="is the server running? (imagekit serve; setting: marketplace)",
             ) from e
+        # the body is decoded already: drop what would make httpx decode it again
+        headers = [
+            (k, v)
+            for k, v in streamed.headers.items()
+            if k.lower() not in ("content-encoding", "content-length")
+        ]
+        response = httpx.Response(
+            streamed.status_code, headers=headers, content=bytes(body), request=streamed.request
+        )
         if response.status_code >= 400:
             raise _error(response)
         return response
+
+    def _too_large(self, path: str, limit: int) -> NetworkError:
+        return NetworkError(f"marketplace {self.base_url}: {path} is larger than {limit} bytes")
+
+    def _own_path(self, path: str) -> str:
+        """``path`` if it names a resource on the marketplace's own origin (a path, or an
+        absolute URL with the same scheme, host and port). Raises NetworkError."""
+        parts = urlsplit(path)
+        if parts.scheme or parts.netloc or not path.startswith("/") or "\\" in path:
+            if not (parts.scheme and _origin(path) == _origin(self.base_url)):
+                raise NetworkError(
+                    f"marketplace {self.base_url} pointed at {path!r}, not a path of its own: "
+                    "refused"
+                )
+            path = parts.path + (f"?{parts.query}" if parts.query else "")
+        return path
 
     # --- entries -------------------------------------------------------------------------
 
@@ -146,16 +203,18 @@ class MarketplaceClient:
     def get_entry(self, identifier: str, email: str, created: str) -> bytes:
         """The signed XML of one endorsement (``identifier`` may be a unique prefix)."""
         path = f"/metadata/{_seg(identifier)}/{_seg(email)}/{_seg(created)}"
-        return self._request("GET", path, headers={"Accept": "application/xml"}).content
+        return self._request("GET", path, headers=_XML, limit=MAX_ENTRY_BYTES).content
 
     def get_path(self, path: str) -> bytes:
-        """The signed XML at a path returned by ``upload`` or found in a summary."""
-        return self._request("GET", path, headers={"Accept": "application/xml"}).content
+        """The signed XML at a path returned by ``upload`` or found in a summary: on the
+        marketplace's own origin only (NetworkError otherwise)."""
+        own = self._own_path(path)
+        return self._request("GET", own, headers=_XML, limit=MAX_ENTRY_BYTES).content
 
     def by_tag(self, email: str, tag: str) -> bytes:
         """The signed XML of the endorser's newest non-deprecated entry tagged ``tag``."""
         path = f"/tag/{_seg(email)}/{_seg(tag)}"
-        return self._request("GET", path, headers={"Accept": "application/xml"}).content
+        return self._request("GET", path, headers=_XML, limit=MAX_ENTRY_BYTES).content
 
     def search(
         self,
