@@ -231,3 +231,36 @@ def test_trust_paths_from_setting(tmp_path):
     assert trust_paths((), setting) == [tmp_path / "a.pem", tmp_path / "dir"]
     assert trust_paths([tmp_path / "x.pem"], setting) == [tmp_path / "x.pem"]
     assert trust_paths((), None) == []
+
+
+def test_issuer_name_written_in_another_case_and_string_type_chains(tmp_path):
+    """Name chaining compares names by meaning (RFC 5280 7.1), as DNs are everywhere: an
+    issuer field written as PrintableString in other case still names its UTF8String CA."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.name import _ASN1Type
+    from cryptography.x509.oid import NameOID
+
+    root_key, root = make_cert("Root CA", ca=True)
+    written = x509.Name([
+        x509.NameAttribute(NameOID.COMMON_NAME, "ROOT  ca", _type=_ASN1Type.PrintableString)
+    ])
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Leaf")]))
+        .issuer_name(written)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=1))
+        .sign(root_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    assert leaf.issuer != root.subject
+    (tmp_path / "root.pem").write_bytes(pem(root))
+    store = TrustStore.from_paths([tmp_path / "root.pem"])
+    assert store.verify_certificate(leaf, now=NOW) == (leaf, root)
+    _, stranger = make_cert("Other CA", ca=True)
+    (tmp_path / "other.pem").write_bytes(pem(stranger))
+    with pytest.raises(Untrusted):
+        TrustStore.from_paths([tmp_path / "other.pem"]).verify_certificate(leaf, now=NOW)
