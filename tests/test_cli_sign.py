@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import re
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -161,6 +163,34 @@ def test_verify_tampered_reports_reason(cli, keypair, entry):
         "imagekit: error: SignatureInvalid: the signature does not verify "
         "(content or signature changed)"
     ]
+
+
+def test_verify_namespace_flood_refused_in_one_line(cli, keypair, entry):
+    cli("sign", entry, "--key", f"{keypair}.key", "--cert", f"{keypair}.crt")
+    decl = " ".join(f'xmlns:n{i}="urn:x:{i}"' for i in range(8000)).encode()
+    entry.write_bytes(entry.read_bytes().replace(b"<rdf:RDF ", b"<rdf:RDF " + decl + b" ", 1))
+    result = cli("verify", entry, "--trust", f"{keypair}.crt")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "imagekit: error: unsafe-xml: more than 64 namespace declarations"
+    ]
+
+
+def test_verify_future_dated_endorsement_refused_in_one_line(cli, keypair, entry):
+    from imagekit.signing.keys import load_signer
+    from imagekit.signing.sign import sign_entry
+
+    signer = load_signer(key=Path(f"{keypair}.key"), cert=Path(f"{keypair}.crt"))
+    ahead = dt.datetime(2099, 1, 1, tzinfo=dt.UTC)
+    entry.write_bytes(sign_entry(entry.read_bytes(), signer, now=ahead))
+    result = cli("verify", entry, "--trust", f"{keypair}.crt")
+    assert result.exit_code == 3
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith(
+        "imagekit: error: FutureDated: the endorsement is dated 2099-01-01T00:00:00Z, in the "
+        "future (now "
+    )
+    assert lines[1].startswith("imagekit: hint: ")
 
 
 def test_verify_json_failure(cli, keypair, entry):
