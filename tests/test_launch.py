@@ -244,3 +244,30 @@ def test_types_lists_stratuslab_machine_types(cli):
     lines = result.stdout.splitlines()
     assert "* m1.small      1   1536M    1536M" in lines
     assert any(line.split()[0] == "c1.xlarge" for line in lines[1:])
+
+
+def test_second_endorser_with_other_bytes_under_the_id_refused_before_download(
+    env, cli, make_endorser, monkeypatch
+):
+    """B publishes an entry under A's ID with its own SHA-256 and location: ``launch ID``
+    names both and boots neither; ``--endorser`` picks (here A's, whose bytes are served)."""
+    other = make_endorser()
+    monkeypatch.setenv("IMAGEKIT_TRUST", f"{env.endorser.cert_path}:{other.cert_path}")
+    ident = env.publish(IMAGE, ago=60)
+    forged_bytes = os.urandom(len(IMAGE))
+    url = env.http.add("forged", forged_bytes)
+    draft = draft_entry(IMAGE, locations=(url,))
+    theirs = hashlib.sha256(forged_bytes).hexdigest().encode()
+    forged = draft.replace(hashlib.sha256(IMAGE).hexdigest().encode(), theirs)
+    assert forged != draft
+    env.client.upload(sign(forged, other, ago=10))
+    result = cli("policy", "check", ident)
+    assert result.exit_code == 3
+    assert "describe different bytes" in result.stderr and other.email in result.stderr
+    result = cli("launch", ident, "--swap", "0")
+    assert_nothing_happened(env, result, 3, "describe different bytes (SHA-256 differ)")
+    assert env.endorser.email in result.stderr and other.email in result.stderr
+    assert env.image_requests() == 0
+    picked = cli("policy", "check", ident, "--endorser", env.endorser.email)
+    assert picked.exit_code == 0, picked.stderr
+    assert f"endorsed by {env.endorser.email}" in picked.stderr

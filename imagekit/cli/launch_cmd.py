@@ -490,10 +490,11 @@ def policy_group() -> None:
 
 @policy_group.command("check")
 @click.argument("reference")
+@click.option("--endorser", metavar="EMAIL", help="only this endorser's entries of the ID")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @common
 def policy_check(reference: str, as_json: bool, marketplace: str | None, trust: str | None,
-                 policy_path: Path | None) -> None:  # fmt: skip
+                 policy_path: Path | None, endorser: str | None = None) -> None:  # fmt: skip
     """Verify every candidate for an ID (or endorser:tag) and apply the policy.
 
     Exits 0 if one is acceptable (and names it), else with the refusal of the newest.
@@ -507,7 +508,7 @@ def policy_check(reference: str, as_json: bool, marketplace: str | None, trust: 
 
     s = settings(marketplace=marketplace, trust=trust, policy=policy_path)
     resolver, policy = make_resolver(s)
-    ref = Reference.parse(reference)
+    ref = Reference.parse(reference, endorser=endorser)
     cands = resolver.candidates(ref)
     rows = []
     for c in cands:
