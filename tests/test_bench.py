@@ -20,16 +20,17 @@ def test_quick_run_prints_ratios_against_baselines_measured_in_the_same_run(
 ) -> None:
     rows_file = tmp_path / "rows.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "digests", "iso", "--json", str(rows_file)],
+        [sys.executable, "-m", "bench", "--quick", "digests", "iso", "hostile", "--json",
+         str(rows_file)],
         cwd=ROOT, capture_output=True, text=True, timeout=540, check=False,
     )
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(rows_file.read_text())
     compared = [r for r in rows if r["ratio"] is not None]
     by_bench = {r["bench"]: r for r in compared}
-    assert set(by_bench) == {"digests", "iso"}
+    assert set(by_bench) == {"digests", "iso", "hostile"}
     named = {r["baseline_name"] for r in compared} | {r["metric"] for r in compared}
-    assert {"coreutils 4 *sum in a row", "genisoimage", "xorriso"} <= named
+    assert {"coreutils 4 *sum in a row", "genisoimage", "xorriso", "ordinary signed entry"} <= named
     for row in compared:
         assert row["value"] > 0 and row["baseline_value"] > 0
         assert row["ratio"] == pytest.approx(row["value"] / row["baseline_value"], rel=0.01) or \
