@@ -70,16 +70,19 @@ class EndorserNames:
 
     emails: frozenset[str]
     dns: frozenset[NormalizedDN]
+    written: tuple[str, ...] = ()  # as the policy wrote them, for describe()
 
     @classmethod
     def parse(cls, names: Iterable[str]) -> EndorserNames:
         """A name with ``=`` is a DN, any other an e-mail. Raises InputError for a bad DN."""
         emails: set[str] = set()
         dns: set[NormalizedDN] = set()
+        written: list[str] = []
         for name in names:
             name = name.strip()
             if not name:
                 continue
+            written.append(name)
             if "=" in name:
                 parsed = find_dn(name)
                 if parsed is None or not parsed:
@@ -87,7 +90,7 @@ class EndorserNames:
                 dns.add(parsed)
             else:
                 emails.add(_email_key(name))
-        return cls(frozenset(emails), frozenset(dns))
+        return cls(frozenset(emails), frozenset(dns), tuple(sorted(set(written))))
 
     def __bool__(self) -> bool:
         return bool(self.emails or self.dns)
@@ -109,8 +112,7 @@ class EndorserNames:
         return bool(text) and find_dn(str(text)) in self.dns
 
     def describe(self) -> list[str]:
-        dns = [",".join("+".join(f"{o}={v}" for o, v in rdn) for rdn in dn) for dn in self.dns]
-        return sorted(self.emails) + sorted(dns)
+        return list(self.written)
 
 
 def _sha1(entry: Any) -> int:
