@@ -51,7 +51,7 @@ COREUTILS = {
 }
 _CHILD = """
 import json, sys, time
-from imagekit.digests import digest_file
+from imagekit.image.digests import digest_file
 cpu, start = time.process_time(), time.perf_counter()
 digests = digest_file(sys.argv[1])
 seconds, cpu = time.perf_counter() - start, time.process_time() - cpu

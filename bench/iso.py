@@ -43,8 +43,8 @@ NAME = "iso"
 _IMAGEKIT = """
 import sys
 from pathlib import Path
-from imagekit.digests import MultiHasher
-from imagekit.iso import make_iso
+from imagekit.image.digests import MultiHasher
+from imagekit.isofs import make_iso
 if sys.argv[3] == "hash":
     with MultiHasher(["SHA-1", "SHA-256"]) as hasher:
         make_iso(Path(sys.argv[1]), Path(sys.argv[2]), label="BENCH", sink=hasher.update)
