@@ -6,8 +6,8 @@ The bytes are read once: what arrives is decompressed (by the entry's ``compress
 hashed and written in the same pass. The hashes are SHA-1, always, because the ID names the
 bytes by their SHA-1 (whatever an entry claims, a download that is not the ID's bytes is
 refused), and the policy's algorithms (its digest floor, SHA-256 by default, compared with
-the signed entry's values). Decompression stops as soon
-as the output passes the entry's ``bytes`` (a bomb or a wrong file never fills the disk).
+the signed entry's values). Decompression stops as soon as the output passes the entry's
+``bytes`` (a bomb or a wrong file never fills the disk).
 
 Location addresses are checked before connecting: private, loopback, link-local and other
 non-global addresses are refused unless ``allow_private`` (the ``allow_private_locations``
@@ -502,8 +502,8 @@ def fetch_image(
     unless every check passed.
 
     Raises SizeMismatch or ChecksumMismatch (bytes differ from the ID or the entry),
-    PrivateAddress,
-    NetworkError (no location could be read), InputError (no usable location).
+    PrivateAddress, NetworkError (no location could be read), InputError (no usable
+    location).
     """
     if check is None:
         from ..signing.verify import check_image_digests

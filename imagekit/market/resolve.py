@@ -166,11 +166,6 @@ class RollbackMemory:
                 if not seen or datetime.fromisoformat(seen) < created:
                     data[key] = created.isoformat()
 
-    def check_and_record(self, entry: Any) -> None:
-        """``check`` then ``record``."""
-        self.check(entry)
-        self.record(entry)
-
 
 # --- the resolver -----------------------------------------------------------------------
 
