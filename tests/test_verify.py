@@ -582,3 +582,14 @@ def test_stale_crl_refused_unless_allowed(draft, tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         verify_entry(data, allowing, now=NOW)
     assert "UNSAFE" in caplog.text and "stale" in caplog.text
+
+
+def test_namespace_flood_in_utf16_refused(signed, trust_store):
+    """The byte scan reads ASCII-compatible encodings; in UTF-16 the parser counts."""
+    text = _flood_namespaces(signed, 8000).decode("utf-8")
+    text = text.split("?>", 1)[1] if text.startswith("<?xml") else text
+    hostile = text.encode("utf-16")
+    start = time.process_time()
+    with pytest.raises(UnsafeXML, match="more than 64 namespace declarations"):
+        verify_entry(hostile, trust_store, now=NOW)
+    assert time.process_time() - start < 0.25

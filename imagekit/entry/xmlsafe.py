@@ -15,7 +15,6 @@ server's ingest, ``imagekit verify``, the launcher's resolver (all by way of
 
 from __future__ import annotations
 
-import itertools
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -65,12 +64,12 @@ _OPTIONS: dict[str, Any] = dict(
 _FEED = 64 * 1024
 _EVENTS = ("start", "end", "start-ns", "comment", "pi")
 
-# What a namespace declaration looks like in the bytes. Counted before parsing: libxml2
-# takes ~30 ms per MiB of declarations on one start tag, all read before it reports any.
-# The count is an upper bound (the text "xmlns=" in a comment counts too), which only
-# matters for a document near the limit.
-_DECLARATION = re.compile(rb"xmlns(?::[^\s=/>]*)?\s*=")
-
+# What a namespace declaration looks like in the bytes of an ASCII-compatible encoding
+# (UTF-8, Latin-1, ...), value included. Counted before parsing: libxml2 takes ~30 ms per
+# MiB of declarations on one start tag, all read before it reports any. The count is an
+# upper bound (the text xmlns="..." in a comment counts too), which only matters for a
+# document near the limit.
+_DECLARATION = re.compile(rb"""xmlns(?::[^\s=/>]*)?\s*=\s*(?:"[^"]*"|'[^']*')""")
 XINCLUDE_NS = "http://www.w3.org/2001/XInclude"
 _XINCLUDE_PREFIX = "{" + XINCLUDE_NS + "}"
 
@@ -135,26 +134,50 @@ class _Budget:
             _too_long("an attribute value", value)
 
 
+def _ascii_compatible(data: bytes) -> bool:
+    """Whether ``data`` starts the way a document in UTF-8 (or another ASCII-compatible
+    encoding) does: ``<`` after an optional UTF-8 BOM and white space, no NUL nearby (the
+    byte scan sees such documents exactly; in UTF-16 and the like only the parser counts)."""
+    head = data[:64]
+    return b"\0" not in head and head.removeprefix(b"\xef\xbb\xbf").lstrip()[:1] == b"<"
+
+
+def _check_declarations(data: bytes) -> None:
+    """Namespace declarations in the bytes: at most the limit, each value within the text
+    limit (counted in bytes before character references: an upper bound)."""
+    for n, match in enumerate(_DECLARATION.finditer(data)):
+        if n >= MAX_NAMESPACE_DECLARATIONS:
+            raise UnsafeXML(f"more than {MAX_NAMESPACE_DECLARATIONS} namespace declarations")
+        quoted = match.group().partition(b"=")[2].strip()
+        _too_long("a namespace URI", quoted[1:-1].decode("latin-1"))
+
+
+def _parse_in_pieces(data: bytes, budget: _Budget) -> etree._Element:
+    parser = etree.XMLPullParser(events=_EVENTS, **_OPTIONS)
+    view = memoryview(data)
+    for offset in range(0, len(data), _FEED):
+        parser.feed(bytes(view[offset : offset + _FEED]))
+        budget.take(parser.read_events())
+    root: etree._Element = parser.close()
+    budget.take(parser.read_events())
+    return root
+
+
 def parse_xml(data: bytes) -> etree._Element:
     """Return the root element of ``data``, within ``LIMITS``.
 
+    A UTF-8 document's namespace declarations are first counted in the bytes; then the
+    parser reads the document in pieces and stops at the first limit passed.
     Raises UnsafeXML (DTD, entities, XInclude, a limit passed) or InvalidMetadata (not
     well-formed).
     """
     if len(data) > MAX_DOCUMENT_BYTES:
         raise UnsafeXML(f"document larger than {MAX_DOCUMENT_BYTES} bytes")
-    declarations = _DECLARATION.finditer(data)
-    if next(itertools.islice(declarations, MAX_NAMESPACE_DECLARATIONS, None), None) is not None:
-        raise UnsafeXML(f"more than {MAX_NAMESPACE_DECLARATIONS} namespace declarations")
-    parser = etree.XMLPullParser(events=_EVENTS, **_OPTIONS)
     budget = _Budget()
-    view = memoryview(data)
     try:
-        for offset in range(0, len(data), _FEED):
-            parser.feed(bytes(view[offset : offset + _FEED]))
-            budget.take(parser.read_events())
-        root = parser.close()
-        budget.take(parser.read_events())
+        if _ascii_compatible(data):
+            _check_declarations(data)
+        root = _parse_in_pieces(data, budget)
     except etree.XMLSyntaxError as e:
         raise InvalidMetadata("not-well-formed", str(e).splitlines()[0]) from e
     tree = root.getroottree()
