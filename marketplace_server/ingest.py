@@ -24,7 +24,7 @@ from imagekit.entry import format_date
 from imagekit.entry.model import LocationScheme, check_location
 from imagekit.entry.xmlsafe import parse_xml
 from imagekit.errors import ImagekitError, InvalidMetadata, VerificationError
-from imagekit.signing._xmldsig import certificate_fingerprint, dn_string
+from imagekit.signing.certs import certificate_fingerprint, dn_string
 from imagekit.signing.trust import TrustStore, UnsafeAcceptAnyCertificate, load_trust
 from imagekit.signing.verify import verify_entry
 

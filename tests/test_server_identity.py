@@ -14,7 +14,7 @@ import os
 import httpx
 import pytest
 
-from imagekit.signing._xmldsig import certificate_fingerprint
+from imagekit.signing.certs import certificate_fingerprint
 from imagekit.signing.keys import Signer, make_certificate, make_private_key
 from imagekit.signing.sign import sign_entry
 from tests.plugins.market import Endorser, draft_entry, new_endorser, sign
