@@ -237,12 +237,12 @@ def test_bytes_not_named_by_the_id_refused(http_files, image_entry, tmp_path: Pa
 def test_denied_sha1_bytes_behind_another_id_refused(http_files, image_entry, tmp_path: Path):
     """``deny-sha1`` names bytes; an entry that points at them under another ID passes the
     list (its ID is not denied) and must then fail on the bytes."""
-    from imagekit.policy.rules import Sha1Denied
+    from imagekit.policy.rules import Listed, ListKind
 
     denied = os.urandom(1 << 20)
     genuine = image_entry(DATA)
     forged = _claiming_id_of(genuine, denied, http_files.add("denied", denied))
-    rule = Sha1Denied([hashlib.sha1(denied).hexdigest()])
+    rule = Listed.of(ListKind.SHA1, [hashlib.sha1(denied).hexdigest()], allow=False)
     rule.check(SimpleNamespace(entry=forged, certificate=None), now=datetime.now(UTC))
     with pytest.raises(ChecksumMismatch):
         fetch_image(forged, tmp_path / "image", algorithms=SHA256, allow_private=True)

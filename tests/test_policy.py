@@ -19,15 +19,12 @@ from imagekit.image.digests import DigestAlgorithm
 from imagekit.image.identifier import sha1_to_id
 from imagekit.policy.rules import (
     AllOf,
-    EndorserAllowed,
-    EndorserDenied,
-    IdAllowed,
-    IdDenied,
+    Listed,
+    ListKind,
     MinDigest,
     NotDeprecated,
     NotExpired,
     Policy,
-    Sha1Denied,
     TrustedCertFor,
     UnsafeAcceptAll,
     default_policy,
@@ -118,14 +115,18 @@ def test_digest_algorithms_are_those_meeting_the_floor():
 
 
 def test_endorser_lists_match_email_case_insensitively_or_dn():
-    allowed = EndorserAllowed(["Jane.Tester@Example.org"])
+    allowed = Listed.of(ListKind.ENDORSERS, ["Jane.Tester@Example.org"], allow=True)
     allowed.check(make(), now=NOW)
     with pytest.raises(PolicyRefused, match="not on the allowed list"):
         allowed.check(make(email="mallory@example.org"), now=NOW)
-    by_dn = EndorserAllowed(["CN=Someone, EMAILADDRESS=jane.tester@example.org"])
+    by_dn = Listed.of(
+        ListKind.ENDORSERS, ["CN=Someone, EMAILADDRESS=jane.tester@example.org"], allow=True
+    )
     by_dn.check(make(), now=NOW)
     with pytest.raises(PolicyRefused, match="denied"):
-        EndorserDenied(["jane.tester@example.org"]).check(make(), now=NOW)
+        Listed.of(ListKind.ENDORSERS, ["jane.tester@example.org"], allow=False).check(
+            make(), now=NOW
+        )
 
 
 @pytest.mark.parametrize(
@@ -145,46 +146,49 @@ def test_endorser_lists_match_email_case_insensitively_or_dn():
 def test_denied_dn_written_another_way_refused(written: str):
     hacker = make(email="hacker@evil.example", subject=written)
     with pytest.raises(PolicyRefused, match="denied"):
-        EndorserDenied(["CN=Hacker,O=Evil"]).check(hacker, now=NOW)
+        Listed.of(ListKind.ENDORSERS, ["CN=Hacker,O=Evil"], allow=False).check(hacker, now=NOW)
     with pytest.raises(PolicyRefused, match="not on the allowed list"):
-        EndorserAllowed(["CN=Jane,O=Example"]).check(hacker, now=NOW)
-    EndorserAllowed([written]).check(make(email="x@example.org", subject="CN=Hacker,O=Evil"),
-                                     now=NOW)
+        Listed.of(ListKind.ENDORSERS, ["CN=Jane,O=Example"], allow=True).check(hacker, now=NOW)
+    Listed.of(ListKind.ENDORSERS, [written], allow=True).check(
+        make(email="x@example.org", subject="CN=Hacker,O=Evil"), now=NOW
+    )
 
 
 def test_denied_dn_matches_the_certificate_subject():
     from tests.plugins.signing import make_cert
 
-    name = x509.Name([
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Evil"),
-        x509.NameAttribute(NameOID.COMMON_NAME, "Hacker"),
-    ])
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Evil"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "Hacker"),
+        ]
+    )
     _, cert = make_cert(name)
     assert cert.subject.rfc4514_string() == "CN=Hacker,O=Evil"
     hacker = make(email="hacker@evil.example", subject="CN=Someone", certificate=cert)
     with pytest.raises(PolicyRefused, match="denied"):
-        EndorserDenied(["CN=Hacker, O=Evil"]).check(hacker, now=NOW)
+        Listed.of(ListKind.ENDORSERS, ["CN=Hacker, O=Evil"], allow=False).check(hacker, now=NOW)
 
 
 def test_malformed_dn_in_policy_is_input_error():
     with pytest.raises(InputError, match="not a distinguished name"):
-        EndorserDenied(["CN=Hacker,O"])
+        Listed.of(ListKind.ENDORSERS, ["CN=Hacker,O"], allow=False)
 
 
 def test_id_lists():
     s = make()
-    IdAllowed([s.entry.identifier]).check(s, now=NOW)
+    Listed.of(ListKind.IMAGES, [s.entry.identifier], allow=True).check(s, now=NOW)
     with pytest.raises(PolicyRefused):
-        IdAllowed(["MMZu9WvwKIro-rtBQfDk4PsKO7_"]).check(s, now=NOW)
+        Listed.of(ListKind.IMAGES, ["MMZu9WvwKIro-rtBQfDk4PsKO7_"], allow=True).check(s, now=NOW)
     with pytest.raises(PolicyRefused, match="denied"):
-        IdDenied([s.entry.identifier]).check(s, now=NOW)
+        Listed.of(ListKind.IMAGES, [s.entry.identifier], allow=False).check(s, now=NOW)
 
 
 def test_sha1_denied_compares_numerically():
     s = make(sha1="0" + hashlib.sha1(b"q").hexdigest()[1:])
     stripped = s.entry.sha1.lstrip("0")
     with pytest.raises(PolicyRefused, match="denied"):
-        Sha1Denied([stripped.upper()]).check(s, now=NOW)
+        Listed.of(ListKind.SHA1, [stripped.upper()], allow=False).check(s, now=NOW)
 
 
 def test_filter_rejects_consecutive_entries_and_leaves_input_alone():
@@ -194,7 +198,9 @@ def test_filter_rejects_consecutive_entries_and_leaves_input_alone():
     good = [make(seed="good1"), make(seed="good2")]
     entries = [bad[0], bad[1], good[0], bad[2], bad[3], good[1]]
     before = list(entries)
-    policy = Policy(AllOf(EndorserDenied(["hackers@example.org"]), NotExpired()))
+    policy = Policy(
+        AllOf(Listed.of(ListKind.ENDORSERS, ["hackers@example.org"], allow=False), NotExpired())
+    )
     assert policy.filter(entries, now=NOW) == good
     assert entries == before
     accepted, rejected = policy.partition(entries, now=NOW)
@@ -326,8 +332,11 @@ def test_stratuslab_policy_converts_to_equivalent_toml(asset, cli, tmp_path: Pat
     imported, direct = load_policy(out), load_policy(cfg)
     assert imported.describe() == direct.describe()
     assert imported.allow_sha1_signatures and direct.allow_sha1_signatures
-    subjects = [make(sha1="c319bbd5afc0a22ba3eaed0507c39383ec28eeff"), make(),
-                make(sha1="c319bbd5afc0a22ba3eaed0507c39383ec28eeff", email="x@y.org")]
+    subjects = [
+        make(sha1="c319bbd5afc0a22ba3eaed0507c39383ec28eeff"),
+        make(),
+        make(sha1="c319bbd5afc0a22ba3eaed0507c39383ec28eeff", email="x@y.org"),
+    ]
     assert [imported.is_allowed(s, now=NOW) for s in subjects] == [True, False, False]
     assert [direct.is_allowed(s, now=NOW) for s in subjects] == [True, False, False]
     shown = cli("policy", "show", "--policy", out)

@@ -29,7 +29,7 @@ from imagekit.errors import (
 )
 from imagekit.market.client import MarketplaceClient
 from imagekit.market.resolve import Reference, Resolver
-from imagekit.policy.rules import AllOf, EndorserDenied, Policy, TrustedCertFor, default_policy
+from imagekit.policy.rules import AllOf, Listed, ListKind, Policy, TrustedCertFor, default_policy
 from imagekit.signing.trust import TrustStore
 
 BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
@@ -118,10 +118,16 @@ def test_newest_acceptable_endorsement_wins_and_policy_filters(
         ident = image_entry(data).identifier
         resolver = Resolver(client, trust, default_policy(), state_dir=tmp_path / "1")
         assert resolver.resolve(ident).entry.endorser_email == b.email
-        no_b = Policy(AllOf(EndorserDenied([b.email]), *default_policy().rule.rules))
+        no_b = Policy(
+            AllOf(
+                Listed.of(ListKind.ENDORSERS, [b.email], allow=False), *default_policy().rule.rules
+            )
+        )
         resolver = Resolver(client, trust, no_b, state_dir=tmp_path / "2")
         assert resolver.resolve(ident).entry.endorser_email == a.email
-        only_b_denied_a = Policy(AllOf(EndorserDenied([a.email, b.email])))
+        only_b_denied_a = Policy(
+            AllOf(Listed.of(ListKind.ENDORSERS, [a.email, b.email], allow=False))
+        )
         resolver = Resolver(client, trust, only_b_denied_a, state_dir=tmp_path / "3")
         with pytest.raises(PolicyRefused, match="denied"):
             resolver.resolve(ident)
@@ -241,10 +247,14 @@ def test_second_endorser_with_other_bytes_under_the_same_id_refused(
     a, b = endorsers
     data = os.urandom(64)
     ident = image_entry(data).identifier
-    genuine = sign_xml(entry_to_bytes(image_entry(data, algorithms=("SHA-1", "SHA-256"))),
-                       now=BASE, signer=a)
-    forged = sign_xml(entry_to_bytes(_other_bytes_under(image_entry, data, os.urandom(64))),
-                      now=BASE + timedelta(minutes=5), signer=b)
+    genuine = sign_xml(
+        entry_to_bytes(image_entry(data, algorithms=("SHA-1", "SHA-256"))), now=BASE, signer=a
+    )
+    forged = sign_xml(
+        entry_to_bytes(_other_bytes_under(image_entry, data, os.urandom(64))),
+        now=BASE + timedelta(minutes=5),
+        signer=b,
+    )
     client = LyingClient(genuine, forged, identifier=ident)
     resolver = Resolver(client, trust, default_policy(), state_dir=tmp_path)
     with pytest.raises(DigestConflict) as e:
@@ -263,10 +273,17 @@ def test_endorsers_agreeing_on_the_bytes_are_no_conflict(
     data = os.urandom(64)
     entry = image_entry(data)
     one = sign_xml(entry_to_bytes(entry), now=BASE, signer=a)
-    two = sign_xml(entry_to_bytes(image_entry(data, algorithms=("SHA-1", "SHA-512"))),
-                   now=BASE + timedelta(minutes=1), signer=b)
-    resolver = Resolver(LyingClient(one, two, identifier=entry.identifier), trust,
-                        default_policy(), state_dir=tmp_path)
+    two = sign_xml(
+        entry_to_bytes(image_entry(data, algorithms=("SHA-1", "SHA-512"))),
+        now=BASE + timedelta(minutes=1),
+        signer=b,
+    )
+    resolver = Resolver(
+        LyingClient(one, two, identifier=entry.identifier),
+        trust,
+        default_policy(),
+        state_dir=tmp_path,
+    )
     assert resolver.resolve(entry.identifier).entry.endorser_email == b.email
 
 
@@ -276,20 +293,24 @@ def test_policy_refused_entry_does_not_poison_rollback_memory(
     """A trusted certificate claiming A's e-mail, but not the one the policy pins for A,
     publishes a later entry: refused by the policy, it must not lock A's genuine entries out."""
     a, b = endorsers
-    impostor = make_signer(email=a.email, name="Impostor",
-                           now=datetime.now(UTC) - timedelta(days=2))
+    impostor = make_signer(
+        email=a.email, name="Impostor", now=datetime.now(UTC) - timedelta(days=2)
+    )
     trusting = TrustStore.from_paths([a.cert_path, b.cert_path, impostor.cert_path])
-    policy = Policy(AllOf(TrustedCertFor(a.email, [a.cert_path.read_bytes()]),
-                          *default_policy().rule.rules))
+    policy = Policy(
+        AllOf(TrustedCertFor(a.email, [a.cert_path.read_bytes()]), *default_policy().rule.rules)
+    )
     data = os.urandom(64)
     ident = image_entry(data).identifier
     bad = signed(sign_xml, image_entry, data, impostor, at=BASE + timedelta(minutes=30))
     good = signed(sign_xml, image_entry, data, a, at=BASE)
     with pytest.raises(PolicyRefused):
-        Resolver(LyingClient(bad, identifier=ident), trusting, policy,
-                 state_dir=tmp_path).resolve(ident)
-    verified = Resolver(LyingClient(good, identifier=ident), trusting, policy,
-                        state_dir=tmp_path).resolve(ident)
+        Resolver(LyingClient(bad, identifier=ident), trusting, policy, state_dir=tmp_path).resolve(
+            ident
+        )
+    verified = Resolver(
+        LyingClient(good, identifier=ident), trusting, policy, state_dir=tmp_path
+    ).resolve(ident)
     assert verified.certificate == a.certificate
 
 
@@ -302,9 +323,11 @@ def test_future_dated_entry_does_not_poison_rollback_memory(
     ident = image_entry(data).identifier
     ahead = signed(sign_xml, image_entry, data, a, at=datetime.now(UTC) + timedelta(days=30))
     with pytest.raises(FutureDated):
-        Resolver(LyingClient(ahead, identifier=ident), trust, default_policy(),
-                 state_dir=tmp_path).resolve(ident)
+        Resolver(
+            LyingClient(ahead, identifier=ident), trust, default_policy(), state_dir=tmp_path
+        ).resolve(ident)
     good = signed(sign_xml, image_entry, data, a, at=BASE)
-    assert Resolver(LyingClient(good, identifier=ident), trust, default_policy(),
-                    state_dir=tmp_path).resolve(ident)
+    assert Resolver(
+        LyingClient(good, identifier=ident), trust, default_policy(), state_dir=tmp_path
+    ).resolve(ident)
     assert BASE.isoformat() in (tmp_path / "rollback.json").read_text()  # only the genuine one

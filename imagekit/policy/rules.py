@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
+import enum
 import hashlib
 import logging
 import tomllib
@@ -143,68 +144,68 @@ def _cert_fingerprint(cert: Any) -> str:
 # --- rules ------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class EndorserAllowed:
-    """Only these endorsers (e-mail addresses or subject DNs)."""
+class ListKind(enum.Enum):
+    """What a white or black list names, how its values are read and how an entry is
+    matched against them (the three lists StratusLab's policy had, one rule for all)."""
 
-    names: EndorserNames
+    ENDORSERS = "endorser"
+    IMAGES = "image"
+    SHA1 = "SHA-1"
 
-    def __init__(self, names: Iterable[str]) -> None:
-        object.__setattr__(self, "names", EndorserNames.parse(names))
+    def parse(self, values: Iterable[str]) -> Any:
+        """The list's values, parsed once. Raises InputError for a bad DN or SHA-1."""
+        if self is ListKind.ENDORSERS:
+            return EndorserNames.parse(values)
+        if self is ListKind.IMAGES:
+            return frozenset(v.strip() for v in values if v.strip())
+        return _parse_sha1s(values)
 
-    def check(self, subject: Subject, *, now: datetime) -> None:
-        if not self.names.matches(subject):
-            raise PolicyRefused(
-                f"endorser {subject.entry.endorser_email or '(none)'} is not on the allowed list"
-            )
+    def matches(self, values: Any, subject: Subject) -> bool:
+        if self is ListKind.ENDORSERS:
+            return bool(values.matches(subject))
+        if self is ListKind.IMAGES:
+            return subject.entry.identifier in values
+        return _sha1(subject.entry) in values
 
-    def describe(self) -> str:
-        return f"endorser in {self.names.describe()}"
+    def name_of(self, subject: Subject) -> str:
+        """How refusals name the entry."""
+        entry = subject.entry
+        if self is ListKind.ENDORSERS:
+            return f"endorser {entry.endorser_email or '(none)'}"
+        if self is ListKind.IMAGES:
+            return f"image {entry.identifier}"
+        return f"SHA-1 {_sha1(entry):040x}"
 
-
-@dataclasses.dataclass(frozen=True)
-class EndorserDenied:
-    names: EndorserNames
-
-    def __init__(self, names: Iterable[str]) -> None:
-        object.__setattr__(self, "names", EndorserNames.parse(names))
-
-    def check(self, subject: Subject, *, now: datetime) -> None:
-        if self.names.matches(subject):
-            raise PolicyRefused(f"endorser {subject.entry.endorser_email} is denied")
-
-    def describe(self) -> str:
-        return f"endorser not in {self.names.describe()}"
-
-
-@dataclasses.dataclass(frozen=True)
-class IdAllowed:
-    ids: frozenset[str]
-
-    def __init__(self, ids: Iterable[str]) -> None:
-        object.__setattr__(self, "ids", frozenset(i.strip() for i in ids if i.strip()))
-
-    def check(self, subject: Subject, *, now: datetime) -> None:
-        if subject.entry.identifier not in self.ids:
-            raise PolicyRefused(f"image {subject.entry.identifier} is not on the allowed list")
-
-    def describe(self) -> str:
-        return f"ID in {sorted(self.ids)}"
+    def written(self, values: Any) -> list[str]:
+        if self is ListKind.ENDORSERS:
+            return list(values.describe())
+        if self is ListKind.IMAGES:
+            return sorted(values)
+        return sorted(f"{v:040x}" for v in values)
 
 
 @dataclasses.dataclass(frozen=True)
-class IdDenied:
-    ids: frozenset[str]
+class Listed:
+    """A white list (``allow``: only these) or a black list (only not these)."""
 
-    def __init__(self, ids: Iterable[str]) -> None:
-        object.__setattr__(self, "ids", frozenset(i.strip() for i in ids if i.strip()))
+    kind: ListKind
+    allow: bool
+    values: Any
+
+    @classmethod
+    def of(cls, kind: ListKind, values: Iterable[str], *, allow: bool) -> Listed:
+        return cls(kind, allow, kind.parse(values))
 
     def check(self, subject: Subject, *, now: datetime) -> None:
-        if subject.entry.identifier in self.ids:
-            raise PolicyRefused(f"image {subject.entry.identifier} is denied")
+        listed = self.kind.matches(self.values, subject)
+        if self.allow and not listed:
+            raise PolicyRefused(f"{self.kind.name_of(subject)} is not on the allowed list")
+        if not self.allow and listed:
+            raise PolicyRefused(f"{self.kind.name_of(subject)} is denied")
 
     def describe(self) -> str:
-        return f"ID not in {sorted(self.ids)}"
+        where = "in" if self.allow else "not in"
+        return f"{self.kind.value} {where} {self.kind.written(self.values)}"
 
 
 def _parse_sha1s(values: Iterable[str]) -> frozenset[int]:
@@ -220,34 +221,16 @@ def _parse_sha1s(values: Iterable[str]) -> frozenset[int]:
     return frozenset(out)
 
 
-@dataclasses.dataclass(frozen=True)
-class Sha1Allowed:
-    values: frozenset[int]
-
-    def __init__(self, values: Iterable[str]) -> None:
-        object.__setattr__(self, "values", _parse_sha1s(values))
-
-    def check(self, subject: Subject, *, now: datetime) -> None:
-        if _sha1(subject.entry) not in self.values:
-            raise PolicyRefused(f"SHA-1 {_sha1(subject.entry):040x} is not on the allowed list")
-
-    def describe(self) -> str:
-        return f"SHA-1 in {sorted(f'{v:040x}' for v in self.values)}"
-
-
-@dataclasses.dataclass(frozen=True)
-class Sha1Denied:
-    values: frozenset[int]
-
-    def __init__(self, values: Iterable[str]) -> None:
-        object.__setattr__(self, "values", _parse_sha1s(values))
-
-    def check(self, subject: Subject, *, now: datetime) -> None:
-        if _sha1(subject.entry) in self.values:
-            raise PolicyRefused(f"SHA-1 {_sha1(subject.entry):040x} is denied")
-
-    def describe(self) -> str:
-        return f"SHA-1 not in {sorted(f'{v:040x}' for v in self.values)}"
+# The lists of both file formats: (kind, allow, TOML table, TOML key, StratusLab key).
+# StratusLab's section is the TOML table's name.
+LISTS: tuple[tuple[ListKind, bool, str, str, str], ...] = (
+    (ListKind.ENDORSERS, True, "endorsers", "allow", "whitelistendorsers"),
+    (ListKind.ENDORSERS, False, "endorsers", "deny", "blacklistendorsers"),
+    (ListKind.IMAGES, True, "images", "allow", "whitelistimages"),
+    (ListKind.IMAGES, False, "images", "deny", "blacklistimages"),
+    (ListKind.SHA1, True, "checksums", "allow-sha1", "whitelistchecksums"),
+    (ListKind.SHA1, False, "checksums", "deny-sha1", "blacklistchecksums"),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -476,10 +459,8 @@ def default_policy() -> Policy:
 
 # --- TOML -------------------------------------------------------------------------------
 
-_TOML_KEYS = {
-    "endorsers": {"allow", "deny"},
-    "images": {"allow", "deny"},
-    "checksums": {"allow-sha1", "deny-sha1"},
+_TOML_KEYS: dict[str, set[str] | None] = {
+    **{table: {k for _, _, tb, k, _ in LISTS if tb == table} for _, _, table, _, _ in LISTS},
     "digests": {"minimum"},
     "trusted-certificates": None,  # table: endorser -> [paths]
     "unsafe": {
@@ -551,18 +532,9 @@ def parse_policy_toml(text: str, *, base_dir: Path | None = None, source: str = 
     rules: list[Rule] = []
     if unsafe.get("accept-all"):
         rules.append(UnsafeAcceptAll())
-    if allow := _strings(doc, "endorsers", "allow", source):
-        rules.append(EndorserAllowed(allow))
-    if deny := _strings(doc, "endorsers", "deny", source):
-        rules.append(EndorserDenied(deny))
-    if allow := _strings(doc, "images", "allow", source):
-        rules.append(IdAllowed(allow))
-    if deny := _strings(doc, "images", "deny", source):
-        rules.append(IdDenied(deny))
-    if allow := _strings(doc, "checksums", "allow-sha1", source):
-        rules.append(Sha1Allowed(allow))
-    if deny := _strings(doc, "checksums", "deny-sha1", source):
-        rules.append(Sha1Denied(deny))
+    for kind, allow, table, key, _ini in LISTS:
+        if values := _strings(doc, table, key, source):
+            rules.append(Listed.of(kind, values, allow=allow))
     for endorser, paths in doc.get("trusted-certificates", {}).items():
         if not isinstance(paths, list) or not paths:
             raise InputError(f"policy {source}: [trusted-certificates] {endorser!r}: list paths")
@@ -622,18 +594,9 @@ def parse_stratuslab_policy(text: str, *, source: str = "policy.cfg") -> Policy:
     except configparser.Error as e:
         raise InputError(f"policy {source}: {e}") from e
     rules: list[Rule] = []
-    if allow := _ini_list(cp, "endorsers", "whitelistendorsers"):
-        rules.append(EndorserAllowed(allow))
-    if deny := _ini_list(cp, "endorsers", "blacklistendorsers"):
-        rules.append(EndorserDenied(deny))
-    if allow := _ini_list(cp, "images", "whitelistimages"):
-        rules.append(IdAllowed(allow))
-    if deny := _ini_list(cp, "images", "blacklistimages"):
-        rules.append(IdDenied(deny))
-    if allow := _ini_list(cp, "checksums", "whitelistchecksums"):
-        rules.append(Sha1Allowed(allow))
-    if deny := _ini_list(cp, "checksums", "blacklistchecksums"):
-        rules.append(Sha1Denied(deny))
+    for kind, allow, table, _key, ini in LISTS:
+        if values := _ini_list(cp, table, ini):
+            rules.append(Listed.of(kind, values, allow=allow))
     rules.extend(default_rules())
     return Policy(AllOf(*rules), allow_sha1_signatures=True, source=source)
 
@@ -653,13 +616,9 @@ def stratuslab_to_toml(text: str, *, source: str = "policy.cfg") -> str:
         return f"{key} = [" + ", ".join(json.dumps(v) for v in values) + "]"
 
     out = [f"# imagekit site policy, imported from StratusLab {source}", ""]
-    for table, pairs in (
-        ("endorsers", (("allow", "whitelistendorsers"), ("deny", "blacklistendorsers"))),
-        ("images", (("allow", "whitelistimages"), ("deny", "blacklistimages"))),
-        ("checksums", (("allow-sha1", "whitelistchecksums"), ("deny-sha1", "blacklistchecksums"))),
-    ):
+    for table in dict.fromkeys(table for _, _, table, _, _ in LISTS):
         out.append(f"[{table}]")
-        out += [line(key, _ini_list(cp, table, ini)) for key, ini in pairs]
+        out += [line(key, _ini_list(cp, tb, ini)) for _, _, tb, key, ini in LISTS if tb == table]
         out.append("")
     out += [
         "[digests]",
