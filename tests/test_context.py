@@ -373,3 +373,47 @@ def test_context_iso_with_user_data_secrets_is_not_world_readable(scheme: str, t
     finally:
         os.umask(old)
     assert stat.S_IMODE(iso.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("scheme", list(ContextScheme))
+def test_every_scheme_tells_the_guest_to_enable_the_swap_disk(scheme: ContextScheme,
+                                                             tmp_path: Path) -> None:
+    spec = full_spec(swap_label="imagekit-swap")
+    files = render_context(scheme, spec).files
+    if scheme is ContextScheme.NOCLOUD:
+        vendor = yaml.safe_load(files["vendor-data"])
+        assert files["vendor-data"].startswith(b"#cloud-config\n")
+        assert vendor == {"mounts": [["LABEL=imagekit-swap", "none", "swap", "sw", "0", "0"]]}
+    elif scheme is ContextScheme.CONFIGDRIVE:
+        vendor = json.loads(files["openstack/latest/vendor_data.json"])["cloud-init"]
+        assert yaml.safe_load(vendor)["mounts"][0][:3] == ["LABEL=imagekit-swap", "none",
+                                                           "swap"]  # fmt: skip
+    else:
+        assert b"IMAGEKIT_SWAP='imagekit-swap'\n" in files["context.sh"]
+    # no swap disk, no instruction
+    plain = render_context(scheme, full_spec()).files
+    assert not any(b"imagekit-swap" in data for data in plain.values())
+
+
+@pytest.mark.parametrize("scheme", list(ContextScheme))
+def test_guest_agent_enables_the_swap_the_context_names(scheme: ContextScheme,
+                                                       tmp_path: Path) -> None:
+    spec = full_spec(swap_label="imagekit-swap", files=[])
+    medium = read_iso(make_context_iso(scheme, spec, tmp_path / "ctx.iso"), tmp_path)
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    subprocess.run(["sh", str(AGENT), "--dir", str(medium)], check=True, capture_output=True,
+                   env={"PATH": "/usr/bin:/bin", "IMAGEKIT_CONTEXT_ROOT": str(root)})
+    # with a test root the agent records what it would hand to swapon -L
+    assert (root / "var/lib/imagekit-context/swap").read_text() == "imagekit-swap\n"
+
+
+def test_stratuslab_init_sh_enables_the_swap_disk() -> None:
+    files = render_context(ContextScheme.STRATUSLAB, full_spec(swap_label="imagekit-swap")).files
+    assert b'swapon -L "$IMAGEKIT_SWAP"' in files["init.sh"]
+
+
+def test_swap_label_is_checked() -> None:
+    with pytest.raises(ContextError, match="swap label"):
+        ContextSpec.build(swap_label="bad label; rm -rf /")

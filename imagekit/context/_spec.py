@@ -90,6 +90,7 @@ _KEY_TYPES = {
 }
 _HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+_SWAP_LABEL = re.compile(r"[A-Za-z0-9._-]{1,16}")
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -206,8 +207,11 @@ class ContextSpec:
     variables: tuple[tuple[str, str], ...] = ()
     files: tuple[ContextFile, ...] = ()
     network_config: bytes | None = None
+    swap_label: str | None = None  # a swap disk with this label is attached: enable it
 
     def __post_init__(self) -> None:
+        if self.swap_label is not None and not _SWAP_LABEL.fullmatch(self.swap_label):
+            raise ContextError(f"swap label {self.swap_label!r}: letters, digits, . _ -")
         if not _INSTANCE_ID.fullmatch(self.instance_id):
             raise ContextError(f"instance id {self.instance_id!r}: use letters, digits, . _ : -")
         if self.hostname is not None:
@@ -236,6 +240,7 @@ class ContextSpec:
         variables: Mapping[str, str] | None = None,
         files: Iterable[ContextFile] = (),
         network_config: bytes | None = None,
+        swap_label: str | None = None,
     ) -> ContextSpec:
         extra = {"instance_id": instance_id} if instance_id else {}
         return cls(
@@ -245,6 +250,7 @@ class ContextSpec:
             variables=tuple(sorted((variables or {}).items())),
             files=tuple(files),
             network_config=network_config,
+            swap_label=swap_label,
             **extra,  # type: ignore[arg-type]
         )
 

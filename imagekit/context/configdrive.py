@@ -3,7 +3,9 @@
 ``meta_data.json`` holds ``uuid``, ``hostname``/``name``, ``public_keys`` (key0, key1...),
 ``files`` (each ``{"path", "content_path"}`` pointing at ``openstack/content/NNNN``) and the
 ``--var`` pairs under ``meta``; ``user_data`` is the user data as is; ``network_data.json``
-is the ``--network-config`` file, which must be JSON (OpenStack's network_data format).
+is the ``--network-config`` file, which must be JSON (OpenStack's network_data format);
+``vendor_data.json`` carries, under ``cloud-init``, the cloud-config that enables a swap disk
+(the same as NoCloud's vendor-data).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 from typing import Any
 
 from ._spec import ContextError, ContextMedium, ContextScheme, ContextSpec, register
+from .nocloud import vendor_config
 
 LABEL = "config-2"
 _BASE = "openstack/latest"
@@ -46,6 +49,9 @@ def render(spec: ContextSpec) -> ContextMedium:
     files[f"{_BASE}/meta_data.json"] = _json(meta)
     if spec.user_data is not None:
         files[f"{_BASE}/user_data"] = spec.user_data
+    vendor = vendor_config(spec)
+    if vendor is not None:
+        files[f"{_BASE}/vendor_data.json"] = _json({"cloud-init": vendor.decode()})
     if spec.network_config is not None:
         try:
             net = json.loads(spec.network_config)

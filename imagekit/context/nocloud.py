@@ -1,9 +1,13 @@
-"""cloud-init NoCloud (label ``cidata``): ``meta-data``, ``user-data``, ``network-config``.
+"""cloud-init NoCloud (label ``cidata``): ``meta-data``, ``user-data``, ``network-config``,
+``vendor-data``.
 
 meta-data carries ``instance-id``, ``local-hostname``, ``public-keys`` and, under
 ``variables``, the ``--var`` pairs (cloud-init keeps them in its instance data). Files go
 through cloud-config ``write_files`` (base64); when the user gave user-data too, both travel
 as MIME multipart, the files part asking cloud-init to append lists, not replace them.
+A swap disk (``swap_label``) is enabled by ``vendor-data``: the site's cloud-config, which
+the user's own user-data can still override (cloud-init's ``mounts`` module adds it to
+fstab and runs ``swapon -a``).
 """
 
 from __future__ import annotations
@@ -74,6 +78,15 @@ def user_data(spec: ContextSpec) -> bytes:
     return outer.as_bytes()
 
 
+def vendor_config(spec: ContextSpec) -> bytes | None:
+    """The cloud-config imagekit adds as vendor data (swap), or None."""
+    if spec.swap_label is None:
+        return None
+    return b"#cloud-config\n" + _yaml(
+        {"mounts": [[f"LABEL={spec.swap_label}", "none", "swap", "sw", "0", "0"]]}
+    )
+
+
 @register(ContextScheme.NOCLOUD)
 def render(spec: ContextSpec) -> ContextMedium:
     meta: dict[str, Any] = {"instance-id": spec.instance_id}
@@ -84,6 +97,9 @@ def render(spec: ContextSpec) -> ContextMedium:
     if spec.variables:
         meta["variables"] = dict(spec.variables)
     files = {"meta-data": _yaml(meta), "user-data": user_data(spec)}
+    vendor = vendor_config(spec)
+    if vendor is not None:
+        files["vendor-data"] = vendor
     if spec.network_config is not None:
         try:
             net = yaml.safe_load(spec.network_config)

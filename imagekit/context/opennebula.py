@@ -5,7 +5,8 @@ line), ``VMID`` (the instance id), ``USER_DATA`` (cloud-init's OpenNebula dataso
 it) and, for a ``#!`` script, ``START_SCRIPT_BASE64`` (one-context runs it), then the
 ``--var`` pairs. Files: OpenNebula's FILES_DS only puts files on the medium, so imagekit puts
 each at ``files/NNNN`` and lists ``NNNN MODE DEST`` lines in ``IMAGEKIT_FILES``; the
-imagekit-context guest agent installs them. No network config: pass ``ETH0_*`` with --var.
+imagekit-context guest agent installs them. A swap disk: ``IMAGEKIT_SWAP`` is its label,
+the guest agent enables it. No network config: pass ``ETH0_*`` with --var.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def render(spec: ContextSpec) -> ContextMedium:
     files, modes, listing = files_listing(spec)
     if listing:
         own.append(("IMAGEKIT_FILES", listing))
+    if spec.swap_label:
+        own.append(("IMAGEKIT_SWAP", spec.swap_label))
     pairs = merge_variables(own, spec.variables, "opennebula")
     context = sh_assignments(pairs, header="OpenNebula context, written by imagekit")
     return ContextMedium(LABEL, {"context.sh": context, **files}, modes)

@@ -4,10 +4,11 @@
 ``context.sh`` holds ``KEY='value'`` lines: ``INSTANCE_ID``, ``HOSTNAME``, ``PUBLIC_KEY``
 (keys, one a line), ``SCRIPT_EXEC`` (the user data when it is a ``#!`` script: its text),
 ``USER_DATA_BASE64`` (any user data), ``IMAGEKIT_FILES`` (``NNNN MODE DEST`` lines for the
-files at ``files/NNNN``) and the ``--var`` pairs. The guest runs ``sh init.sh`` from the
-mounted medium: it runs ``prolog.sh``, installs the keys for ``CONTEXT_USER`` (default
-root), sets the host name, installs the files, runs ``SCRIPT_EXEC`` once per instance id
-(marker in /var/lib/imagekit-context), then runs ``epilog.sh``. No network config.
+files at ``files/NNNN``), ``IMAGEKIT_SWAP`` (the label of the swap disk) and the ``--var``
+pairs. The guest runs ``sh init.sh`` from the mounted medium: it runs ``prolog.sh``,
+installs the keys for ``CONTEXT_USER`` (default root), sets the host name, installs the
+files, enables the swap disk, runs ``SCRIPT_EXEC`` once per instance id (marker in
+/var/lib/imagekit-context), then runs ``epilog.sh``. No network config.
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ if [ -n "${IMAGEKIT_FILES:-}" ]; then
     done
 fi
 
+if [ -n "${IMAGEKIT_SWAP:-}" ]; then
+    swapon -L "$IMAGEKIT_SWAP" 2>/dev/null || swapon "$(blkid -L "$IMAGEKIT_SWAP")" || true
+fi
+
 marker="$state/script-done-${INSTANCE_ID:-none}"
 if [ -n "${SCRIPT_EXEC:-}" ] && [ ! -e "$marker" ]; then
     printf '%s\n' "$SCRIPT_EXEC" > "$state/script"
@@ -95,6 +100,8 @@ def render(spec: ContextSpec) -> ContextMedium:
     files, modes, listing = files_listing(spec)
     if listing:
         own.append(("IMAGEKIT_FILES", listing))
+    if spec.swap_label:
+        own.append(("IMAGEKIT_SWAP", spec.swap_label))
     pairs = merge_variables(own, spec.variables, "stratuslab")
     context = sh_assignments(pairs, header="StratusLab/HEPiX context, written by imagekit")
     out = {
