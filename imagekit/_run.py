@@ -27,6 +27,7 @@ TOOL_PACKAGES = {
     "genisoimage": "genisoimage",
     "xmlsec1": "xmlsec1",
     "sfdisk": "fdisk",
+    "mkswap": "util-linux",
     "partx": "util-linux",
     "losetup": "util-linux",
     "debootstrap": "debootstrap",

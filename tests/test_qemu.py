@@ -161,3 +161,59 @@ def test_free_loopback_port_is_bindable():
     port = q.free_loopback_port()
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
+
+
+def test_forwarded_ports_each_get_a_hostfwd_on_their_address(tmp_path: Path):
+    from imagekit.launch.instances import PortForward
+
+    inst = instance(tmp_path, ports=(PortForward(8080, 80), PortForward(41000, 443,
+                                                                          source="entry")))
+    (netdev,) = opt(q.qemu_argv(inst), "-netdev")
+    assert netdev.split(",")[2:] == ["hostfwd=tcp:127.0.0.1:40022-:22",
+                                     "hostfwd=tcp:127.0.0.1:8080-:80",
+                                     "hostfwd=tcp:127.0.0.1:41000-:443"]  # fmt: skip
+
+
+@pytest.mark.parametrize("bus, controller, devices", [
+    ("ide", ["piix3-ide,id=pide"],
+     ["ide-hd,drive=root0,bus=pide.0,unit=0,serial=root,bootindex=0",
+      "ide-hd,drive=context1,bus=pide.0,unit=1,serial=context",
+      "ide-hd,drive=readonly2,bus=pide.1,unit=0,serial=ro0",
+      "ide-hd,drive=volatile3,bus=pide.1,unit=1,serial=volatile0"]),
+    ("scsi", ["virtio-scsi-pci,id=scsi0"],
+     ["scsi-hd,drive=root0,bus=scsi0.0,serial=root,bootindex=0",
+      "scsi-hd,drive=context1,bus=scsi0.0,serial=context",
+      "scsi-hd,drive=readonly2,bus=scsi0.0,serial=ro0",
+      "scsi-hd,drive=volatile3,bus=scsi0.0,serial=volatile0"]),
+], ids=["ide", "scsi"])  # fmt: skip
+def test_disks_bus_puts_every_disk_on_that_controller(tmp_path: Path, bus, controller, devices):
+    import dataclasses
+
+    from imagekit.launch.instances import DiskBus
+
+    base = instance(tmp_path)
+    inst = dataclasses.replace(base, drives=tuple(
+        dataclasses.replace(d, bus=DiskBus(bus)) for d in base.drives))  # fmt: skip
+    argv = q.qemu_argv(inst)
+    devs = opt(argv, "-device")
+    assert [d for d in devs if d in controller] == controller
+    assert [d for d in devs if d.split(",")[0] in ("ide-hd", "scsi-hd")] == devices
+    assert not any(d.startswith("virtio-blk-pci") for d in devs)
+
+
+def test_an_attachable_console_is_a_socket_that_still_logs(tmp_path: Path):
+    inst = instance(tmp_path, console="socket")
+    argv = q.qemu_argv(inst)
+    assert opt(argv, "-serial") == ["chardev:ser0"]
+    chardevs = opt(argv, "-chardev")
+    assert (f"socket,id=ser0,path=console.sock,server=on,wait=off,"
+            f"logfile={inst.console_log},logappend=off") in chardevs  # fmt: skip
+
+
+def test_swap_disk_is_formatted_with_the_label_the_context_names(tmp_path: Path):
+    out = tmp_path / "swap.raw"
+    q.create_swap(out, 16)
+    assert out.stat().st_size == 16 << 20
+    data = out.read_bytes()[:8192]
+    assert data[4096 - 10 : 4096] == b"SWAPSPACE2"  # mkswap's signature, end of page 1
+    assert q.SWAP_LABEL.encode() in data[1024:1100]

@@ -17,7 +17,9 @@ import dataclasses
 import enum
 import json
 import os
+import re
 import secrets
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -55,6 +57,59 @@ class DriveKind(enum.StrEnum):
     BOOT_VOLUME = "boot-volume"  # a bootable volume as the root disk: kill keeps it
 
 
+class DiskBus(enum.StrEnum):
+    """How a disk reaches the guest: the entry's ``slterms:disks-bus`` (default virtio)."""
+
+    VIRTIO = "virtio"  # virtio-blk-pci: /dev/vdX
+    SCSI = "scsi"  # scsi-hd on a virtio-scsi controller: /dev/sdX
+    IDE = "ide"  # ide-hd on a PIIX IDE controller: /dev/sdX (ata_piix), at most 4 disks
+
+
+@dataclasses.dataclass(frozen=True)
+class PortForward:
+    """A TCP port of the host forwarded to a port of the guest (user-mode networking)."""
+
+    host_port: int
+    guest_port: int
+    address: str = "127.0.0.1"  # where the host side listens
+    source: str = "option"  # "option" (--port) or "entry" (the entry's inbound-port)
+    fixed: bool = True  # the user chose host_port: a restart must get it or refuse
+
+    def __post_init__(self) -> None:
+        for what, port in (("host", self.host_port), ("guest", self.guest_port)):
+            if not 0 < port < 65536:
+                raise InputError(f"{what} port {port}: must be 1..65535")
+
+    def __str__(self) -> str:
+        return f"{self.address}:{self.host_port}->{self.guest_port}/tcp"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PortForward:
+        return cls(host_port=int(d["host_port"]), guest_port=int(d["guest_port"]),
+                   address=str(d.get("address", "127.0.0.1")),
+                   source=str(d.get("source", "option")), fixed=bool(d.get("fixed", True)))
+
+
+_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def check_instance_name(name: str) -> str:
+    """An instance name: a host-name label (lower-case letters, digits, inner hyphens, at
+    most 63 characters), not shaped like an instance ID (``vm-`` + 8 hex digits).
+
+    Raises InputError.
+    """
+    if not _NAME.fullmatch(name):
+        raise InputError(f"instance name {name!r}: use lower-case letters, digits and inner "
+                         "hyphens, at most 63 characters")  # fmt: skip
+    if re.fullmatch(r"vm-[0-9a-f]{8}", name):
+        raise InputError(f"instance name {name!r} looks like an instance ID")
+    return name
+
+
 @dataclasses.dataclass(frozen=True)
 class Drive:
     kind: DriveKind
@@ -64,6 +119,7 @@ class Drive:
     serial: str = ""  # visible in the guest as /sys/block/vdX/serial
     identifier: str = ""  # marketplace ID (root, readonly) or volume name
     size_gb: int = 0  # volatile disks
+    bus: DiskBus = DiskBus.VIRTIO
 
     @property
     def owned(self) -> bool:
@@ -74,6 +130,7 @@ class Drive:
         d = dataclasses.asdict(self)
         d["kind"] = str(self.kind)
         d["path"] = str(self.path)
+        d["bus"] = str(self.bus)
         return d
 
     @classmethod
@@ -86,6 +143,7 @@ class Drive:
             serial=d.get("serial", ""),
             identifier=d.get("identifier", ""),
             size_gb=int(d.get("size_gb", 0)),
+            bus=DiskBus(d.get("bus", "virtio")),
         )
 
 
@@ -113,6 +171,22 @@ class Instance:
     finished: datetime | None = None
     qemu: str = "qemu-system-x86_64"
     persistent: bool = False  # root disk is a standalone copy kept across stop/start
+    name: str = ""  # the user's name for it (unique), or ""
+    ports: tuple[PortForward, ...] = ()  # forwarded besides ssh
+    console: str = "file"  # "socket": console.sock can be attached (and console.log kept)
+
+    @property
+    def label(self) -> str:
+        """The name if it has one, else the ID: what messages call it."""
+        return self.name or self.id
+
+    @property
+    def console_socket(self) -> Path:
+        return self.directory / "console.sock"
+
+    @property
+    def context_iso(self) -> Path | None:
+        return next((d.path for d in self.drives if d.kind is DriveKind.CONTEXT), None)
 
     @property
     def qmp_socket(self) -> Path:
@@ -158,6 +232,9 @@ class Instance:
             "finished": self.finished.isoformat() if self.finished else None,
             "qemu": self.qemu,
             "persistent": self.persistent,
+            "name": self.name,
+            "ports": [p.to_dict() for p in self.ports],
+            "console": self.console,
         }
 
     @classmethod
@@ -185,6 +262,9 @@ class Instance:
             finished=dt(d.get("finished")),
             qemu=d.get("qemu", "qemu-system-x86_64"),
             persistent=bool(d.get("persistent", False)),
+            name=d.get("name", ""),
+            ports=tuple(PortForward.from_dict(p) for p in d.get("ports", ())),
+            console=d.get("console", "file"),
         )
 
     def uptime(self, now: datetime | None = None) -> float | None:
@@ -268,11 +348,32 @@ class InstanceStore:
             return []
         return sorted(p.name for p in self.root.iterdir() if (p / "instance.json").is_file())
 
+    def names(self) -> dict[str, str]:
+        """Instance name -> ID, for the instances that have a name."""
+        out = {}
+        for i in self.ids():
+            with contextlib.suppress(InputError, NotFound):
+                inst = self.load(i)
+                if inst.name:
+                    out[inst.name] = inst.id
+        return out
+
+    def check_name_free(self, name: str) -> None:
+        """Raise InvalidState if an instance (of any state, until ``rm``) has ``name``."""
+        check_instance_name(name)
+        taken = self.names().get(name)
+        if taken is not None:
+            raise InvalidState(f"an instance is already named {name} ({taken})",
+                               hint=f"pick another name, or forget it: imagekit rm {name}")
+
     def find(self, name: str) -> Instance:
-        """By full ID or unique prefix (with or without the ``vm-``)."""
+        """By name, full ID or unique ID prefix (with or without the ``vm-``)."""
         ids = self.ids()
         if name in ids:
             return self.load(name)
+        named = self.names().get(name)
+        if named is not None:
+            return self.load(named)
         matches = [i for i in ids if i.startswith(name) or i.removeprefix("vm-").startswith(name)]
         if not matches:
             raise NotFound(f"no instance {name!r}", hint="see: imagekit instances")
@@ -372,10 +473,27 @@ class InstanceStore:
             if drive.owned and drive.path.exists():
                 drive.path.unlink()
                 removed.append(drive.path)
-        for p in (instance.qmp_socket, instance.pid_file):
+        for p in (instance.qmp_socket, instance.pid_file, instance.console_socket):
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
         return removed
+
+    def forget(self, instance: Instance) -> None:
+        """Delete the record of a Done or Failed instance and everything in its directory
+        (console logs too); its volumes, held elsewhere, are not touched.
+
+        Raises InvalidState if the instance is not Done or Failed (or its qemu still runs).
+        """
+        self.refresh(self.load(instance.id))
+        with self.lock(instance.id):
+            inst = self.load(instance.id)
+            if not inst.state.is_final or is_our_qemu(inst.pid or read_pid(inst.pid_file),
+                                                       inst.directory):
+                raise InvalidState(f"instance {inst.label} is {inst.state}: kill it first",
+                                   hint=f"imagekit kill --rm {inst.label}")  # fmt: skip
+            # the record goes first: a crash half-way leaves no record pointing at nothing
+            (inst.directory / "instance.json").unlink()
+        shutil.rmtree(inst.directory, ignore_errors=True)
 
 
 def _wait_gone(pid: int | None, directory: Path, timeout: float) -> bool:

@@ -23,19 +23,24 @@ from .._files import atomic_write
 from .._run import child_env, find_tool, run
 from ..errors import CommandError, EnvironmentProblem, InputError
 from ..settings import Accel
-from .instances import Drive, DriveKind, Instance
+from .instances import DiskBus, Drive, DriveKind, Instance
 
 QEMU = "qemu-system-x86_64"
 QEMU_IMG = "qemu-img"
 HOTPLUG_PORTS = ("hp0", "hp1", "hp2")
 QGA_SOCKET = "qga.sock"  # in the instance directory
 QGA_CHANNEL = "org.qemu.guest_agent.0"
+CONSOLE_SOCKET = "console.sock"  # in the instance directory
+SWAP_LABEL = "imagekit-swap"
+IDE_MAX_DISKS = 4  # one PIIX controller: two buses, master and slave on each
 
 
 # --- the command line -------------------------------------------------------------------
 
 
-def _drive_args(index: int, drive: Drive) -> list[str]:
+def _drive_args(index: int, drive: Drive, bus_index: int) -> list[str]:
+    """``-drive`` and ``-device`` for one disk; ``bus_index`` counts the disks before it on
+    the same bus (an IDE disk's place: controller bus and unit)."""
     node = f"{drive.kind}{index}"
     opts = [
         f"file={_escape(str(drive.path))}",
@@ -47,10 +52,51 @@ def _drive_args(index: int, drive: Drive) -> list[str]:
     ]
     if drive.readonly:
         opts.append("readonly=on")
-    dev = [f"virtio-blk-pci,drive={node}", f"serial={drive.serial or node}"]
+    if drive.bus is DiskBus.IDE:
+        dev = [f"ide-hd,drive={node}", f"bus=pide.{bus_index // 2}", f"unit={bus_index % 2}"]
+    elif drive.bus is DiskBus.SCSI:
+        dev = [f"scsi-hd,drive={node}", "bus=scsi0.0"]
+    else:
+        dev = [f"virtio-blk-pci,drive={node}"]
+    dev.append(f"serial={drive.serial or node}")
     if drive.kind in (DriveKind.ROOT, DriveKind.BOOT_VOLUME):
         dev.append("bootindex=0")
     return ["-drive", ",".join(opts), "-device", ",".join(dev)]
+
+
+def _controllers(drives: tuple[Drive, ...]) -> list[str]:
+    buses = {d.bus for d in drives}
+    argv = []
+    if DiskBus.IDE in buses:
+        # q35's own controller is AHCI, which appliances built for IDE (and Debian's cloud
+        # kernel) lack a driver for; a PIIX3 IDE function is what they know (ata_piix),
+        # and SeaBIOS boots from it
+        argv += ["-device", "piix3-ide,id=pide"]
+    if DiskBus.SCSI in buses:
+        argv += ["-device", "virtio-scsi-pci,id=scsi0"]
+    return argv
+
+
+def _netdev(instance: Instance) -> str:
+    forwards = [f"hostfwd=tcp:127.0.0.1:{instance.ssh_port}-:22"]
+    forwards += [f"hostfwd=tcp:{p.address}:{p.host_port}-:{p.guest_port}"
+                 for p in instance.ports]  # fmt: skip
+    return ",".join(["user", "id=net0", *forwards])
+
+
+def _serial(instance: Instance) -> list[str]:
+    if instance.console != "socket":
+        return ["-serial", f"file:{_escape(str(instance.console_log))}"]
+    # a socket that `imagekit console --attach` connects to; the chardev's logfile records
+    # everything the guest writes whether or not someone is attached (qemu drops output to
+    # an unconnected socket but still logs it), so --follow and --previous keep working.
+    # Relative socket path as for QMP; logappend=off: a new boot starts a new log.
+    return [
+        "-chardev",
+        f"socket,id=ser0,path={CONSOLE_SOCKET},server=on,wait=off,"
+        f"logfile={_escape(str(instance.console_log))},logappend=off",
+        "-serial", "chardev:ser0",
+    ]  # fmt: skip
 
 
 def _escape(value: str) -> str:
@@ -81,14 +127,13 @@ def qemu_argv(instance: Instance, *, qemu: str = QEMU, daemonize: bool = True) -
         "-m", f"{m.ram_mib}M",
         "-nodefaults", "-no-user-config",
         "-display", "none",
-        "-serial", f"file:{_escape(str(instance.console_log))}",
+        *_serial(instance),
         "-qmp", f"unix:{instance.qmp_socket.name},server=on,wait=off",
         "-pidfile", str(instance.pid_file),
         # keep qemu (and QMP) up when the guest powers off: the state store then sees
         # status "shutdown" (a clean Done) rather than a vanished process
         "-no-shutdown",
-        "-netdev",
-        f"user,id=net0,hostfwd=tcp:127.0.0.1:{instance.ssh_port}-:22",
+        "-netdev", _netdev(instance),
         "-device", "virtio-net-pci,netdev=net0",
         "-device", "virtio-rng-pci",
         # empty PCIe root ports: q35's root complex cannot hot-plug, a root port can
@@ -101,8 +146,11 @@ def qemu_argv(instance: Instance, *, qemu: str = QEMU, daemonize: bool = True) -
         "-device", "virtio-serial-pci,id=vser0",
         "-device", f"virtserialport,bus=vser0.0,chardev=qga0,name={QGA_CHANNEL}",
     ]  # fmt: skip
+    argv += _controllers(instance.drives)
+    seen: dict[DiskBus, int] = {}
     for i, drive in enumerate(instance.drives):
-        argv += _drive_args(i, drive)
+        argv += _drive_args(i, drive, seen.get(drive.bus, 0))
+        seen[drive.bus] = seen.get(drive.bus, 0) + 1
     if daemonize:
         argv.append("-daemonize")
     return argv
@@ -224,6 +272,27 @@ def free_loopback_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def is_port_free(address: str, port: int) -> bool:
+    """Whether a TCP listener could bind ``address:port`` now."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((address, port))
+        except OSError:
+            return False
+    return True
+
+
+def create_swap(out: Path, size_mib: int) -> None:
+    """A raw swap disk, sparse, formatted with a swap signature labelled ``SWAP_LABEL``:
+    the context tells the guest to enable the swap space with that label, so nothing in the
+    guest has to format a disk it does not know."""
+    with open(out, "wb") as fp:
+        fp.truncate(size_mib << 20)
+    run([find_tool("mkswap"), "-q", "-L", SWAP_LABEL, str(out)],
+        timeout=60)  # fmt: skip
 
 
 # --- disks ------------------------------------------------------------------------------
