@@ -7,15 +7,17 @@ SYSLINUX's ``mbr.bin``. It boots as a plain disk (``-drive file=img,if=virtio,fo
 console on ttyS0.
 
 What its init does (busybox sh, PID 1): mounts proc/sys/dev, loads virtio, isofs, sr_mod,
-ata_piix and virtio_net modules (copied with their dependencies, indexed with depmod), prints
+ata_piix, sd_mod and virtio_net modules (copied with their dependencies, indexed with depmod),
+prints
 ``IMAGEKIT-TINY: booted``, then for each block device (vd*, sd*, sr*) whose sector 16 is an
 ISO 9660 volume descriptor: prints ``IMAGEKIT-TINY: disk <dev> label=<label>``, mounts it
 read-only and
 
 * for a context medium (``cidata``, ``config-2``, ``CONTEXT``, ``_STRATUSLAB``): prints
   ``IMAGEKIT-TINY: context scheme=<label> hostname=<h> key=<first ssh key>``, sets the host
-  name, and runs the user script if the user data is a ``#!`` script (output lines prefixed
-  ``IMAGEKIT-TINY: user-data:``);
+  name, enables the swap disk the context names (printing ``IMAGEKIT-TINY: swap <line>``
+  for each line of /proc/swaps), and runs the user script if the user data is a ``#!``
+  script (output lines prefixed ``IMAGEKIT-TINY: user-data:``);
 * for any other data disk: prints ``IMAGEKIT-TINY: list <path>`` for each entry and
   ``IMAGEKIT-TINY: file <path>: <content>`` for small files (≤ 4 KiB, newlines as spaces).
 
@@ -45,11 +47,12 @@ from .._files import atomic_open
 from .._run import find_tool, run
 from ..errors import EnvironmentProblem, InputError
 
-BUILD_VERSION = "1"
+BUILD_VERSION = "2"
 DISK_MIB = 32
 PART_START = 2048  # sectors: the partition starts at 1 MiB
 MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "virtio_scsi", "isofs", "sr_mod",
-           "ata_piix",
+           # disks on an IDE (PIIX) or SCSI bus are sd*: an entry's disks-bus
+           "ata_piix", "ata_generic", "sd_mod",
            # lifecycle tests: mount the boot partition read-write (FAT), see the ACPI
            # power button (busybox acpid reads evdev), talk on virtio-serial ports
            "vfat", "nls_cp437", "nls_ascii", "nls_utf8", "button", "evdev", "virtio_console")
@@ -80,7 +83,12 @@ echo "$B booted kernel=$(uname -r)"
 poweroff_wanted=
 sleep 1
 n=0
-while [ $n -lt 20 ] && ! ls /sys/block | grep -q '^vd'; do sleep 0.2; n=$((n+1)); done
+while [ $n -lt 20 ] && ! ls /sys/block | grep -q '^[vs]d'; do sleep 0.2; n=$((n+1)); done
+# the disks of one bus appear together, a second controller's a moment later
+last=
+while [ $n -lt 30 ] && [ "$(ls /sys/block)" != "$last" ]; do
+    last=$(ls /sys/block); sleep 0.3; n=$((n+1))
+done
 
 say() { echo "$B $*"; }
 oneline() { head -c 4096 "$1" | tr '\n' ' ' | sed 's/ *$//'; }
@@ -98,10 +106,12 @@ for dev in $(ls /sys/block); do
     mkdir -p $mnt
     mount -t iso9660 -o ro /dev/$dev $mnt || { say "disk $dev mount-failed"; continue; }
     [ -e $mnt/imagekit-poweroff ] && poweroff_wanted=1
-    host= key= script=
+    host= key= script= swap=
     case $label in
     cidata)
         host=$(sed -n 's/^local-hostname: *//p' $mnt/meta-data | tr -d "'\"")
+        [ -f $mnt/vendor-data ] &&
+            swap=$(sed -n 's/.*LABEL=\([A-Za-z0-9._-]*\).*/\1/p' $mnt/vendor-data | head -n1)
         key=$(sed -n '/^public-keys:/,/^[^ -]/s/^[ ]*- *//p' $mnt/meta-data | head -n1 |
             tr -d "'\"")
         [ -f $mnt/user-data ] && head -c 2 $mnt/user-data | grep -q '^#!' && script=$mnt/user-data
@@ -112,10 +122,13 @@ for dev in $(ls /sys/block); do
         key=$(tr ',{}' '\n\n\n' < $md | sed -n 's/^ *"key0": *"\([^"]*\)".*/\1/p' | head -n1)
         ud=$mnt/openstack/latest/user_data
         [ -f $ud ] && head -c 2 $ud | grep -q '^#!' && script=$ud
+        vd=$mnt/openstack/latest/vendor_data.json
+        [ -f $vd ] && swap=$(sed -n 's/.*LABEL=\([A-Za-z0-9._-]*\).*/\1/p' $vd | head -n1)
         ;;
     CONTEXT)
         host=$(. $mnt/context.sh; echo "${SET_HOSTNAME:-}")
         key=$(. $mnt/context.sh; printf '%s\n' "${SSH_PUBLIC_KEY:-}" | head -n1)
+        swap=$(. $mnt/context.sh; echo "${IMAGEKIT_SWAP:-}")
         if (. $mnt/context.sh; [ -n "${START_SCRIPT_BASE64:-}" ]); then
             (. $mnt/context.sh; printf '%s' "$START_SCRIPT_BASE64" | base64 -d) > /tmp/start.sh
             script=/tmp/start.sh
@@ -124,6 +137,7 @@ for dev in $(ls /sys/block); do
     _STRATUSLAB)
         host=$(. $mnt/context.sh; echo "${HOSTNAME:-}")
         key=$(. $mnt/context.sh; printf '%s\n' "${PUBLIC_KEY:-}" | head -n1)
+        swap=$(. $mnt/context.sh; echo "${IMAGEKIT_SWAP:-}")
         if (. $mnt/context.sh; [ -n "${SCRIPT_EXEC:-}" ]); then
             (. $mnt/context.sh; printf '%s\n' "$SCRIPT_EXEC") > /tmp/script_exec.sh
             script=/tmp/script_exec.sh
@@ -142,6 +156,12 @@ for dev in $(ls /sys/block); do
     esac
     say "context scheme=$label hostname=$host key=$key"
     [ -n "$host" ] && hostname "$host"
+    if [ -n "$swap" ]; then
+        # what the context asks: enable the swap disk with this label
+        sdev=$(blkid | grep "LABEL=\"$swap\"" | cut -d: -f1 | head -n1)
+        [ -n "$sdev" ] && swapon "$sdev"
+        tail -n +2 /proc/swaps | while read -r line; do say "swap $line"; done
+    fi
     [ -n "$script" ] && run_script "$script"
 done
 say "done"
@@ -210,7 +230,7 @@ def _make_initramfs(release: str, modules: list[str], work: Path) -> Path:
                    "head", "find", "sort", "stat", "mkdir", "hostname", "base64", "cat",
                    "poweroff", "sync", "uname", "echo", "printf", "ip", "udhcpc", "cut",
                    "awk", "wc", "test", "[", "env", "ps", "dmesg", "umount", "blkid",
-                   "cp", "rm", "touch", "chmod", "tail", "xxd", "od"):
+                   "cp", "rm", "touch", "chmod", "tail", "xxd", "od", "swapon", "setsid"):
         link = root / "bin" / applet
         if not link.exists():
             link.symlink_to("busybox")
