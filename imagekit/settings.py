@@ -11,6 +11,7 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import enum
+import ipaddress
 import os
 import tomllib
 import typing
@@ -62,6 +63,18 @@ class Settings:
     unsafe_allow_stale_crls: bool = _setting(
         False, "UNSAFE: still use CRLs past their nextUpdate (warns) instead of refusing"
     )
+    ssh_key: Path | None = _setting(
+        None, "public key every launch injects (default: ~/.ssh/id_ed25519.pub, id_ecdsa.pub "
+        "or id_rsa.pub, the first that exists)"
+    )
+    port_address: str = _setting(
+        "127.0.0.1", "host address forwarded guest ports (--port, the entry's inbound ports) "
+        "listen on; 0.0.0.0 exposes them to the network"
+    )
+    types: dict[str, dict[str, Any]] | None = _setting(
+        None, 'site machine types, config file only: [types.NAME] cpu = 2, ram = "4G", '
+        'swap = "1G"'
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,8 +99,9 @@ def _table() -> tuple[Setting, ...]:
         kind = hints[f.name]
         # ``Path | None`` is a Path setting that may be unset
         kinds = [k for k in typing.get_args(kind) if k is not type(None)] or [kind]
-        rows.append(Setting(f.name, kinds[0], f.default, f.metadata["help"],
-                            f.metadata["choices"]))  # fmt: skip
+        # ``dict[str, ...]`` is a table (only a config file can write one)
+        rows.append(Setting(f.name, typing.get_origin(kinds[0]) or kinds[0], f.default,
+                            f.metadata["help"], f.metadata["choices"]))  # fmt: skip
     return tuple(rows)
 
 
@@ -109,6 +123,14 @@ def config_path(env: Mapping[str, str] = os.environ) -> Path:
 def _coerce(setting: Setting, value: Any, source: str) -> Any:
     if value is None or value == "":
         return None
+    if setting.type is dict:
+        if source.startswith("IMAGEKIT_") or source == "option":
+            raise InputError(f"{source}: setting {setting.name!r} is read from the config "
+                             "file only")  # fmt: skip
+        if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+            raise InputError(f"{source}: setting {setting.name!r} must be a table of tables "
+                             f"([{setting.name}.NAME] ...)")  # fmt: skip
+        return value
     if setting.type is Path:
         return Path(os.path.expanduser(str(value)))
     if setting.type is bool:
@@ -157,4 +179,9 @@ def load_settings(
         if s.choices is not None and values[s.name] not in set(s.choices):
             known = ", ".join(c.value for c in s.choices)
             raise InputError(f"{s.name} must be one of {known}, not {values[s.name]!r}")
+    try:
+        ipaddress.ip_address(values["port_address"])
+    except ValueError:
+        raise InputError(f"port_address must be an IP address, not "
+                         f"{values['port_address']!r}") from None  # fmt: skip
     return Settings(**values)

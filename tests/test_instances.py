@@ -151,3 +151,41 @@ def test_instance_directory_holding_secrets_is_owner_only(tmp_path: Path):
         os.umask(old)
     assert stat.S_IMODE(inst.directory.stat().st_mode) == 0o700
     assert stat.S_IMODE(store.directory("vm-bbbb2222").stat().st_mode) == 0o700
+
+
+def test_rm_refuses_a_running_instance_and_kill_rm_forgets_it(tmp_path: Path, cli, no_stray_qemu,
+                                                              monkeypatch):  # fmt: skip
+    monkeypatch.setenv("IMAGEKIT_STATE_DIR", str(tmp_path))
+    store = InstanceStore(tmp_path)
+    inst = make_instance(store, tmp_path, power_off=False, name="vm-00a00003")
+    inst = store.save(dataclasses.replace(inst, name="web1", console="socket"))
+    pid = q.start(inst, qemu=q.find_tool(q.QEMU))
+    store.wait(store.save(dataclasses.replace(inst, pid=pid)), {State.RUNNING}, timeout=30)
+    result = cli("rm", "web1")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "imagekit: error: instance web1 is Running: kill it first",
+        "imagekit: hint: imagekit kill --rm web1"]  # fmt: skip
+    assert store.ids() == ["vm-00a00003"] and no_stray_qemu() == [pid]
+    result = cli("kill", "--rm", "web1")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == "web1: Done (killed), forgotten\n"
+    assert store.ids() == [] and not inst.directory.exists()
+    assert no_stray_qemu() == []
+
+
+def test_names_resolve_like_ids_and_are_unique(tmp_path: Path):
+    from imagekit.errors import InvalidState
+
+    store = InstanceStore(tmp_path)
+    inst = make_instance(store, tmp_path, power_off=True, name="vm-00a00004")
+    store.save(dataclasses.replace(inst, name="web1", state=State.DONE))
+    assert store.find("web1").id == "vm-00a00004"
+    assert store.find("vm-00a0").name == "web1"
+    with pytest.raises(InvalidState, match="already named web1"):
+        store.check_name_free("web1")
+    store.check_name_free("web2")
+    store.forget(store.find("web1"))
+    store.check_name_free("web1")
+    with pytest.raises(NotFound):
+        store.find("web1")

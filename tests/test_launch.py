@@ -6,7 +6,9 @@ A real marketplace server and a real HTTP server on loopback; the CLI runs in-pr
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -242,7 +244,7 @@ def test_types_lists_stratuslab_machine_types(cli):
     result = cli("types")
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
-    assert "* m1.small      1   1536M    1536M" in lines
+    assert "* m1.small        1    1536M    1536M  built-in" in lines
     assert any(line.split()[0] == "c1.xlarge" for line in lines[1:])
 
 
@@ -271,3 +273,209 @@ def test_second_endorser_with_other_bytes_under_the_id_refused_before_download(
     picked = cli("policy", "check", ident, "--endorser", env.endorser.email)
     assert picked.exit_code == 0, picked.stderr
     assert f"endorsed by {env.endorser.email}" in picked.stderr
+
+
+def test_site_machine_types_from_the_config_file_marked_by_source(cli, tmp_path, monkeypatch):
+    config = tmp_path / "config.toml"
+    config.write_text('[types."site.big"]\ncpu = 8\nram = "16G"\nswap = "2G"\n'
+                      '[types."m1.small"]\ncpu = 2\nram = 2048\n')
+    monkeypatch.setenv("IMAGEKIT_CONFIG", str(config))
+    lines = cli("types").stdout.splitlines()
+    assert f"  site.big        8   16384M    2048M  {config}" in lines
+    assert f"* m1.small        2    2048M       0M  {config}" in lines  # the site's replaces
+    assert any(line.split()[0] == "t1.micro" and line.endswith("built-in") for line in lines)
+    rows = {t["name"]: t for t in json.loads(cli("types", "--json").stdout)}
+    assert rows["site.big"] == {"name": "site.big", "cpu": 8, "ram_mib": 16384,
+                                "swap_mib": 2048, "source": str(config)}  # fmt: skip
+    from imagekit.launch.machines import machine_type, site_types
+
+    s = load_settings({})
+    assert machine_type("site.big", types=site_types(s.types, config)).cpu == 8
+
+
+@pytest.mark.parametrize("table, message", [
+    ('[types.x]\ncpu = 1\n', "type x needs cpu and ram"),
+    ('[types.x]\ncpu = 1\nram = "1G"\ndisk = 3\n', "type x: unknown key 'disk'"),
+    ('[types.x]\ncpu = "two"\nram = "1G"\n', "type x: cpu must be a whole number"),
+    ('types = 3\n', "must be a table of tables"),
+], ids=["no-ram", "unknown-key", "cpu-text", "not-a-table"])  # fmt: skip
+def test_bad_site_machine_types_refused_with_the_reason(cli, tmp_path, monkeypatch, table,
+                                                         message):  # fmt: skip
+    config = tmp_path / "config.toml"
+    config.write_text(table)
+    monkeypatch.setenv("IMAGEKIT_CONFIG", str(config))
+    result = cli("types")
+    assert result.exit_code == 2
+    assert message in result.stderr
+
+
+# --- hardware terms, names, ports, local entries: refused before qemu starts -------------
+
+
+@pytest.mark.parametrize("terms, line", [
+    ({"hypervisor": "xen"}, "is made for hypervisor 'xen'; imagekit runs qemu (kvm or tcg)"),
+    ({"disks_bus": "sata"}, "disks-bus 'sata' is not one of ide, scsi, virtio"),
+], ids=["hypervisor-xen", "disks-bus-sata"])  # fmt: skip
+def test_hardware_terms_qemu_cannot_give_are_refused_before_qemu(env, cli, terms, line):
+    ident = env.publish(os.urandom(4096), **terms)
+    result = cli("launch", ident, "--swap", "0")
+    assert_nothing_happened(env, result, 2, line)
+    assert env.image_requests() == 0
+
+
+def test_ide_disks_beyond_one_controller_are_refused(env, cli):
+    ident = env.publish(os.urandom(4096), disks_bus="ide")
+    result = cli("launch", ident, "--volatile-disk", "1", "--volatile-disk", "1",
+                 "--volatile-disk", "1")  # fmt: skip
+    assert_nothing_happened(env, result, 2, "the image wants IDE disks: at most 4")
+
+
+def test_kvm_and_qemu_hypervisors_pass_the_check(image_entry):
+    from imagekit.launch.launcher import check_hypervisor, disk_bus
+
+    for hv in ("kvm", "QEMU", None):
+        check_hypervisor(image_entry(b"x", hypervisor=hv))
+    assert str(disk_bus(image_entry(b"x", disks_bus="IDE"))) == "ide"
+    assert str(disk_bus(image_entry(b"x"))) == "virtio"
+
+
+@pytest.mark.parametrize("name, line", [
+    ("Web_1", "instance name 'Web_1': use lower-case letters"),
+    ("vm-1a2b3c4d", "looks like an instance ID"),
+], ids=["bad-characters", "id-shaped"])  # fmt: skip
+def test_bad_instance_names_refused(env, cli, name, line):
+    ident = env.publish(os.urandom(1024))
+    assert_nothing_happened(env, cli("launch", ident, "--name", name), 2, line)
+
+
+def test_a_taken_name_is_refused_until_rm(env, cli, tmp_path):
+    from imagekit.launch.instances import InstanceStore
+
+    ident = env.publish(os.urandom(1024))
+    store = InstanceStore(load_settings({}).state_dir)
+    taken = named_record(store, "web1")
+    result = cli("launch", ident, "--name", "web1")
+    assert_nothing_happened(env, result, 2, f"an instance is already named web1 ({taken.id})")
+    assert "imagekit rm web1" in result.stderr
+    # the name is accepted wherever an ID is
+    assert cli("instances", "web1").stdout.splitlines()[0] == f"id:           {taken.id}"
+    assert cli("rm", "web1").exit_code == 0
+    assert store.ids() == []
+    assert cli("instances", "web1").exit_code == 2
+
+
+def named_record(store, name: str):
+    from imagekit.launch.instances import Instance, State
+
+    inst = Instance(id="vm-0badc0de", directory=store.directory("vm-0badc0de"), image_id="",
+                    base_image=Path(), base_format="raw", machine=machine_type("t1.micro"),
+                    accel="tcg", ssh_port=1, drives=(), state=State.DONE, reason="killed",
+                    name=name)  # fmt: skip
+    return store.save(inst)
+
+
+def test_count_names_each_instance_and_refuses_a_fixed_host_port(env, cli):
+    ident = env.publish(os.urandom(1024))
+    result = cli("launch", ident, "--count", "2", "--port", "8080:80")
+    assert_nothing_happened(env, result, 2, "--count with a fixed host port")
+
+
+def test_a_host_port_in_use_is_refused_before_qemu(env, cli):
+    import socket
+
+    ident = env.publish(os.urandom(1024))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = cli("launch", ident, "--port", f"{port}:80")
+    assert_nothing_happened(env, result, 2, f"host port 127.0.0.1:{port} is in use")
+
+
+@pytest.mark.parametrize("text, line", [
+    ("http", "expected GUEST or HOST:GUEST"),
+    ("8080:0", "ports are 1..65535"),
+    ("70000", "ports are 1..65535"),
+], ids=["word", "zero", "too-big"])  # fmt: skip
+def test_bad_port_options_refused(env, cli, text, line):
+    ident = env.publish(os.urandom(1024))
+    assert_nothing_happened(env, cli("launch", ident, "--port", text), 2, line)
+
+
+def test_entry_ports_and_user_ports_become_forwards(env, image_entry):
+    from imagekit.launch.launcher import PortRequest, _forwards
+    from imagekit.signing.verify import VerifiedEntry
+
+    entry = image_entry(b"x", inbound_ports=(22, 80, 443))
+    root = VerifiedEntry.__new__(VerifiedEntry)
+    object.__setattr__(root, "entry", entry)
+    request = LaunchRequest(image="x", machine=machine_type(),
+                            ports=(PortRequest(80, 8080), PortRequest(9000)))  # fmt: skip
+    fwd = _forwards(request, root, load_settings({}), set())
+    assert [(p.host_port, p.guest_port, p.source, p.fixed) for p in fwd][:1] == [
+        (8080, 80, "option", True)]
+    assert [(p.guest_port, p.source, p.fixed) for p in fwd[1:]] == [
+        (9000, "option", False), (443, "entry", False)]  # 22 is ssh's, 80 the user mapped
+    assert len({p.host_port for p in fwd}) == 3
+    off = dataclasses.replace(request, entry_ports=False)
+    assert [p.guest_port for p in _forwards(off, root, load_settings({}), set())] == [80, 9000]
+
+
+def test_launch_entry_file_refuses_an_untrusted_entry(env, cli, tmp_path, make_endorser):
+    data = os.urandom(4096)
+    xml = tmp_path / "local.xml"
+    xml.write_bytes(sign(draft_entry(data), make_endorser()))
+    image = tmp_path / "local.img"
+    image.write_bytes(data)
+    result = cli("launch", "--entry", xml, "--image", image)
+    assert_nothing_happened(env, result, 3, "imagekit: error: ")
+    assert "trust" in result.stderr.lower()
+
+
+def test_launch_entry_file_refuses_an_image_that_is_not_the_signed_one(env, cli, tmp_path):
+    data = os.urandom(1 << 16)
+    xml = tmp_path / "local.xml"
+    xml.write_bytes(sign(draft_entry(data), env.endorser))
+    image = tmp_path / "local.img"
+    tampered = bytearray(data)
+    tampered[100] ^= 1
+    image.write_bytes(bytes(tampered))
+    result = cli("launch", "--entry", xml, "--image", image, "--swap", "0")
+    assert result.exit_code == 3, result.stderr
+    assert "SHA-1" in result.stderr or "SHA-256" in result.stderr
+    assert env.started() == [] and env.cache_files() == []
+    # and a file of another size is refused before anything is recorded
+    image.write_bytes(data + b"x")
+    result = cli("launch", "--entry", xml, "--image", image, "--swap", "0")
+    assert result.exit_code == 3
+    assert f"{len(data) + 1} bytes, the signed entry" in result.stderr
+
+
+def test_launch_entry_file_goes_through_the_policy_and_rollback_memory(env, cli, tmp_path):
+    from imagekit.launch.launcher import plan_launch
+
+    data = os.urandom(4096)
+    older = sign(draft_entry(data), env.endorser, ago=600)
+    newer = sign(draft_entry(data), env.endorser)
+    (tmp_path / "older.xml").write_bytes(older)
+    (tmp_path / "newer.xml").write_bytes(newer)
+    policy = tmp_path / "site.toml"
+    policy.write_text(f'[endorsers]\ndeny = ["{env.endorser.email}"]\n')
+    result = cli("launch", "--entry", tmp_path / "newer.xml", "--policy", policy)
+    assert_nothing_happened(env, result, 3, f"endorser {env.endorser.email} is denied")
+    # a plan (every check, no side effect) of the newer endorsement is remembered: the older
+    # one is then a rollback, refused as from a marketplace
+    (tmp_path / "image").write_bytes(data)
+    request = LaunchRequest(image="newer.xml", machine=machine_type(), entry_xml=newer,
+                            image_file=tmp_path / "image")  # fmt: skip
+    plan = plan_launch(request, load_settings({}))
+    assert plan.root is not None and plan.root.entry.identifier == identifier(data)
+    result = cli("launch", "--entry", tmp_path / "older.xml")
+    assert_nothing_happened(env, result, 3, "older than")
+
+
+def test_image_file_needs_an_entry_file(env, cli, tmp_path):
+    ident = env.publish(os.urandom(1024))
+    (tmp_path / "x.img").write_bytes(b"x")
+    result = cli("launch", ident, "--image", tmp_path / "x.img")
+    assert_nothing_happened(env, result, 2, "--image FILE goes with --entry FILE")

@@ -46,6 +46,7 @@ COMMAND_MODULES: dict[str, str] = {
     "console": "launch_cmd",
     "ssh": "launch_cmd",
     "kill": "launch_cmd",
+    "rm": "launch_cmd",
     "types": "launch_cmd",
     "policy": "launch_cmd",
     "cache": "launch_cmd",

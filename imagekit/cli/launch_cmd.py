@@ -13,7 +13,7 @@ import click
 
 from ..context import ContextScheme
 from ..errors import InputError
-from ._app import cli, emit_json, info, settings
+from ._app import cli, emit_json, info, settings, state
 from ._options import setting_option
 
 
@@ -22,6 +22,14 @@ def _read(path: Path, what: str) -> bytes:
         return path.expanduser().read_bytes()
     except OSError as e:
         raise InputError(f"{what} {path}: {e.strerror}") from e
+
+
+def _machine_types(s: Any) -> Any:
+    """Built-in and site machine types; the site's come from the config file in use."""
+    from ..launch.machines import site_types
+    from ..settings import config_path
+
+    return site_types(s.types, state().config or config_path())
 
 
 def _uptime(seconds: float | None) -> str:
@@ -46,14 +54,27 @@ def common(f: Any) -> Any:
 
 @cli.command("launch")
 @click.argument("image", required=False, default="")
+@click.option("--name", metavar="NAME", help="name the instance (with --count: NAME-1..N)")
+@click.option("--count", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="launch N instances over one cached image")
+@click.option("--entry", "entry_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="a signed entry file instead of a marketplace ID (verified the same way)")
+@click.option("--image", "image_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="with --entry: the image file (else fetched from the entry's locations)")
 @click.option("--type", "type_", default="m1.small", show_default=True, help="machine type")
 @click.option("--cpu", type=int, help="override the type's CPU count")
 @click.option("--ram", help="override the type's memory (e.g. 2G, 512M)")
 @click.option("--swap", help="override the type's swap disk (0 for none)")
 @click.option("--ssh-key", "ssh_keys", multiple=True, type=click.Path(path_type=Path),
-              help="public key file (repeatable)")
+              help="public key file (repeatable; default: the ssh_key setting, else "
+                   "~/.ssh/id_ed25519.pub, id_ecdsa.pub or id_rsa.pub)")
+@click.option("--port", "ports", multiple=True, metavar="[HOST:]GUEST",
+              help="forward a guest TCP port (repeatable; host side on port_address, "
+                   "loopback by default; no HOST: a free port)")
+@click.option("--no-entry-ports", is_flag=True, default=False,
+              help="do not forward the entry's inbound ports")
 @click.option("--user-data", type=click.Path(path_type=Path), help="script or cloud-config")
-@click.option("--hostname", help="guest host name")
+@click.option("--hostname", help="guest host name (default: the instance name)")
 @click.option("--var", "variables", multiple=True, metavar="K=V", help="context variable")
 @click.option("--file", "files", multiple=True, metavar="DST=SRC", help="file for the guest")
 @click.option("--context-scheme", default="nocloud", show_default=True,
@@ -84,36 +105,52 @@ def launch_cmd(
     marketplace: str | None, trust: str | None, policy_path: Path | None,
     persistent_root: bool = False, disk_size: str | None = None,
     boot_volume: str | None = None, endorser: str | None = None,
+    name: str | None = None, count: int = 1,
+    entry_file: Path | None = None, image_file: Path | None = None,
+    ports: tuple[str, ...] = (), no_entry_ports: bool = False,
 ) -> None:  # fmt: skip
     """Run an appliance by its Marketplace ID (or endorser:tag) in a qemu VM.
 
     The entry is verified locally against your trust store and site policy, the image is
     downloaded (or taken from the cache), checked against the signed digests, and booted
-    on a copy-on-write overlay with a context ISO. Prints the instance ID. With
+    on a copy-on-write overlay with a context ISO. Prints the instance ID (one a line).
+    Your ssh key goes in unless you give another (--ssh-key); the entry's inbound ports
+    are forwarded to free loopback ports (see: imagekit instances NAME). With --entry FILE
+    a signed entry you hold (say, from imagekit snapshot and sign) is launched without a
+    marketplace, under the same verification, trust, policy and rollback rules. With
     --boot-volume NAME (and no IMAGE) the VM boots from that volume instead: what it
     writes there outlives kill, and the next launch from the volume finds it.
 
     \b
-    Example:
+    Examples:
+      imagekit launch images@site.example.org:debian-base --name web1 --port 8080:80
+      imagekit launch BtSKdXa2SvHlSVTvgFgivIYDq-- --count 3 --name worker
+      imagekit launch --entry web1-v2.qcow2.xml --image web1-v2.qcow2 --name web2
       imagekit launch BtSKdXa2SvHlSVTvgFgivIYDq-- --type m1.small \\
-          --ssh-key ~/.ssh/id_ed25519.pub --readonly-disk GPAUQFkojP5dMQJNdJ4qD_62mCo \\
-          --volatile-disk 2 --user-data setup.sh
+          --readonly-disk GPAUQFkojP5dMQJNdJ4qD_62mCo --volatile-disk 2 --user-data setup.sh
       imagekit launch --boot-volume web-root --type m1.small
     """
-    from ..context import ContextFile, parse_ssh_keys, parse_variable
-    from ..launch.launcher import LaunchRequest, execute, plan_launch
+    from ..context import ContextFile, parse_variable
+    from ..launch.launcher import LaunchRequest, execute_all, parse_port, plan_launches
     from ..launch.machines import machine_type, parse_size_mib
+    from ..launch.sshkeys import find_default_ssh_key, read_ssh_keys
     from ..progress import ProgressBar
 
     s = settings(marketplace=marketplace, trust=trust, policy=policy_path, accel=accel,
                  allow_private_locations=allow_private_locations)  # fmt: skip
+    if image and entry_file:
+        raise InputError("give either IMAGE or --entry FILE")
     keys: list[str] = []
     for path in ssh_keys:
-        keys += parse_ssh_keys(_read(path, "--ssh-key").decode("utf-8", "replace"))
+        keys += read_ssh_keys(path)
+    default = None if ssh_keys else find_default_ssh_key(s)
+    if default is not None:
+        keys = read_ssh_keys(default, what="ssh key")
     pairs = dict(parse_variable(v) for v in variables)
+    types = _machine_types(s)
     request = LaunchRequest(
-        image=image,
-        machine=machine_type(type_, cpu=cpu, ram=ram, swap=swap),
+        image=image if not entry_file else str(entry_file),
+        machine=machine_type(type_, cpu=cpu, ram=ram, swap=swap, types=types),
         ssh_keys=tuple(keys),
         user_data=_read(user_data, "--user-data") if user_data else None,
         readonly_disks=readonly,
@@ -127,8 +164,19 @@ def launch_cmd(
         disk_size_mib=parse_size_mib(disk_size) if disk_size else None,
         boot_volume=boot_volume,
         endorser=endorser,
+        name=name or "",
+        ports=tuple(parse_port(p) for p in ports),
+        entry_ports=not no_entry_ports,
+        entry_xml=_read(entry_file, "--entry") if entry_file else None,
+        image_file=image_file,
     )
-    plan = plan_launch(request, s)
+    plans = plan_launches(request, s, count=count)
+    if default is not None:
+        info(f"ssh key: {default}")
+    elif not keys:
+        # after the checks: a refused launch says only why it was refused
+        click.echo("imagekit: warning: no ssh key injected (no --ssh-key, no ssh_key "
+                   "setting, no ~/.ssh/id_*.pub): imagekit ssh will not get in", err=True)
     bars: list[ProgressBar] = []
 
     def progress(label: str, total: int) -> Any:
@@ -138,44 +186,104 @@ def launch_cmd(
         return bar
 
     try:
-        inst = execute(plan, s, progress=progress,
-                       on_state=lambda i: info(f"{i.id}: {i.state}"))  # fmt: skip
+        launched = execute_all(plans, s, progress=progress,
+                               on_state=lambda i: info(f"{i.label}: {i.state}"))  # fmt: skip
     finally:
         for bar in bars:
             bar.__exit__(None, None, None)
     if as_json:
-        emit_json(inst.to_dict())
+        if count == 1:
+            emit_json(launched[0].to_dict())
+        else:
+            emit_json([i.to_dict() for i in launched])
         return
-    click.echo(inst.id)
-    info(f"ssh: imagekit ssh {inst.id}  (127.0.0.1 port {inst.ssh_port}); "
-         f"console: imagekit console {inst.id}")  # fmt: skip
+    for inst in launched:
+        click.echo(inst.id)
+        forwards = "".join(f", {p}" for p in inst.ports)
+        info(f"{inst.label}: ssh: imagekit ssh {inst.label}  (127.0.0.1 port "
+             f"{inst.ssh_port}{forwards}); console: imagekit console {inst.label}")  # fmt: skip
+
+
+def _ports_cell(inst: Any) -> str:
+    return ",".join(f"{p.host_port}->{p.guest_port}" for p in inst.ports) or "-"
 
 
 @cli.command("instances")
+@click.argument("instance", required=False)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def instances_cmd(as_json: bool) -> None:
-    """List instances: state, CPU, memory, ssh port, image ID, uptime.
+def instances_cmd(instance: str | None, as_json: bool) -> None:
+    """List instances (state, name, CPU, memory, ssh and forwarded ports, image ID, uptime),
+    or describe one: its drives, context, ports, image and endorser, reason, console log.
 
     \b
-    Example:
+    Examples:
       imagekit instances
+      imagekit instances web1
     """
     from ..launch.instances import DriveKind, InstanceStore
 
-    items = InstanceStore(settings().state_dir).all()
+    store = InstanceStore(settings().state_dir)
+    if instance is not None:
+        inst = store.refresh(store.find(instance))
+        if as_json:
+            emit_json(dict(inst.to_dict(), uptime=inst.uptime()))
+            return
+        _describe(inst)
+        return
+    items = store.all()
     if as_json:
         emit_json([dict(i.to_dict(), uptime=i.uptime()) for i in items])
         return
-    click.echo(f"{'ID':<12} {'STATE':<8} {'ROOT':<10} {'CPU':>3} {'MEMORY':>7} {'SSH':>5}  "
-               f"{'IMAGE':<27} {'UPTIME':>8}  REASON")  # fmt: skip
+    click.echo(f"{'ID':<12} {'NAME':<16} {'STATE':<8} {'ROOT':<10} {'CPU':>3} {'MEMORY':>7} "
+               f"{'SSH':>5}  {'PORTS':<14} {'IMAGE':<27} {'UPTIME':>8}  REASON")  # fmt: skip
     for i in items:
         root = "volume" if any(d.kind is DriveKind.BOOT_VOLUME for d in i.drives) \
             else "persistent" if i.persistent else "ephemeral"  # fmt: skip
         click.echo(
-            f"{i.id:<12} {i.state:<8} {root:<10} "
+            f"{i.id:<12} {i.name or '-':<16} {i.state:<8} {root:<10} "
             f"{i.machine.cpu:>3} {i.machine.ram_mib:>6}M "
-            f"{i.ssh_port:>5}  {i.image_id:<27} {_uptime(i.uptime()):>8}  {i.reason}"
+            f"{i.ssh_port:>5}  {_ports_cell(i):<14} {i.image_id:<27} "
+            f"{_uptime(i.uptime()):>8}  {i.reason}"
         )
+
+
+def _describe(inst: Any) -> None:
+    def row(label: str, value: object) -> None:
+        click.echo(f"{label + ':':<14}{value}")
+
+    row("id", inst.id)
+    row("name", inst.name or "-")
+    row("state", inst.state)
+    row("reason", inst.reason or "-")
+    m = inst.machine
+    row("machine", f"{m.name}: {m.cpu} CPU, {m.ram_mib} MiB RAM, {m.swap_mib} MiB swap")
+    row("accelerator", inst.accel)
+    row("image", inst.image_id or "-")
+    row("endorser", inst.endorser or "-")
+    row("root", "persistent" if inst.persistent else "ephemeral (copy-on-write overlay)")
+    if str(inst.base_image) not in ("", "."):
+        row("base image", inst.base_image)
+    row("created", inst.created.isoformat(timespec="seconds"))
+    row("started", inst.started.isoformat(timespec="seconds") if inst.started else "-")
+    row("finished", inst.finished.isoformat(timespec="seconds") if inst.finished else "-")
+    row("uptime", _uptime(inst.uptime()))
+    row("pid", inst.pid or "-")
+    row("context", f"{inst.context_scheme}  {inst.context_iso or '-'}")
+    click.echo("ports:")
+    click.echo(f"  127.0.0.1:{inst.ssh_port}->22/tcp  ssh")
+    for p in inst.ports:
+        click.echo(f"  {p}  {'--port' if p.source == 'option' else 'entry inbound-port'}")
+    click.echo("drives:")
+    for d in inst.drives:
+        flags = ["ro" if d.readonly else "rw", d.bus, d.format]
+        what = f" {d.identifier}" if d.identifier else ""
+        size = f" {d.size_gb}G" if d.size_gb else ""
+        click.echo(f"  {d.kind:<12} {' '.join(flags):<18} {d.path}{what}{size}")
+    row("console log", inst.console_log)
+    if inst.previous_console_log.exists():
+        row("previous log", inst.previous_console_log)
+    row("console", f"imagekit console {inst.label} --attach" if inst.console == "socket"
+        else "read-only (started before console attach existed)")  # fmt: skip
 
 
 @cli.command("ssh", context_settings={"ignore_unknown_options": True})
@@ -192,9 +300,13 @@ def ssh_cmd(instance: str, user: str, identity: Path | None, command: tuple[str,
     """
     from .._run import find_tool
     from ..launch.instances import InstanceStore, State
+    from ..launch.sshkeys import identity_for
 
-    store = InstanceStore(settings().state_dir)
+    s = settings()
+    store = InstanceStore(s.state_dir)
     inst = store.refresh(store.find(instance))
+    if identity is None and s.ssh_key is not None:
+        identity = identity_for(s.ssh_key)  # the private half of the key launch injected
     if inst.state is not State.RUNNING:
         raise InputError(f"instance {inst.id} is {inst.state}, not Running")
     argv = [find_tool("ssh"), "-p", str(inst.ssh_port),
@@ -213,23 +325,42 @@ def ssh_cmd(instance: str, user: str, identity: Path | None, command: tuple[str,
 @click.option("-f", "--follow", is_flag=True, help="keep printing while the VM runs")
 @click.option("--previous", is_flag=True, help="the log of the boot before the last start")
 @click.option("--tail", type=click.IntRange(1), metavar="N", help="begin with the last N lines")
-def console_cmd(instance: str, follow: bool, previous: bool, tail: int | None) -> None:
-    """Print INSTANCE's serial console log (what the guest wrote on ttyS0).
+@click.option("-a", "--attach", is_flag=True,
+              help="type into the serial console (detach: Ctrl-] then q)")
+def console_cmd(instance: str, follow: bool, previous: bool, tail: int | None,
+                attach: bool) -> None:  # fmt: skip
+    """Print INSTANCE's serial console log (what the guest wrote on ttyS0), or attach to it.
+
+    --attach connects your terminal to the guest's serial console: what you type goes to
+    the guest (a grub prompt, a manual fsck, a login). Detach with Ctrl-] followed by q
+    (Ctrl-] twice sends one Ctrl-] to the guest). The log keeps being written meanwhile,
+    for --follow and, after a restart, --previous.
 
     \b
     Examples:
-      imagekit console vm-1a2b --follow
-      imagekit console vm-1a2b --previous --tail 50     # where did the last boot stop?
+      imagekit console web1 --follow
+      imagekit console web1 --previous --tail 50     # where did the last boot stop?
+      imagekit console web1 --attach
     """
     from ..launch.instances import InstanceStore
 
     if follow and previous:
         raise click.UsageError("--follow reads the running boot's log, not --previous")
+    if attach and (follow or previous or tail):
+        raise click.UsageError("--attach is interactive: no --follow, --previous or --tail")
     store = InstanceStore(settings().state_dir)
     inst = store.find(instance)
+    if attach:
+        from ..launch.console import attach_console
+
+        attach_console(store.refresh(inst), sys.stdin.fileno(), sys.stdout.fileno(),
+                       on_attach=lambda: info(f"attached to {inst.label}'s console; "
+                                              "detach: Ctrl-] then q"))  # fmt: skip
+        info(f"detached from {inst.label}")
+        return
     path = inst.previous_console_log if previous else inst.console_log
     if previous and not path.exists():
-        raise InputError(f"instance {inst.id} has no previous console log yet")
+        raise InputError(f"instance {inst.label} has no previous console log yet")
     out = sys.stdout.buffer
     try:
         fp = open(path, "rb")  # noqa: SIM115
@@ -252,39 +383,64 @@ def console_cmd(instance: str, follow: bool, previous: bool, tail: int | None) -
 
 @cli.command("kill")
 @click.argument("instances", nargs=-1, required=True)
-def kill_cmd(instances: tuple[str, ...]) -> None:
-    """Stop instances and delete their overlay, context ISO and volatile disks.
+@click.option("--rm", "forget", is_flag=True, help="then forget them (as imagekit rm)")
+def kill_cmd(instances: tuple[str, ...], forget: bool) -> None:
+    """Stop instances and delete their overlay, context ISO, volatile and swap disks.
+    The record and console log stay (imagekit instances) until imagekit rm, or --rm.
 
     \b
-    Example:
-      imagekit kill vm-1a2b
+    Examples:
+      imagekit kill web1
+      imagekit kill --rm worker-1 worker-2
     """
     from ..launch.launcher import kill
 
     s = settings()
     for name in instances:
-        inst = kill(s, name)
-        info(f"{inst.id}: {inst.state} ({inst.reason})")
+        inst = kill(s, name, forget=forget)
+        info(f"{inst.label}: {inst.state} ({inst.reason})" + (", forgotten" if forget else ""))
+
+
+@cli.command("rm")
+@click.argument("instances", nargs=-1, required=True)
+def rm_cmd(instances: tuple[str, ...]) -> None:
+    """Forget Done or Failed instances: their records, console logs and any files left.
+    Volumes stay. A live instance is refused (imagekit kill --rm stops and forgets).
+
+    \b
+    Example:
+      imagekit rm web1
+    """
+    from ..launch.launcher import remove
+
+    s = settings()
+    for name in instances:
+        inst = remove(s, name)
+        info(f"{inst.label}: forgotten")
 
 
 @cli.command("types")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def types_cmd(as_json: bool) -> None:
-    """List machine types (CPU, memory, swap in MiB).
+    """List machine types (CPU, memory, swap in MiB): the built-in ones and the site's own
+    from the config file ([types.NAME] cpu, ram, swap), each marked with where it comes from.
 
     \b
     Example:
       imagekit types
     """
-    from ..launch.machines import DEFAULT_TYPE, MACHINE_TYPES
+    from ..launch.machines import DEFAULT_TYPE
 
+    s = settings()
+    types = _machine_types(s)
     if as_json:
-        emit_json([t.to_dict() for t in MACHINE_TYPES.values()])
+        emit_json([dict(t.to_dict(), source=t.source) for t in types.values()])
         return
-    click.echo(f"  {'TYPE':<10} {'CPU':>4} {'RAM':>8} {'SWAP':>8}")
-    for t in MACHINE_TYPES.values():
+    click.echo(f"  {'TYPE':<12} {'CPU':>4} {'RAM':>8} {'SWAP':>8}  SOURCE")
+    for t in types.values():
         flag = "*" if t.name == DEFAULT_TYPE else " "
-        click.echo(f"{flag} {t.name:<10} {t.cpu:>4} {t.ram_mib:>6}M {t.swap_mib:>7}M")
+        click.echo(f"{flag} {t.name:<12} {t.cpu:>4} {t.ram_mib:>7}M {t.swap_mib:>7}M  "
+                   f"{t.source}")  # fmt: skip
 
 
 # --- volumes ----------------------------------------------------------------------------

@@ -6,6 +6,7 @@ Marketplace base, snapshots that inherit their base's terms), so none can skip a
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -57,13 +58,19 @@ def make_resolver(
 
 def fetch_verified(
     settings: Settings, verified: VerifiedEntry, policy: Policy, *,
-    progress: Progress | None = None,
+    progress: Progress | None = None, image_file: Path | None = None,
 ) -> Path:
     """The verified entry's bytes in the cache (downloaded and checked against the digests
     the policy asks for on a miss), refused if qemu would open other host files through
-    them. Raises the VerificationError family, NetworkError, InputError."""
+    them. ``image_file``: the user holds the bytes (``launch --entry FILE --image FILE``);
+    they take the place of the entry's locations and pass the same checks on the way into
+    the cache (size, the ID's SHA-1, the policy's digests), kept only if they match.
+    Raises the VerificationError family, NetworkError, InputError."""
+    entry = verified.entry
+    if image_file is not None:
+        entry = dataclasses.replace(entry, locations=(image_file.resolve().as_uri(),))
     cached = ImageCache(settings.cache_dir).get(
-        verified.entry,
+        entry,
         policy.digest_algorithms(verified.entry),
         allow_private=settings.allow_private_locations,
         progress=progress,

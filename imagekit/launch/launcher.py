@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import socket
+import stat
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,8 +31,10 @@ from ..context import ContextFile, ContextSpec, make_context_iso, render_context
 from ..errors import (
     CommandError,
     EnvironmentProblem,
+    ImagekitError,
     InputError,
     InvalidState,
+    SizeMismatch,
 )
 from ..fetch.cache import ImageCache
 from ..fetch.download import check_locations
@@ -42,7 +46,16 @@ from . import qemu as q
 from ._qmp import QMP, QMPError
 from .disks import disk_info, prepare_root_disk, qemu_format
 from .images import fetch_verified, make_resolver
-from .instances import Drive, DriveKind, Instance, InstanceStore, State, new_instance_id
+from .instances import (
+    DiskBus,
+    Drive,
+    DriveKind,
+    Instance,
+    InstanceStore,
+    PortForward,
+    State,
+    new_instance_id,
+)
 from .machines import MachineType
 from .volumes import VolumeStore
 
@@ -66,6 +79,17 @@ class LaunchRequest:
     disk_size_mib: int | None = None  # grow the root disk to this size
     boot_volume: str | None = None  # boot from this volume (create_boot_volume) instead
     endorser: str | None = None  # take ``image`` as endorsed by this e-mail only
+    name: str = ""  # the instance's name (with a count: NAME-1..N)
+    ports: tuple[PortRequest, ...] = ()  # --port [HOST:]GUEST
+    entry_ports: bool = True  # forward the entry's inbound ports too
+    entry_xml: bytes | None = None  # a signed entry file instead of a marketplace reference
+    image_file: Path | None = None  # the image bytes of ``entry_xml`` (else its locations)
+
+
+@dataclasses.dataclass(frozen=True)
+class PortRequest:
+    guest_port: int
+    host_port: int | None = None  # None: a free one
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +108,10 @@ class Plan:
     ssh_port: int
     uncached_bytes: int
     image_id: str = ""  # what the root disk was made from
+    name: str = ""
+    ports: tuple[PortForward, ...] = ()
+    bus: DiskBus = DiskBus.VIRTIO
+    swap: bool = False  # attach a swap disk (the machine has swap and the image can use it)
 
 
 def plan_launch(
@@ -96,54 +124,114 @@ def plan_launch(
     """Check every precondition of ``request``; no file is created, no process started
     (except, with accel = auto and no remembered answer, the accelerator probe, last).
 
-    Raises the first refusal: InputError (bad request, no trust), NotFound, Ambiguous,
-    VerificationError (signature, trust, Expired, Deprecated, PolicyRefused, Rollback,
-    DigestConflict: endorsers of the ID disagree on its bytes, ``request.endorser`` picks),
-    ToolMissing, EnvironmentProblem (cache not writable, no space, KVM unusable), InvalidState
-    (volume in use), NetworkError. With ``request.boot_volume`` no root image is resolved or
-    fetched: the volume (made by ``lifecycle.create_boot_volume``) is the root disk.
+    Raises the first refusal: InputError (bad request, no trust, a hypervisor or disk bus
+    this launcher cannot give), NotFound, Ambiguous, VerificationError (signature, trust,
+    Expired, Deprecated, PolicyRefused, Rollback, DigestConflict: endorsers of the ID
+    disagree on its bytes, ``request.endorser`` picks; ChecksumMismatch of ``--image``),
+    ToolMissing, EnvironmentProblem (cache not writable, no space, KVM unusable),
+    InvalidState (volume in use, name taken, host port taken), NetworkError. With
+    ``request.boot_volume`` no root image is resolved or fetched: the volume (made by
+    ``lifecycle.create_boot_volume``) is the root disk.
     """
+    (plan,) = plan_launches(request, settings, count=1, client=client, now=now)
+    return plan
+
+
+def plan_launches(
+    request: LaunchRequest,
+    settings: Settings,
+    *,
+    count: int = 1,
+    client: Any = None,
+    now: datetime | None = None,
+) -> list[Plan]:
+    """``plan_launch`` for ``count`` instances of one request: everything is resolved,
+    verified and checked once; each instance gets its own ID, name (``NAME-1..N`` when
+    ``count`` > 1), context and ports. Their root disks are copy-on-write overlays over the
+    one cached image."""
     _check_root_choice(request)
+    if count < 1 or count > 64:
+        raise InputError(f"--count {count}: must be 1..64")
+    if count > 1 and request.boot_volume:
+        raise InputError("a boot volume boots one instance: --count does not apply")
+    if count > 1 and any(p.host_port for p in request.ports):
+        raise InputError("--count with a fixed host port: each instance needs its own; "
+                         "give only the guest port (--port 80)")  # fmt: skip
     if request.context_scheme not in ("nocloud", "configdrive", "opennebula", "stratuslab"):
         raise InputError(f"unknown context scheme {request.context_scheme!r}")
     for size in request.volatile_disks:
         if size < 1 or size > 4096:
             raise InputError(f"volatile disk size {size} GB: must be 1..4096")
-    instance_id = new_instance_id()
     store = InstanceStore(settings.state_dir)
+    names = [""] * count
+    if request.name:
+        names = [request.name] if count == 1 else [f"{request.name}-{i + 1}"
+                                                   for i in range(count)]  # fmt: skip
+        for name in names:
+            store.check_name_free(name)
+    _check_ports(request, settings)
     resolver, policy = make_resolver(settings, client=client, now=now)
 
     root: VerifiedEntry | None = None
-    if not request.boot_volume:
+    if request.entry_xml is not None:
+        root = resolver.resolve_entry_bytes(request.entry_xml, source=request.image or "--entry")
+    elif request.image_file is not None:
+        raise InputError("--image FILE goes with --entry FILE (the signed entry it is checked "
+                         "against)")  # fmt: skip
+    elif not request.boot_volume:
         root = resolver.resolve(request.image, endorser=request.endorser)
+    if root is not None:
         if root.entry.kind is not None and str(root.entry.kind) == "disk":
-            raise InputError(f"{request.image} is a data disk, not a machine image",
+            raise InputError(f"{root.entry.identifier} is a data disk, not a machine image",
                              hint="attach it with --readonly-disk")  # fmt: skip
         qemu_format(root.entry)
+        check_hypervisor(root.entry)
+    if request.image_file is not None:
+        assert root is not None
+        _check_image_file(request.image_file, root)
+    bus = disk_bus(root.entry) if root else DiskBus.VIRTIO
     readonly = tuple(resolver.resolve(ref) for ref in request.readonly_disks)
     for ro in readonly:
         qemu_format(ro.entry)
+    swap = request.machine.swap_mib > 0 and (root is None or can_use_swap(root.entry))
+    if bus is DiskBus.IDE:
+        disks = (2 + len(readonly) + len(request.volatile_disks)
+                 + len(request.persistent_disks) + int(swap))  # fmt: skip
+        if disks > q.IDE_MAX_DISKS:
+            raise InputError(f"the image wants IDE disks: at most {q.IDE_MAX_DISKS} (root, "
+                             f"context and swap count), this launch needs {disks}",
+                             hint="--swap 0, or fewer data disks")  # fmt: skip
 
-    spec = ContextSpec.build(
-        instance_id=instance_id,
-        hostname=request.hostname,
-        ssh_keys=request.ssh_keys,
-        user_data=request.user_data,
-        variables=dict(request.variables),
-        files=request.files,
-    )
-    render_context(request.context_scheme, spec)  # refuses what the scheme cannot carry
+    specs = [
+        ContextSpec.build(
+            instance_id=instance_id,
+            hostname=request.hostname or names[i] or None,
+            ssh_keys=request.ssh_keys,
+            user_data=request.user_data,
+            variables=dict(request.variables),
+            files=request.files,
+            swap_label=q.SWAP_LABEL if swap else None,
+        )
+        for i, instance_id in enumerate(new_instance_id() for _ in range(count))
+    ]
+    for spec in specs:
+        render_context(request.context_scheme, spec)  # refuses what the scheme cannot carry
 
     volumes = VolumeStore(settings.state_dir)
-    names = [*request.persistent_disks, *([request.boot_volume] if request.boot_volume else [])]
-    if len(set(names)) != len(names):
+    vols = [*request.persistent_disks, *([request.boot_volume] if request.boot_volume else [])]
+    if len(set(vols)) != len(vols):
         raise InputError("a persistent disk is given twice")
-    for name in names:
+    if count > 1 and request.persistent_disks:
+        raise InputError("a persistent disk is attached to one instance: --count does not "
+                         "apply")  # fmt: skip
+    for name in vols:
         volumes.check_free(name)
     image_id = root.entry.identifier if root else _boot_volume_origin(volumes, request)
 
     qemu = find_tool(q.QEMU)
     find_tool(q.QEMU_IMG)
+    if swap:
+        find_tool("mkswap")
 
     cache = ImageCache(settings.cache_dir)
     if root and request.disk_size_mib:
@@ -156,6 +244,8 @@ def plan_launch(
         if not cache.has(v.entry, policy.digest_algorithms(v.entry))
     )
     for v in fetched:
+        if v is root and request.image_file is not None:
+            continue  # the bytes are the user's file, checked when they enter the cache
         if not cache.has(v.entry, policy.digest_algorithms(v.entry)):
             check_locations(v.entry, allow_private=settings.allow_private_locations)
     free = cache.free_bytes()
@@ -168,27 +258,145 @@ def plan_launch(
     except OSError as e:
         raise EnvironmentProblem(f"state directory {settings.state_dir}: {e.strerror}") from e
 
-    port = q.free_loopback_port()
+    taken: set[int] = set()
+    plans = []
+    for spec in specs:
+        ssh_port = _free_port("127.0.0.1", taken)
+        plans.append((spec, ssh_port, _forwards(request, root, settings, taken)))
     accel = q.resolve_accel(settings.accel, qemu=qemu, state_dir=settings.state_dir)
-    return Plan(
-        request=request,
-        instance_id=instance_id,
-        directory=store.directory(instance_id),
-        root=root,
-        readonly=readonly,
-        policy=policy,
-        context=spec,
-        qemu=qemu,
-        accel=accel,
-        ssh_port=port,
-        uncached_bytes=uncached,
-        image_id=image_id,
-    )
+    return [
+        Plan(
+            request=request,
+            instance_id=spec.instance_id,
+            directory=store.directory(spec.instance_id),
+            root=root,
+            readonly=readonly,
+            policy=policy,
+            context=spec,
+            qemu=qemu,
+            accel=accel,
+            ssh_port=ssh_port,
+            uncached_bytes=uncached,
+            image_id=image_id,
+            name=names[i],
+            ports=forwards,
+            bus=bus,
+            swap=swap,
+        )
+        for i, (spec, ssh_port, forwards) in enumerate(plans)
+    ]
+
+
+# --- hardware terms, ports, local images ------------------------------------------------
+
+# slterms:hypervisor values qemu can stand in for (StratusLab used "kvm"; others wrote
+# "qemu" or "kvm/qemu"); an image built for another hypervisor (xen, vmware, hyper-v,
+# virtualbox) may lack drivers for what qemu emulates, so it is refused, not guessed at
+_HYPERVISORS = {"kvm", "qemu", "kvm/qemu", "qemu/kvm", "qemu-kvm", "tcg"}
+_NO_SWAP_OS = {"windows", "none"}  # mkswap's format means nothing to these
+
+
+def check_hypervisor(entry: Any) -> None:
+    """Raise InputError if the entry names a hypervisor other than qemu/KVM."""
+    hv = (entry.hypervisor or "").strip().lower()
+    if hv and hv not in _HYPERVISORS:
+        raise InputError(f"entry {entry.identifier} is made for hypervisor {entry.hypervisor!r}"
+                         "; imagekit runs qemu (kvm or tcg)",
+                         hint="launch an image whose hypervisor is kvm or qemu")  # fmt: skip
+
+
+def disk_bus(entry: Any) -> DiskBus:
+    """The entry's ``disks-bus`` (virtio when absent). Raises InputError for another bus."""
+    text = (entry.disks_bus or "virtio").strip().lower()
+    try:
+        return DiskBus(text)
+    except ValueError:
+        raise InputError(f"entry {entry.identifier}: disks-bus {entry.disks_bus!r} is not one "
+                         "of ide, scsi, virtio") from None  # fmt: skip
+
+
+def can_use_swap(entry: Any) -> bool:
+    """Whether a Linux swap disk means anything to the image (its ``os``)."""
+    return (entry.os or "").strip().lower() not in _NO_SWAP_OS
+
+
+def parse_port(text: str) -> PortRequest:
+    """``GUEST`` or ``HOST:GUEST`` (TCP ports 1..65535). Raises InputError."""
+    host, sep, guest = text.rpartition(":")
+    try:
+        g = int(guest)
+        h = int(host) if sep else None
+    except ValueError:
+        raise InputError(f"--port {text!r}: expected GUEST or HOST:GUEST (numbers)") from None
+    for port in (g, h):
+        if port is not None and not 0 < port < 65536:
+            raise InputError(f"--port {text!r}: ports are 1..65535")
+    return PortRequest(guest_port=g, host_port=h)
+
+
+def _check_ports(request: LaunchRequest, settings: Settings) -> None:
+    guests = [p.guest_port for p in request.ports]
+    if len(set(guests)) != len(guests):
+        raise InputError("a guest port is given twice")
+    hosts = [p.host_port for p in request.ports if p.host_port]
+    if len(set(hosts)) != len(hosts):
+        raise InputError("a host port is given twice")
+    for port in hosts:
+        if not q.is_port_free(settings.port_address, port):
+            raise InvalidState(f"host port {settings.port_address}:{port} is in use")
+
+
+def _free_port(address: str, taken: set[int]) -> int:
+    for _ in range(50):
+        with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as sock:
+            sock.bind((address, 0))
+            port: int = sock.getsockname()[1]
+        if port not in taken:
+            taken.add(port)
+            return port
+    raise EnvironmentProblem(f"no free port on {address}")
+
+
+def _forwards(request: LaunchRequest, root: VerifiedEntry | None, settings: Settings,
+              taken: set[int]) -> tuple[PortForward, ...]:  # fmt: skip
+    """The user's ports, then the entry's inbound ports (unless turned off) that the user
+    did not map, each to a free host port; ssh (22) is always forwarded apart."""
+    addr = settings.port_address
+    out = [
+        PortForward(p.host_port or _free_port(addr, taken), p.guest_port, addr,
+                    source="option", fixed=p.host_port is not None)
+        for p in request.ports
+    ]  # fmt: skip
+    if root is not None and request.entry_ports:
+        mapped = {p.guest_port for p in request.ports} | {22}
+        for port in sorted(set(root.entry.inbound_ports) - mapped):
+            if port > 0:
+                out.append(PortForward(_free_port(addr, taken), port, addr, source="entry",
+                                       fixed=False))  # fmt: skip
+    return tuple(out)
+
+
+def _check_image_file(path: Path, root: VerifiedEntry) -> None:
+    """Cheap checks before anything is created: the file is there, regular, of the signed
+    size (its digests are checked as it enters the cache)."""
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise InputError(f"--image {path}: {e.strerror}") from e
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"--image {path}: not a regular file")
+    if root.entry.compression in (None, "") and st.st_size != root.entry.bytes:
+        raise SizeMismatch(f"--image {path}: {st.st_size} bytes, the signed entry "
+                           f"{root.entry.identifier} says {root.entry.bytes}")  # fmt: skip
 
 
 def _check_root_choice(request: LaunchRequest) -> None:
-    if bool(request.image) == bool(request.boot_volume):
-        raise InputError("give either an image (ID or endorser:tag) or --boot-volume NAME")
+    if request.entry_xml is not None:
+        if request.boot_volume:
+            raise InputError("give either --entry FILE or --boot-volume NAME")
+    elif bool(request.image) == bool(request.boot_volume):
+        raise InputError("give either an image (ID or endorser:tag), --entry FILE or "
+                         "--boot-volume NAME")  # fmt: skip
     if request.boot_volume and request.persistent:
         raise InputError("--persistent does not apply to a boot volume: it always keeps its data")
     if request.boot_volume and request.disk_size_mib:
@@ -257,8 +465,12 @@ def execute(
         qemu=plan.qemu,
         # a boot volume keeps its data across stop/start like a persistent root disk
         persistent=req.persistent or bool(req.boot_volume),
+        name=plan.name,
+        ports=plan.ports,
+        console="socket",
     )
     store.save(inst)
+    bus = plan.bus
     notify = on_state or (lambda _i: None)
     try:
         inst = store.transition(inst, State.PROLOG)
@@ -266,20 +478,21 @@ def execute(
 
         def get(v: VerifiedEntry) -> Path:
             cb = progress(v.entry.identifier, v.entry.bytes) if progress else None
-            return fetch_verified(settings, v, plan.policy, progress=cb)
+            image_file = req.image_file if v is plan.root else None
+            return fetch_verified(settings, v, plan.policy, progress=cb, image_file=image_file)
 
         drives: list[Drive] = []
         if plan.root is None:
             assert req.boot_volume
             vol = volumes.acquire(req.boot_volume, inst.id)
             drives.append(Drive(DriveKind.BOOT_VOLUME, vol.path, "qcow2", serial="root",
-                                identifier=req.boot_volume))  # fmt: skip
+                                identifier=req.boot_volume, bus=bus))  # fmt: skip
             inst = store.save(dataclasses.replace(inst, drives=tuple(drives)))
         else:
             base = get(plan.root)
             overlay = d / "overlay.qcow2"
             drives.append(Drive(DriveKind.ROOT, overlay, "qcow2", serial="root",
-                                identifier=plan.root.entry.identifier))  # fmt: skip
+                                identifier=plan.root.entry.identifier, bus=bus))  # fmt: skip
             inst = store.save(dataclasses.replace(inst, base_image=base, drives=tuple(drives)))
             q.create_overlay(base, inst.base_format, overlay)
             if req.persistent or req.disk_size_mib:
@@ -287,27 +500,30 @@ def execute(
 
         context = d / "context.iso"
         make_context_iso(req.context_scheme, plan.context, context)
-        drives.append(Drive(DriveKind.CONTEXT, context, "raw", readonly=True, serial="context"))
+        drives.append(Drive(DriveKind.CONTEXT, context, "raw", readonly=True, serial="context",
+                            bus=bus))  # fmt: skip
         for i, ro in enumerate(plan.readonly):
             path = get(ro)
             drives.append(Drive(DriveKind.READONLY, path, qemu_format(ro.entry), readonly=True,
-                                serial=f"ro{i}", identifier=ro.entry.identifier))  # fmt: skip
+                                serial=f"ro{i}", identifier=ro.entry.identifier,
+                                bus=bus))  # fmt: skip
         for i, size in enumerate(req.volatile_disks):
             path = d / f"volatile-{i}.qcow2"
             drives.append(Drive(DriveKind.VOLATILE, path, "qcow2", serial=f"volatile{i}",
-                                size_gb=size))  # fmt: skip
+                                size_gb=size, bus=bus))  # fmt: skip
             inst = store.save(dataclasses.replace(inst, drives=tuple(drives)))
             q.create_blank(path, size * 1024)
         for name in req.persistent_disks:
             vol = volumes.acquire(name, inst.id)
             drives.append(Drive(DriveKind.VOLUME, vol.path, "qcow2", serial=f"vol-{name}"[:20],
-                                identifier=name))  # fmt: skip
+                                identifier=name, bus=bus))  # fmt: skip
             inst = store.save(dataclasses.replace(inst, drives=tuple(drives)))
-        if req.machine.swap_mib > 0:
-            path = d / "swap.qcow2"
-            drives.append(Drive(DriveKind.SWAP, path, "qcow2", serial="swap"))
+        if plan.swap:
+            # raw, formatted here: the context names its label and the guest enables it
+            path = d / "swap.raw"
+            drives.append(Drive(DriveKind.SWAP, path, "raw", serial="swap", bus=bus))
             inst = store.save(dataclasses.replace(inst, drives=tuple(drives)))
-            q.create_blank(path, req.machine.swap_mib)
+            q.create_swap(path, req.machine.swap_mib)
         inst = store.transition(inst, State.BOOT, drives=tuple(drives))
         notify(inst)
         pid = _start_with_port_retry(store, inst)
@@ -326,10 +542,14 @@ def _start_with_port_retry(store: InstanceStore, inst: Instance) -> int:
         try:
             return q.start(inst, qemu=inst.qemu)
         except CommandError as e:
-            # another process took the port between the check and qemu's bind
+            # another process took a port between the check and qemu's bind: new ones for
+            # those imagekit chose (a port the user chose is theirs to free)
             if ("hostfwd" not in e.stderr and "host forwarding" not in e.stderr) or attempt == 2:
                 raise
-            inst = store.save(dataclasses.replace(inst, ssh_port=q.free_loopback_port()))
+            ports = tuple(p if p.fixed else dataclasses.replace(
+                p, host_port=_free_port(p.address, set())) for p in inst.ports)  # fmt: skip
+            inst = store.save(dataclasses.replace(inst, ssh_port=q.free_loopback_port(),
+                                                  ports=ports))  # fmt: skip
     raise AssertionError("unreachable")
 
 
@@ -358,13 +578,35 @@ def launch(
     return execute(plan, settings, progress=progress)
 
 
+def execute_all(
+    plans: list[Plan],
+    settings: Settings,
+    *,
+    progress: Callable[[str, int], Progress | None] | None = None,
+    on_state: Callable[[Instance], None] | None = None,
+) -> list[Instance]:
+    """``execute`` each plan in turn (the first fills the cache, the others hit it). If one
+    fails, the instances this call started are killed and forgotten, and the failure is
+    raised (its own record stays, Failed, with the reason)."""
+    done: list[Instance] = []
+    try:
+        for plan in plans:
+            done.append(execute(plan, settings, progress=progress, on_state=on_state))
+    except BaseException:
+        for inst in done:
+            with contextlib.suppress(ImagekitError):
+                kill(settings, inst.id, forget=True)
+        raise
+    return done
+
+
 # --- other instance operations ----------------------------------------------------------
 
 
-def kill(settings: Settings, name: str) -> Instance:
+def kill(settings: Settings, name: str, *, forget: bool = False) -> Instance:
     """Stop the instance's qemu and remove its overlay, context ISO, volatile and swap disks;
     release its volumes (a boot volume is kept, like every volume). The record (and console
-    log) stays, state Done (or Failed)."""
+    log) stays, state Done (or Failed) — unless ``forget``: then it goes too (``rm``)."""
     store = InstanceStore(settings.state_dir)
     inst = store.find(name)
     with store.lock(inst.id):
@@ -374,6 +616,18 @@ def kill(settings: Settings, name: str) -> Instance:
         VolumeStore(settings.state_dir).release_all(inst.id)
         if not inst.state.is_final:
             inst = store.transition(inst, State.DONE, "killed")
+    if forget:
+        store.forget(inst)
+    return inst
+
+
+def remove(settings: Settings, name: str) -> Instance:
+    """Forget a Done or Failed instance: its record, console logs and any files left (a
+    persistent root disk too); volumes stay. Raises InvalidState for any other state."""
+    store = InstanceStore(settings.state_dir)
+    inst = store.find(name)
+    store.forget(inst)
+    VolumeStore(settings.state_dir).release_all(inst.id)
     return inst
 
 

@@ -172,7 +172,8 @@ def power_off(store: InstanceStore, inst: Instance, *, timeout: float, force: bo
     store.stop(inst)  # QMP quit, then SIGTERM, then SIGKILL
     if is_our_qemu(inst.pid or read_pid(inst.pid_file), inst.directory):
         raise EnvironmentProblem(f"instance {inst.id}: qemu does not exit")
-    for p in (inst.qmp_socket, inst.pid_file, inst.directory / q.QGA_SOCKET):
+    for p in (inst.qmp_socket, inst.pid_file, inst.directory / q.QGA_SOCKET,
+              inst.console_socket):
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
     return how
@@ -269,6 +270,15 @@ def boot(
         if vol.attached_to not in (None, inst.id):
             raise InvalidState(f"volume {name} is attached to {vol.attached_to}")
     port = inst.ssh_port if _port_free(inst.ssh_port) else q.free_loopback_port()
+    ports = []
+    for fwd in inst.ports:
+        if q.is_port_free(fwd.address, fwd.host_port):
+            ports.append(fwd)
+        elif fwd.fixed:
+            raise InvalidState(f"host port {fwd.address}:{fwd.host_port} (for guest port "
+                               f"{fwd.guest_port} of {inst.label}) is in use")  # fmt: skip
+        else:
+            ports.append(dataclasses.replace(fwd, host_port=q.free_loopback_port()))
     # --- side effects from here
     for name in inst.volumes:
         volumes.acquire(name, inst.id)
@@ -285,10 +295,12 @@ def boot(
     if inst.console_log.exists():
         # qemu truncates the log when it starts: keep the previous boot's
         os.replace(inst.console_log, inst.previous_console_log)
-    for p in (inst.qmp_socket, inst.pid_file, inst.directory / q.QGA_SOCKET):
+    for p in (inst.qmp_socket, inst.pid_file, inst.directory / q.QGA_SOCKET,
+              inst.console_socket):
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
     inst = store.transition(inst, State.BOOT, "", pid=None, ssh_port=port, qemu=qemu,
+                            ports=tuple(ports),
                             started=datetime.now(UTC), finished=None)  # fmt: skip
     try:
         pid = q.start(inst, qemu=qemu)

@@ -1,12 +1,23 @@
 """Machine types: named (CPU, RAM, swap) triples, StratusLab's table, with overrides.
 
-The values are StratusLab's client defaults (``VmManager.getDefaultInstanceTypes``), in MiB.
-``--cpu``, ``--ram`` and ``--swap`` override a type's values one by one.
+The built-in values are StratusLab's client defaults (``VmManager.getDefaultInstanceTypes``),
+in MiB. A site adds its own (OpenStack's flavors) in the config file::
+
+    [types."site.big"]
+    cpu = 8
+    ram = "16G"
+    swap = "2G"
+
+A site type of a built-in name replaces it. ``--cpu``, ``--ram`` and ``--swap`` override a
+type's values one by one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 from ..errors import InputError, NotFound
 
@@ -17,6 +28,7 @@ class MachineType:
     cpu: int
     ram_mib: int
     swap_mib: int
+    source: str = "built-in"  # or the config file that defines it
 
     def __post_init__(self) -> None:
         if self.cpu < 1 or self.cpu > 64:
@@ -27,7 +39,9 @@ class MachineType:
             raise InputError(f"machine {self.name}: swap cannot be negative")
 
     def to_dict(self) -> dict[str, object]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        del d["source"]  # where a type came from is not part of an instance's record
+        return d
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> MachineType:
@@ -57,8 +71,10 @@ MACHINE_TYPES: dict[str, MachineType] = {
 
 def parse_size_mib(text: str | int) -> int:
     """``512``, ``512M``, ``1.5G``, ``2GiB`` -> MiB. Plain numbers are MiB."""
-    if isinstance(text, int):
+    if isinstance(text, int) and not isinstance(text, bool):
         return text
+    if not isinstance(text, str):
+        raise InputError(f"not a size: {text!r} (use e.g. 512M or 2G)")
     s = text.strip().upper().removesuffix("IB").removesuffix("B")
     factor = 1.0
     if s.endswith("G"):
@@ -76,18 +92,45 @@ def parse_size_mib(text: str | int) -> int:
     return int(value)
 
 
+def site_types(
+    table: Mapping[str, Mapping[str, Any]] | None, source: Path | str | None = None
+) -> dict[str, MachineType]:
+    """The built-in types plus the site's (the ``types`` setting), site ones last.
+
+    Raises InputError for a site type without cpu or ram, with an unknown key or a bad size.
+    """
+    out = dict(MACHINE_TYPES)
+    where = str(source or "config")
+    for name, spec in (table or {}).items():
+        unknown = set(spec) - {"cpu", "ram", "swap"}
+        if unknown:
+            raise InputError(f"{where}: type {name}: unknown key {sorted(unknown)[0]!r} "
+                             "(cpu, ram, swap)")  # fmt: skip
+        if "cpu" not in spec or "ram" not in spec:
+            raise InputError(f"{where}: type {name} needs cpu and ram")
+        cpu = spec["cpu"]
+        if not isinstance(cpu, int) or isinstance(cpu, bool):
+            raise InputError(f"{where}: type {name}: cpu must be a whole number")
+        out[name] = MachineType(name, cpu, parse_size_mib(spec["ram"]),
+                                parse_size_mib(spec.get("swap", 0)), source=where)  # fmt: skip
+    return out
+
+
 def machine_type(
     name: str = DEFAULT_TYPE,
     *,
     cpu: int | None = None,
     ram: str | int | None = None,
     swap: str | int | None = None,
+    types: Mapping[str, MachineType] | None = None,
 ) -> MachineType:
-    """The named type with any overrides applied. Raises NotFound for an unknown name."""
+    """The named type (of ``types``, default the built-in ones) with any overrides applied.
+    Raises NotFound for an unknown name."""
+    table = MACHINE_TYPES if types is None else types
     try:
-        base = MACHINE_TYPES[name]
+        base = table[name]
     except KeyError:
-        known = ", ".join(MACHINE_TYPES)
+        known = ", ".join(table)
         raise NotFound(f"unknown machine type {name!r}", hint=f"known types: {known}") from None
     if cpu is None and ram is None and swap is None:
         return base

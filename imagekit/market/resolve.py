@@ -204,9 +204,10 @@ class Resolver:
         assert ref.endorser is not None and ref.tag is not None
         return [self.client.by_tag(ref.endorser, ref.tag)]
 
-    def assess(self, ref: Reference, xmls: Sequence[bytes]) -> list[Candidate]:
+    def assess(self, ref: Reference | None, xmls: Sequence[bytes]) -> list[Candidate]:
         """Verify, match, rollback-check and policy-check each candidate (new list); the
-        rollback memory records those that pass (see the module docstring)."""
+        rollback memory records those that pass (see the module docstring). ``ref`` None:
+        entries the user handed over (a file), nothing to match."""
         now = self.now or datetime.now(UTC)
         out: list[Candidate] = []
         for xml in tuple(xmls):
@@ -223,12 +224,12 @@ class Resolver:
                 out.append(Candidate(xml, None, e))
                 continue
             try:
-                if not ref.matches(verified.entry):
+                if ref is not None and not ref.matches(verified.entry):
                     raise SignatureInvalid(
                         f"the marketplace answered {ref} with a different entry "
                         f"({verified.entry.identifier} by {verified.entry.endorser_email})"
                     )
-                if not ref.names_endorser_of(verified.entry):
+                if ref is not None and not ref.names_endorser_of(verified.entry):
                     raise PolicyRefused(
                         f"endorsed by {verified.entry.endorser_email}, not {ref.endorser}"
                     )
@@ -268,6 +269,14 @@ class Resolver:
         ref = text if isinstance(text, Reference) else Reference.parse(text, endorser=endorser)
         cands = self.candidates(ref)
         return pick(ref, cands)
+
+    def resolve_entry_bytes(self, xml: bytes, *, source: str) -> VerifiedEntry:
+        """A signed entry the user holds (``launch --entry FILE``), through the same checks
+        as a marketplace candidate: signature, trust, rollback memory, policy.
+
+        Raises what ``resolve`` raises for a refused candidate.
+        """
+        return pick(source, self.assess(None, [xml]))
 
 
 def _created(c: Candidate) -> datetime:

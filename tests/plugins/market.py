@@ -317,8 +317,10 @@ def draft_entry(
     valid: dt.datetime | None = None,
     deprecated: str | None = None,
     locations: tuple[str, ...] = (),
+    **terms: Any,
 ) -> bytes:
-    """An unsigned entry for ``image`` (random bytes by default), built by the library."""
+    """An unsigned entry for ``image`` (random bytes by default), built by the library;
+    ``terms``: other Entry fields (``disks_bus``, ``inbound_ports``, ``hypervisor``...)."""
     from imagekit.entry import Checksum, Entry, entry_to_bytes
     from imagekit.image.digests import DigestAlgorithm
     from imagekit.image.identifier import sha1_to_id
@@ -346,6 +348,7 @@ def draft_entry(
         os_version=os_version,
         os_arch=arch,
         deprecated=deprecated,
+        **terms,
     )
     return entry_to_bytes(entry)
 
