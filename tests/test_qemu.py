@@ -177,8 +177,8 @@ def test_forwarded_ports_each_get_a_hostfwd_on_their_address(tmp_path: Path):
 @pytest.mark.parametrize("bus, controller, devices", [
     ("ide", ["piix3-ide,id=pide"],
      ["ide-hd,drive=root0,bus=pide.0,unit=0,serial=root,bootindex=0",
-      "ide-hd,drive=context1,bus=pide.0,unit=1,serial=context",
-      "ide-hd,drive=readonly2,bus=pide.1,unit=0,serial=ro0",
+      "ide-cd,drive=context1,bus=pide.0,unit=1,serial=context",  # read-only: a CD-ROM
+      "ide-cd,drive=readonly2,bus=pide.1,unit=0,serial=ro0",
       "ide-hd,drive=volatile3,bus=pide.1,unit=1,serial=volatile0"]),
     ("scsi", ["virtio-scsi-pci,id=scsi0"],
      ["scsi-hd,drive=root0,bus=scsi0.0,serial=root,bootindex=0",
@@ -197,7 +197,7 @@ def test_disks_bus_puts_every_disk_on_that_controller(tmp_path: Path, bus, contr
     argv = q.qemu_argv(inst)
     devs = opt(argv, "-device")
     assert [d for d in devs if d in controller] == controller
-    assert [d for d in devs if d.split(",")[0] in ("ide-hd", "scsi-hd")] == devices
+    assert [d for d in devs if d.split(",")[0] in ("ide-hd", "ide-cd", "scsi-hd")] == devices
     assert not any(d.startswith("virtio-blk-pci") for d in devs)
 
 

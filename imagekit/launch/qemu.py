@@ -53,7 +53,10 @@ def _drive_args(index: int, drive: Drive, bus_index: int) -> list[str]:
     if drive.readonly:
         opts.append("readonly=on")
     if drive.bus is DiskBus.IDE:
-        dev = [f"ide-hd,drive={node}", f"bus=pide.{bus_index // 2}", f"unit={bus_index % 2}"]
+        # an IDE hard disk cannot be read-only: read-only media (context, data disks) are
+        # CD-ROMs there, as StratusLab attached its context (the guest sees srN)
+        model = "ide-cd" if drive.readonly else "ide-hd"
+        dev = [f"{model},drive={node}", f"bus=pide.{bus_index // 2}", f"unit={bus_index % 2}"]
     elif drive.bus is DiskBus.SCSI:
         dev = [f"scsi-hd,drive={node}", "bus=scsi0.0"]
     else:
