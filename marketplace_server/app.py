@@ -32,7 +32,7 @@ from .errors import (
     imagekit_error_handler,
     validation_error_handler,
 )
-from .html import INLINE_CSS
+from .html import INLINE_CSS, STATIC_DIR
 from .ingest import Ingestor, bind_existing
 from .security import page_policy, secure_send
 from .storage import Storage
@@ -169,6 +169,8 @@ def create_app(config: ServerConfig) -> MarketplaceApp:
     app.include_router(api.router)
     app.include_router(api.compat_router)
     app.include_router(pages.router)
+    # the style sheet and the copy button's script: files, so a strict CSP can allow them
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     if config.files_dir is not None:
         Path(config.files_dir).mkdir(parents=True, exist_ok=True)
         app.mount("/files", StaticFiles(directory=config.files_dir), name="files")

@@ -1,8 +1,10 @@
 """Server-rendered HTML: catalogue, entry, endorser pages and the upload form (the routes that
 serve them are in ``pages`` and ``api``; nothing here is a route).
 
-Plain forms and links, no JavaScript; Jinja2 with autoescaping on, so titles and
-descriptions written by strangers are shown as text.
+Plain forms and links that work without JavaScript; Jinja2 with autoescaping on, so titles
+and descriptions written by strangers are shown as text. The one script (``static/site.js``,
+a copy button) is a static file, never inline, so the pages' Content-Security-Policy
+(``script-src 'self'``) lets it run and nothing else; the style is inline, allowed by hash.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.responses import HTMLResponse, Response
 
 from . import __version__
+from ._humanize import human_size, relative_time
 from ._state import state_of
-from .render import entry_dict
+from .render import entry_dict, signature_facts
 from .storage import STATUSES, Endorser, Query, Storage, StoredEntry, url_segment
 
 _ENV = Environment(
@@ -31,6 +34,7 @@ _ENV = Environment(
 INLINE_CSS = (Path(__file__).parent / "static" / "style.css").read_text()
 MENU_ENDORSERS = 200  # the catalogue's endorser menu lists at most this many
 HISTORY_ROWS = 100  # an entry page shows this much of the image's history (the rest: /browse)
+STATIC_DIR = Path(__file__).parent / "static"  # style.css, site.js (served at /static)
 
 
 def entry_href(entry: StoredEntry) -> str:
@@ -43,7 +47,14 @@ def is_web_link(url: str) -> bool:
     return url.startswith(("http://", "https://"))
 
 
-_ENV.globals.update(entry_href=entry_href, seg=url_segment, is_web_link=is_web_link)
+def catalogue_href(identifier: str) -> str:
+    """The catalogue filtered to one image ID (replaces / isReplacedBy point at IDs)."""
+    return "/browse?" + urlencode({"identifier": identifier, "history": "true"})
+
+
+_ENV.globals.update(entry_href=entry_href, seg=url_segment, is_web_link=is_web_link,
+                    catalogue_href=catalogue_href, human_size=human_size,
+                    relative_time=relative_time)  # fmt: skip
 
 
 def render(
@@ -94,6 +105,14 @@ def _endorser_choices(storage: Storage, query: Query) -> list[Endorser]:
     return endorsers
 
 
+def launch_command(request: Request, entry: StoredEntry) -> str:
+    """The command that launches this entry from this marketplace (by ID: the tag may
+    move on to a newer image, the ID names these bytes)."""
+    base = str(request.base_url).rstrip("/")
+    kind = "launch" if entry.kind != "disk" else "launch IMAGE --readonly-disk"
+    return f"imagekit {kind} {entry.identifier} --marketplace {base}"
+
+
 def entry_page(request: Request, entry: StoredEntry) -> Response:
     now = datetime.now(UTC)
     history = state_of(request).storage.find(
@@ -103,6 +122,8 @@ def entry_page(request: Request, entry: StoredEntry) -> Response:
         "entry": entry, "status": entry.status(now), "history": history.entries,
         "more_history": history.more, "terms": terms,
         "xml_text": (entry.xml or b"").decode("utf-8", "replace"),
+        "launch": launch_command(request, entry),
+        "signature": signature_facts(entry.xml or b""),
     })
 
 

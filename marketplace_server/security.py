@@ -3,9 +3,10 @@
 * Response headers (``secure_send``): every response says ``nosniff``, may not be framed,
   sends referrers only to this origin, and carries a Content-Security-Policy: HTML pages may
   load nothing but their own inline style (by hash) and same-origin resources, run no script
-  and submit forms only here; anything else (the signed XML, JSON, text) is sandboxed, so
-  markup hidden in an entry's foreign-namespace elements cannot run when a browser opens
-  the raw XML. ``/docs`` (Swagger UI, from its CDN) gets its own narrower exception.
+  but the registry's own static file (``/static/site.js``: a copy button; no inline script,
+  no ``eval``) and submit forms only here; anything else (the signed XML, JSON, text) is
+  sandboxed, so markup hidden in an entry's foreign-namespace elements cannot run when a
+  browser opens the raw XML. ``/docs`` (Swagger UI, from its CDN) gets its own narrower exception.
 * Uploads (``check_upload``): a POST must be ``application/xml``, ``text/xml`` or the upload
   form (``multipart/form-data``), and a browser's cross-origin request is refused whatever
   its type. A web page elsewhere can make a visitor's browser send ``text/plain`` or a form
@@ -42,9 +43,11 @@ def _style_hash(css: str) -> str:
 
 
 def page_policy(inline_css: str) -> str:
-    """The CSP of the HTML pages: no script at all; the one inline style block by hash."""
+    """The CSP of the HTML pages: no inline script, only same-origin script files (the copy
+    button's ``/static/site.js``); the one inline style block by hash."""
     return "; ".join((
         "default-src 'none'",
+        "script-src 'self'",
         f"style-src 'self' {_style_hash(inline_css)}",
         "img-src 'self' data:",
         "form-action 'self'",

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+
+from imagekit.image.identifier import sha1_to_id
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -190,3 +195,168 @@ def test_pages_keep_their_style_under_the_content_security_policy(page, marketpl
         assert page.evaluate(
             "getComputedStyle(document.querySelector('header')).display") != "block"
     assert violations == []
+
+
+# --- how to use an entry: launch command, signature, sizes, dates, phone width ----------
+
+# Screenshots of the catalogue, an entry page and the upload form, kept as test artifacts:
+# $IMAGEKIT_TEST_ARTIFACTS/browser (CI sets it to a directory it keeps), else
+# build/test-artifacts/browser in the source tree (git ignores build/).
+ARTIFACTS = Path(os.environ.get("IMAGEKIT_TEST_ARTIFACTS")
+                 or Path(__file__).resolve().parent.parent / "build" / "test-artifacts") \
+    / "browser"  # fmt: skip
+PHONE = {"width": 375, "height": 740}
+
+
+def shot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 1000
+    return path
+
+
+def fits_width(page) -> bool:
+    return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+
+@pytest.fixture
+def rich_entry(marketplace, make_endorser, make_signed):
+    """A published entry with a tag, a known size and validity, and an older one it
+    replaces; returns (endorser, entry page URL, image bytes, the replaced entry's ID)."""
+    me = make_endorser()
+    old_image = os.urandom(2048)
+    publish(marketplace, make_signed(me, ago=7200, image=old_image, title="Web base v1"))
+    old_id = sha1_to_id(hashlib.sha1(old_image).hexdigest())
+    image = os.urandom(3 << 19)  # 1.5 MiB
+    valid = datetime.now(UTC).replace(microsecond=0) + timedelta(days=29, hours=1)
+    location = publish(marketplace, make_signed(
+        me, ago=90, image=image, title="Web base v2", tag="web-base", valid=valid,
+        description="A web server appliance", replaces=old_id))
+    return me, f"{marketplace.url}{location}?media=html", image, old_id
+
+
+def test_entry_page_shows_how_to_launch_it_with_a_copy_button(browser, rich_entry):
+    me, url, image, _ = rich_entry
+    ident = sha1_to_id(hashlib.sha1(image).hexdigest())
+    context = browser.new_context()
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page = context.new_page()
+    violations: list[str] = []
+    page.on("console", lambda m: violations.append(m.text)
+            if "Content Security Policy" in m.text else None)
+    page.goto(url)
+    base = url.split("/metadata/")[0]
+    command = f"imagekit launch {ident} --marketplace {base}"
+    assert page.locator("#launch-command").inner_text().strip() == command
+    assert page.locator("code.launch-tag").inner_text() == f"imagekit launch {me.email}:web-base"
+    button = page.locator("button.copy")
+    assert button.is_visible()
+    button.click()
+    assert button.inner_text() == "Copied"
+    assert page.evaluate("navigator.clipboard.readText()") == command
+    # the script is a file: nothing inline for the page's CSP (script-src 'self') to block
+    assert page.evaluate("[...document.scripts].every(s => s.src && !s.textContent.trim())")
+    assert page.evaluate("[...document.scripts].map(s => new URL(s.src).pathname)") == [
+        "/static/site.js"]
+    assert violations == []
+    shot(page, "entry-page")
+    context.close()
+
+
+def test_without_javascript_the_command_is_there_and_no_dead_button(browser, rich_entry):
+    _, url, _, _ = rich_entry
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    page.goto(url)
+    assert page.locator("#launch-command").inner_text().startswith("imagekit launch ")
+    assert not page.locator("button.copy").is_visible()
+    page.goto(url.split("/metadata/")[0] + "/browse")
+    assert page.locator("tr.entry").count() >= 1  # the catalogue needs no script either
+    context.close()
+
+
+def test_entry_page_says_who_signed_it_and_how(page, rich_entry):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    from imagekit.signing.certs import dn_string
+
+    me, url, _, _ = rich_entry
+    cert = x509.load_pem_x509_certificate(me.cert_path.read_bytes())
+    page.goto(url)
+    assert page.locator("dd.sig-algorithm").inner_text() == "ECDSA-SHA256"
+    assert page.locator("dd.sig-subject").inner_text() == dn_string(cert.subject)
+    assert page.locator("dd.sig-issuer").inner_text() == dn_string(cert.issuer)
+    fingerprint = cert.fingerprint(hashes.SHA256()).hex().upper()
+    shown = page.locator("code.sig-fingerprint").inner_text()
+    assert shown.replace(":", "") == fingerprint and shown.count(":") == 31
+    validity = page.locator("dd.sig-validity")
+    times = validity.locator("time")
+    assert times.nth(0).get_attribute("datetime") == \
+        cert.not_valid_before_utc.strftime("%Y-%m-%dT%H:%M:%SZ")  # fmt: skip
+    assert times.nth(1).get_attribute("datetime") == \
+        cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")  # fmt: skip
+    assert validity.inner_text().startswith("from 2 days ago until in ")
+
+
+def test_sizes_and_dates_read_as_people_say_them_exact_on_hover(page, rich_entry):
+    _, url, image, _ = rich_entry
+    page.goto(url)
+    size = page.locator("dl.terms span.size").first
+    assert size.inner_text() == "1.5 MiB"
+    assert size.get_attribute("title") == f"{len(image):,} bytes"
+    endorsed = page.locator("dl.terms time.endorsed")
+    assert endorsed.inner_text() == "1 minute ago"
+    assert endorsed.get_attribute("title").endswith("Z")
+    expires = page.locator("dl.terms time.expires")
+    assert expires.inner_text() == "in 4 weeks"
+    endorsed.hover()  # the exact value is the element's title: the browser's tooltip
+    assert endorsed.get_attribute("title") == endorsed.get_attribute("datetime")
+
+
+def test_replaces_links_to_the_image_it_replaces(page, rich_entry):
+    _, url, _, old_id = rich_entry
+    page.goto(url)
+    page.click("a.replaces")
+    assert page.locator("a.entry-link").all_inner_texts() == ["Web base v1"]
+    assert f"identifier={old_id}" in page.url
+
+
+def test_catalogue_rows_carry_size_description_and_expiry(page, marketplace, rich_entry):
+    me, _, _, _ = rich_entry
+    page.goto(f"{marketplace.url}/browse?email={me.email}")
+    row = page.locator("tr.entry", has_text="Web base v2")
+    assert row.locator("td[data-label=Size] .size").inner_text() == "1.5 MiB"
+    assert row.locator(".summary").inner_text() == "A web server appliance"
+    assert row.locator("td[data-label=Expires] time").inner_text() == "in 4 weeks"
+    headers = page.locator("table.entries th").all_inner_texts()
+    assert headers == ["Title", "Identifier", "Endorser", "OS", "Arch", "Kind", "Size",
+                       "Endorsed", "Expires", "Status"]  # fmt: skip
+    shot(page, "catalogue")
+
+
+def test_pages_fit_a_phone_and_long_digests_wrap(browser, marketplace, rich_entry):
+    _, url, _, _ = rich_entry
+    context = browser.new_context(viewport=PHONE, is_mobile=True)
+    page = context.new_page()
+    page.goto(url)
+    assert fits_width(page), "the entry page scrolls sideways at a phone's width"
+    digest = page.locator("dd.checksums code.digest").last  # SHA-256, 64 hex digits
+    box = digest.bounding_box()
+    assert box is not None and box["x"] + box["width"] <= PHONE["width"]
+    assert box["height"] > 20  # it wrapped onto more than one line
+    shot(page, "entry-page-phone")
+    page.goto(marketplace.url + "/browse")
+    assert fits_width(page), "the catalogue scrolls sideways at a phone's width"
+    assert not page.locator("table.entries thead").is_visible()  # one card per entry
+    shot(page, "catalogue-phone")
+    page.goto(marketplace.url + "/upload")
+    assert fits_width(page)
+    context.close()
+
+
+def test_upload_form_screenshot(page, marketplace):
+    page.goto(marketplace.url + "/upload")
+    assert page.locator("input[name=metadata]").is_visible()
+    shot(page, "upload-form")
