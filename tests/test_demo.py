@@ -24,6 +24,11 @@ def test_demo_story_launches_appliance_that_reads_dog_from_data_disk(tmp_path: P
     # the guest itself printed the file's content from the verified, attached data disk
     assert f"IMAGEKIT-TINY: file /animals/dog.txt: {DOG}" in out
     assert "Running" in out  # `imagekit instances` showed the VM up
+    # launched by name with the configured default key, no --ssh-key and no ID parsing
+    (launch,) = [line for line in out.splitlines() if line.startswith("   $ imagekit launch ")]
+    assert "--name demo" in launch and "--ssh-key" not in launch
+    assert "ssh key: " in proc.stderr and "warning: no ssh key" not in proc.stderr
+    assert "   $ imagekit kill --rm demo" in out
     assert out.rstrip().endswith("Demo complete.")
     # kill left no qemu behind for this demo's state directory
     state = tmp_path / "demo" / "state"

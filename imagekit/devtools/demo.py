@@ -115,7 +115,11 @@ class Story:
         self.env["IMAGEKIT_CERT"] = str(self.work / "keys/demo.crt")
         self.env["IMAGEKIT_TRUST"] = str(self.work / "keys/demo.crt")
         ssh_key = self.ssh_key()
-        self.result(f"keys/demo.key, keys/demo.crt, keys/demo.p12; ssh key {ssh_key.name}")
+        # the key every launch injects, set once (as a user would in ~/.config/imagekit)
+        config = self.work / "config.toml"
+        config.write_text(f'ssh_key = "{ssh_key}"\n')
+        self.result(f"keys/demo.key, keys/demo.crt, keys/demo.p12; ssh key {ssh_key.name} "
+                    "(ssh_key in config.toml)")
 
         appliance, appliance_entry = self.appliance()
 
@@ -135,31 +139,31 @@ class Story:
             self.result(f"appliance {app_id}, data disk {flora_id}")
             print(f"\n   Browse the catalogue: {url}/", flush=True)
 
-            self.step("Launch the appliance by its ID, with the data disk and the ssh key")
+            self.step("Launch the appliance by its ID, named, with the data disk")
+            # no --ssh-key: launch injects the configured key (ssh_key in config.toml, as a
+            # user sets it once; without it, ~/.ssh/id_*.pub)
+            name = "demo"
             args: list[str | Path] = [
-                "launch", app_id, "--readonly-disk", flora_id, "--ssh-key", ssh_key,
-                "--allow-private-locations", "--json",
+                "launch", app_id, "--name", name, "--readonly-disk", flora_id,
+                "--allow-private-locations",
             ]
             if self.fast:
                 args += ["--type", "t1.micro"]
             else:
                 (self.work / "read-data.sh").write_text(GUEST_SCRIPT)
                 args += ["--type", "m1.small", "--user-data", "read-data.sh"]
-            launched = self.imagekit(*args, live=True)
-            instance = re.search(r'"id":\s*"([^"]+)"', launched)
-            if not instance:
-                raise DemoFailed(f"launch printed no instance id: {launched}")
-            name = instance.group(1)
+            self.imagekit(*args, live=True)
             try:
                 self.result(f"instance {name}")
                 print(self.imagekit("instances"), flush=True)
+                print(self.imagekit("instances", name), flush=True)
                 self.step("Show from inside the guest that it read animals/dog.txt")
                 for line in self.wait_for_dog(name):
                     self.result(line)
             finally:
-                self.step("Kill the instance")
-                self.imagekit("kill", name)
-                self.result("overlay, context ISO and qemu gone")
+                self.step("Kill the instance and forget it")
+                self.imagekit("kill", "--rm", name)
+                self.result("qemu, overlay, context ISO and the record gone")
             self.step("Stop the marketplace")
         self.result("stopped")
         print("\nDemo complete.", flush=True)
