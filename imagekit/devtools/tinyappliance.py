@@ -158,7 +158,7 @@ for dev in $(ls /sys/block); do
     [ -n "$host" ] && hostname "$host"
     if [ -n "$swap" ]; then
         # what the context asks: enable the swap disk with this label
-        sdev=$(blkid | grep "LABEL=\"$swap\"" | cut -d: -f1 | head -n1)
+        sdev=$(findfs "LABEL=$swap" 2>/dev/null)
         [ -n "$sdev" ] && swapon "$sdev"
         tail -n +2 /proc/swaps | while read -r line; do say "swap $line"; done
     fi
@@ -230,7 +230,8 @@ def _make_initramfs(release: str, modules: list[str], work: Path) -> Path:
                    "head", "find", "sort", "stat", "mkdir", "hostname", "base64", "cat",
                    "poweroff", "sync", "uname", "echo", "printf", "ip", "udhcpc", "cut",
                    "awk", "wc", "test", "[", "env", "ps", "dmesg", "umount", "blkid",
-                   "cp", "rm", "touch", "chmod", "tail", "xxd", "od", "swapon", "setsid"):
+                   "cp", "rm", "touch", "chmod", "tail", "xxd", "od", "swapon", "setsid",
+                   "findfs"):
         link = root / "bin" / applet
         if not link.exists():
             link.symlink_to("busybox")
