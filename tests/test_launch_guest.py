@@ -181,3 +181,243 @@ def test_running_instance_volume_lock_cache_hit_and_kill(world, cli):
     second = result.stdout.strip()
     assert cli("kill", second).exit_code == 0
     assert world["started"]() == []
+
+
+# --- the first hour: keys, names, ports, swap, disk buses, the console, local entries ----
+
+
+def padded(image: bytes, mib: int) -> bytes:
+    """The tiny appliance with ``mib`` MiB of zeros after it: other bytes, another ID, the
+    same boot (the partition table ends well before)."""
+    return image + b"\0" * (mib << 20)
+
+
+def wait_for_line(inst, text: str, timeout: float = BOOT_TIMEOUT) -> list[str]:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = console_lines(inst)
+        if any(text in x for x in lines):
+            return lines
+        time.sleep(0.5)
+    raise AssertionError(f"{text!r} not in the console: {console_lines(inst)}")
+
+
+def http_get(port: int, timeout: float = 60) -> str:
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+                return r.read().decode()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+HTTP_SCRIPT = """#!/bin/sh
+ip link set eth0 up
+ip addr add 10.0.2.15/24 dev eth0
+mkdir -p /www
+echo "hello-from-the-guest" > /www/index.html
+for port in 80 8081; do
+    /bin/busybox httpd -p $port -h /www </dev/null >/dev/null 2>&1
+done
+echo http-ready
+"""
+
+
+def test_default_key_name_and_ports_reach_a_web_server_in_the_guest(world, cli, tmp_path,
+                                                                    isolated_home):  # fmt: skip
+    (isolated_home / ".ssh").mkdir()
+    default_key = isolated_home / ".ssh" / "id_ed25519.pub"
+    default_key.write_bytes(world["pubkey"].read_bytes())
+    image_id = world["publish"](padded(world["image"], 1), "web.raw", inbound_ports=(8081,))
+    script = tmp_path / "http.sh"
+    script.write_text(HTTP_SCRIPT)
+    result = cli("launch", image_id, "--name", "web1", "--port", "80", "--user-data", script,
+                 "--type", "t1.micro", "--swap", "0")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert f"ssh key: {default_key}" in result.stderr.splitlines()
+    assert "warning" not in result.stderr
+    store: InstanceStore = world["store"]
+    inst = store.find("web1")
+    assert inst.id == result.stdout.strip() and inst.name == "web1"
+    lines = wait_for_line(inst, "user-data: http-ready")
+    (ctx,) = [x for x in lines if "context scheme=cidata" in x]
+    assert "hostname=web1" in ctx  # the name is the default host name
+    assert world["pubkey"].read_text().split()[1][:20] in ctx  # the default key went in
+
+    by_guest = {p.guest_port: p for p in inst.ports}
+    assert sorted(by_guest) == [80, 8081]
+    assert (by_guest[80].source, by_guest[8081].source) == ("option", "entry")
+    assert {p.address for p in inst.ports} == {"127.0.0.1"}
+    for p in inst.ports:
+        assert http_get(p.host_port) == "hello-from-the-guest\n"
+
+    detail = cli("instances", "web1").stdout.splitlines()
+    assert "name:         web1" in detail
+    assert f"  127.0.0.1:{by_guest[80].host_port}->80/tcp  --port" in detail
+    assert f"  127.0.0.1:{by_guest[8081].host_port}->8081/tcp  entry inbound-port" in detail
+    assert f"image:        {image_id}" in detail
+    assert f"endorser:     {world['email']}" in detail
+    assert f"console log:  {inst.console_log}" in detail
+    assert any(x.startswith("  context ") and "ro virtio raw" in x for x in detail)
+    row = next(x for x in cli("instances").stdout.splitlines() if x.startswith(inst.id))
+    assert row.split()[1:3] == ["web1", "Running"]
+    assert f"{by_guest[80].host_port}->80" in row
+
+    result = cli("kill", "--rm", "web1")
+    assert result.exit_code == 0, result.stderr
+    assert store.ids() == [] and world["started"]() == []
+
+
+def test_count_launches_named_instances_over_one_cached_image_and_warns_without_a_key(
+        world, cli):  # fmt: skip
+    result = cli("launch", world["image_id"], "--count", "2", "--name", "worker",
+                 "--type", "t1.micro", "--swap", "0")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    warning = [x for x in result.stderr.splitlines() if x.startswith("imagekit: warning:")]
+    assert warning == ["imagekit: warning: no ssh key injected (no --ssh-key, no ssh_key "
+                       "setting, no ~/.ssh/id_*.pub): imagekit ssh will not get in"]
+    store: InstanceStore = world["store"]
+    workers = [store.find(f"worker-{i}") for i in (1, 2)]
+    assert [w.id for w in workers] == result.stdout.split()
+    assert len(world["started"]()) == 2
+    assert workers[0].base_image == workers[1].base_image  # one cached image under both
+    assert [p for p, _ in world["http"].requests].count("tiny.raw") == 1
+    for w in workers:
+        assert "hostname=worker-" in " ".join(wait_for_line(w, "context scheme=cidata"))
+    assert cli("kill", "--rm", "worker-1", "worker-2").exit_code == 0
+    assert world["started"]() == []
+
+
+@pytest.mark.parametrize("scheme", ["nocloud", "configdrive", "opennebula", "stratuslab"])
+def test_swap_is_formatted_and_enabled_through_the_context(world, cli, tmp_path, scheme):
+    script = tmp_path / "off.sh"
+    script.write_text("#!/bin/sh\n/bin/busybox poweroff -f\n")
+    result = cli("launch", world["image_id"], "--type", "t1.micro", "--swap", "64M",
+                 "--context-scheme", scheme, "--user-data", script)  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    store: InstanceStore = world["store"]
+    inst = store.wait(store.load(result.stdout.strip()), {State.DONE}, timeout=BOOT_TIMEOUT)
+    lines = console_lines(inst)
+    assert inst.state is State.DONE, (inst.reason, lines)
+    # /proc/swaps in the guest: the third disk (root, context, swap), 64 MiB less a page
+    (swap,) = [x.split() for x in lines if x.startswith("IMAGEKIT-TINY: swap ")]
+    assert swap[2:5] == ["/dev/vdc", "partition", "65532"], lines
+
+
+def test_tiny_appliance_boots_from_an_ide_root_disk(world, cli, tmp_path):
+    image_id = world["publish"](padded(world["image"], 2), "ide.raw", disks_bus="ide")
+    script = tmp_path / "disks.sh"
+    script.write_text("#!/bin/sh\necho blocks: $(ls /sys/block | tr '\\n' ' ')\n"
+                      "echo vendor: $(cat /sys/block/sda/device/vendor)\n"
+                      "/bin/busybox poweroff -f\n")
+    result = cli("launch", image_id, "--type", "t1.micro", "--swap", "0",
+                 "--user-data", script)  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    store: InstanceStore = world["store"]
+    inst = store.wait(store.load(result.stdout.strip()), {State.DONE}, timeout=BOOT_TIMEOUT)
+    lines = console_lines(inst)
+    assert inst.state is State.DONE, (inst.reason, lines)
+    assert {d.bus for d in inst.drives} == {"ide"}
+    # SeaBIOS booted the root disk from the PIIX controller; Linux sees it as sda (ata_piix)
+    assert "IMAGEKIT-TINY: disk sda not-iso9660" in lines, lines
+    assert "IMAGEKIT-TINY: disk sr0 label=cidata" in lines, lines  # read-only: a CD-ROM
+    (blocks,) = [x for x in lines if "user-data: blocks:" in x]
+    assert "vda" not in blocks and "sda" in blocks
+    assert "IMAGEKIT-TINY: user-data: vendor: ATA" in lines
+
+
+SHELL_SCRIPT = """#!/bin/sh
+# a shell on the serial console, for a person (or a test) attached to it
+/bin/busybox setsid /bin/busybox sh -c \
+    'exec /bin/busybox sh -i </dev/ttyS0 >/dev/ttyS0 2>&1' </dev/null >/dev/null 2>&1 &
+echo shell-on-console
+"""
+
+
+def test_console_attach_types_into_the_guest_shell_through_a_pty(world, cli, tmp_path):
+    import os
+    import pty
+    import select
+    import shutil
+    import sys
+    import time
+
+    script = tmp_path / "shell.sh"
+    script.write_text(SHELL_SCRIPT)
+    result = cli("launch", world["image_id"], "--name", "con1", "--type", "t1.micro",
+                 "--swap", "0", "--user-data", script)  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    store: InstanceStore = world["store"]
+    inst = store.find("con1")
+    wait_for_line(inst, "IMAGEKIT-TINY: idle")
+
+    imagekit = shutil.which("imagekit", path=os.path.dirname(sys.executable))
+    assert imagekit
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a user at a terminal
+        os.execv(imagekit, [imagekit, "console", "con1", "--attach"])
+
+    def read_until(needle: bytes, timeout: float = 60) -> bytes:
+        seen = b""
+        deadline = time.monotonic() + timeout
+        while needle not in seen and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.5)[0]:
+                try:
+                    seen += os.read(fd, 4096)
+                except OSError:
+                    break
+        assert needle in seen, seen
+        return seen
+
+    try:
+        read_until(b"detach: Ctrl-] then q")
+        os.write(fd, b"\r")
+        os.write(fd, b"echo answer-$((6 * 7))\r")
+        read_until(b"answer-42")  # the shell computed it: the echo of the line says $((
+        os.write(fd, b"\x1dq")  # the documented detach key
+        read_until(b"detached from con1")
+        _, status = os.waitpid(pid, 0)
+        pid = 0
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        if pid:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        os.close(fd)
+    # the log kept everything while attached: console (and --follow) read it
+    assert "answer-42" in cli("console", "con1").stdout
+    assert store.refresh(store.find("con1")).state is State.RUNNING  # detaching left it up
+    assert cli("kill", "--rm", "con1").exit_code == 0
+    assert world["started"]() == []
+
+
+def test_launch_entry_file_boots_a_local_signed_image_without_a_marketplace(
+        world, cli, tmp_path, make_endorser, monkeypatch):  # fmt: skip
+    from tests.plugins.market import draft_entry, sign
+
+    data = padded(world["image"], 3)
+    endorser = make_endorser()
+    monkeypatch.setenv("IMAGEKIT_TRUST", str(endorser.cert_path))
+    monkeypatch.setenv("IMAGEKIT_MARKETPLACE", "http://127.0.0.1:9")  # nothing listens
+    (tmp_path / "local.xml").write_bytes(sign(draft_entry(data, title="local"), endorser))
+    (tmp_path / "local.raw").write_bytes(data)
+    script = tmp_path / "off.sh"
+    script.write_text("#!/bin/sh\necho local-image-up\n/bin/busybox poweroff -f\n")
+    result = cli("launch", "--entry", tmp_path / "local.xml", "--image", tmp_path / "local.raw",
+                 "--name", "local1", "--type", "t1.micro", "--swap", "0",
+                 "--user-data", script)  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    store: InstanceStore = world["store"]
+    inst = store.wait(store.find("local1"), {State.DONE}, timeout=BOOT_TIMEOUT)
+    assert "IMAGEKIT-TINY: user-data: local-image-up" in console_lines(inst)
+    assert inst.image_id == ident(data) and inst.endorser == endorser.email
+    assert inst.base_image.name == "SHA-256-" + hashlib.sha256(data).hexdigest()
+    assert inst.base_image.read_bytes() == data
