@@ -237,11 +237,14 @@ def rich_entry(marketplace, make_endorser, make_signed):
 
 
 def test_entry_page_shows_how_to_launch_it_with_a_copy_button(browser, rich_entry):
+    from playwright.sync_api import expect
+
     me, url, image, _ = rich_entry
     ident = sha1_to_id(hashlib.sha1(image).hexdigest())
     context = browser.new_context()
     context.grant_permissions(["clipboard-read", "clipboard-write"])
     page = context.new_page()
+    page.set_default_timeout(20_000)
     violations: list[str] = []
     page.on("console", lambda m: violations.append(m.text)
             if "Content Security Policy" in m.text else None)
@@ -253,7 +256,7 @@ def test_entry_page_shows_how_to_launch_it_with_a_copy_button(browser, rich_entr
     button = page.locator("button.copy")
     assert button.is_visible()
     button.click()
-    assert button.inner_text() == "Copied"
+    expect(button).to_have_text("Copied")  # once the clipboard took it
     assert page.evaluate("navigator.clipboard.readText()") == command
     # the script is a file: nothing inline for the page's CSP (script-src 'self') to block
     assert page.evaluate("[...document.scripts].every(s => s.src && !s.textContent.trim())")

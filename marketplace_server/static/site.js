@@ -20,7 +20,7 @@ document.addEventListener("DOMContentLoaded", () => {
         selection.addRange(range);
         button.textContent = "Selected: press Ctrl-C";
       }
-      setTimeout(() => { button.textContent = "Copy"; }, 2000);
+      setTimeout(() => { button.textContent = "Copy"; }, 3000);
     });
   }
 });
