@@ -6,7 +6,6 @@ A real marketplace server and a real HTTP server on loopback; the CLI runs in-pr
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -331,7 +330,7 @@ def test_ide_disks_beyond_one_controller_are_refused(env, cli):
 
 
 def test_kvm_and_qemu_hypervisors_pass_the_check(image_entry):
-    from imagekit.launch.launcher import check_hypervisor, disk_bus
+    from imagekit.launch.terms import check_hypervisor, disk_bus
 
     for hv in ("kvm", "QEMU", None):
         check_hypervisor(image_entry(b"x", hypervisor=hv))
@@ -402,23 +401,18 @@ def test_bad_port_options_refused(env, cli, text, line):
     assert_nothing_happened(env, cli("launch", ident, "--port", text), 2, line)
 
 
-def test_entry_ports_and_user_ports_become_forwards(env, image_entry):
-    from imagekit.launch.launcher import PortRequest, _forwards
-    from imagekit.signing.verify import VerifiedEntry
+def test_entry_ports_and_user_ports_become_forwards():
+    from imagekit.launch.ports import PortRequest, forwards
 
-    entry = image_entry(b"x", inbound_ports=(22, 80, 443))
-    root = VerifiedEntry.__new__(VerifiedEntry)
-    object.__setattr__(root, "entry", entry)
-    request = LaunchRequest(image="x", machine=machine_type(),
-                            ports=(PortRequest(80, 8080), PortRequest(9000)))  # fmt: skip
-    fwd = _forwards(request, root, load_settings({}), set())
+    requests = (PortRequest(80, 8080), PortRequest(9000))
+    fwd = forwards(requests, (22, 80, 443), address="127.0.0.1", taken=set())
     assert [(p.host_port, p.guest_port, p.source, p.fixed) for p in fwd][:1] == [
         (8080, 80, "option", True)]
     assert [(p.guest_port, p.source, p.fixed) for p in fwd[1:]] == [
         (9000, "option", False), (443, "entry", False)]  # 22 is ssh's, 80 the user mapped
     assert len({p.host_port for p in fwd}) == 3
-    off = dataclasses.replace(request, entry_ports=False)
-    assert [p.guest_port for p in _forwards(off, root, load_settings({}), set())] == [80, 9000]
+    assert [p.guest_port for p in forwards(requests, (), address="127.0.0.1", taken=set())] \
+        == [80, 9000]  # fmt: skip
 
 
 def test_launch_entry_file_refuses_an_untrusted_entry(env, cli, tmp_path, make_endorser):

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import socket
 import stat
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -57,6 +56,8 @@ from .instances import (
     new_instance_id,
 )
 from .machines import MachineType
+from .ports import PortRequest, check_ports, forwards, free_port
+from .terms import can_use_swap, check_hypervisor, disk_bus
 from .volumes import VolumeStore
 
 log = logging.getLogger(__name__)
@@ -84,12 +85,6 @@ class LaunchRequest:
     entry_ports: bool = True  # forward the entry's inbound ports too
     entry_xml: bytes | None = None  # a signed entry file instead of a marketplace reference
     image_file: Path | None = None  # the image bytes of ``entry_xml`` (else its locations)
-
-
-@dataclasses.dataclass(frozen=True)
-class PortRequest:
-    guest_port: int
-    host_port: int | None = None  # None: a free one
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,7 +164,7 @@ def plan_launches(
                                                    for i in range(count)]  # fmt: skip
         for name in names:
             store.check_name_free(name)
-    _check_ports(request, settings)
+    check_ports(request.ports, settings.port_address)
     resolver, policy = make_resolver(settings, client=client, now=now)
 
     root: VerifiedEntry | None = None
@@ -261,8 +256,10 @@ def plan_launches(
     taken: set[int] = set()
     plans = []
     for spec in specs:
-        ssh_port = _free_port("127.0.0.1", taken)
-        plans.append((spec, ssh_port, _forwards(request, root, settings, taken)))
+        ssh_port = free_port("127.0.0.1", taken)
+        inbound = root.entry.inbound_ports if root is not None and request.entry_ports else ()
+        plans.append((spec, ssh_port, forwards(request.ports, inbound,
+                                               address=settings.port_address, taken=taken)))
     accel = q.resolve_accel(settings.accel, qemu=qemu, state_dir=settings.state_dir)
     return [
         Plan(
@@ -287,93 +284,7 @@ def plan_launches(
     ]
 
 
-# --- hardware terms, ports, local images ------------------------------------------------
-
-# slterms:hypervisor values qemu can stand in for (StratusLab used "kvm"; others wrote
-# "qemu" or "kvm/qemu"); an image built for another hypervisor (xen, vmware, hyper-v,
-# virtualbox) may lack drivers for what qemu emulates, so it is refused, not guessed at
-_HYPERVISORS = {"kvm", "qemu", "kvm/qemu", "qemu/kvm", "qemu-kvm", "tcg"}
-_NO_SWAP_OS = {"windows", "none"}  # mkswap's format means nothing to these
-
-
-def check_hypervisor(entry: Any) -> None:
-    """Raise InputError if the entry names a hypervisor other than qemu/KVM."""
-    hv = (entry.hypervisor or "").strip().lower()
-    if hv and hv not in _HYPERVISORS:
-        raise InputError(f"entry {entry.identifier} is made for hypervisor {entry.hypervisor!r}"
-                         "; imagekit runs qemu (kvm or tcg)",
-                         hint="launch an image whose hypervisor is kvm or qemu")  # fmt: skip
-
-
-def disk_bus(entry: Any) -> DiskBus:
-    """The entry's ``disks-bus`` (virtio when absent). Raises InputError for another bus."""
-    text = (entry.disks_bus or "virtio").strip().lower()
-    try:
-        return DiskBus(text)
-    except ValueError:
-        raise InputError(f"entry {entry.identifier}: disks-bus {entry.disks_bus!r} is not one "
-                         "of ide, scsi, virtio") from None  # fmt: skip
-
-
-def can_use_swap(entry: Any) -> bool:
-    """Whether a Linux swap disk means anything to the image (its ``os``)."""
-    return (entry.os or "").strip().lower() not in _NO_SWAP_OS
-
-
-def parse_port(text: str) -> PortRequest:
-    """``GUEST`` or ``HOST:GUEST`` (TCP ports 1..65535). Raises InputError."""
-    host, sep, guest = text.rpartition(":")
-    try:
-        g = int(guest)
-        h = int(host) if sep else None
-    except ValueError:
-        raise InputError(f"--port {text!r}: expected GUEST or HOST:GUEST (numbers)") from None
-    for port in (g, h):
-        if port is not None and not 0 < port < 65536:
-            raise InputError(f"--port {text!r}: ports are 1..65535")
-    return PortRequest(guest_port=g, host_port=h)
-
-
-def _check_ports(request: LaunchRequest, settings: Settings) -> None:
-    guests = [p.guest_port for p in request.ports]
-    if len(set(guests)) != len(guests):
-        raise InputError("a guest port is given twice")
-    hosts = [p.host_port for p in request.ports if p.host_port]
-    if len(set(hosts)) != len(hosts):
-        raise InputError("a host port is given twice")
-    for port in hosts:
-        if not q.is_port_free(settings.port_address, port):
-            raise InvalidState(f"host port {settings.port_address}:{port} is in use")
-
-
-def _free_port(address: str, taken: set[int]) -> int:
-    for _ in range(50):
-        with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as sock:
-            sock.bind((address, 0))
-            port: int = sock.getsockname()[1]
-        if port not in taken:
-            taken.add(port)
-            return port
-    raise EnvironmentProblem(f"no free port on {address}")
-
-
-def _forwards(request: LaunchRequest, root: VerifiedEntry | None, settings: Settings,
-              taken: set[int]) -> tuple[PortForward, ...]:  # fmt: skip
-    """The user's ports, then the entry's inbound ports (unless turned off) that the user
-    did not map, each to a free host port; ssh (22) is always forwarded apart."""
-    addr = settings.port_address
-    out = [
-        PortForward(p.host_port or _free_port(addr, taken), p.guest_port, addr,
-                    source="option", fixed=p.host_port is not None)
-        for p in request.ports
-    ]  # fmt: skip
-    if root is not None and request.entry_ports:
-        mapped = {p.guest_port for p in request.ports} | {22}
-        for port in sorted(set(root.entry.inbound_ports) - mapped):
-            if port > 0:
-                out.append(PortForward(_free_port(addr, taken), port, addr, source="entry",
-                                       fixed=False))  # fmt: skip
-    return tuple(out)
+# --- local images ----------------------------------------------------------------------
 
 
 def _check_image_file(path: Path, root: VerifiedEntry) -> None:
@@ -547,7 +458,7 @@ def _start_with_port_retry(store: InstanceStore, inst: Instance) -> int:
             if ("hostfwd" not in e.stderr and "host forwarding" not in e.stderr) or attempt == 2:
                 raise
             ports = tuple(p if p.fixed else dataclasses.replace(
-                p, host_port=_free_port(p.address, set())) for p in inst.ports)  # fmt: skip
+                p, host_port=free_port(p.address, set())) for p in inst.ports)  # fmt: skip
             inst = store.save(dataclasses.replace(inst, ssh_port=q.free_loopback_port(),
                                                   ports=ports))  # fmt: skip
     raise AssertionError("unreachable")
