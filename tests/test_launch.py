@@ -473,3 +473,16 @@ def test_image_file_needs_an_entry_file(env, cli, tmp_path):
     (tmp_path / "x.img").write_bytes(b"x")
     result = cli("launch", ident, "--image", tmp_path / "x.img")
     assert_nothing_happened(env, result, 2, "--image FILE goes with --entry FILE")
+
+
+@pytest.mark.parametrize("os_name, swap", [("debian", True), ("windows", False),
+                                           ("none", False)])  # fmt: skip
+def test_swap_is_attached_only_to_images_that_can_use_it(env, os_name, swap):
+    from imagekit.launch.launcher import plan_launch
+
+    ident = env.publish(os.urandom(2048), os_name=os_name)
+    plan = plan_launch(LaunchRequest(image=ident, machine=machine_type("t1.micro")),
+                       load_settings({}))  # fmt: skip
+    assert plan.swap is swap
+    assert (plan.context.swap_label == "imagekit-swap") is swap
+    assert env.started() == [] and env.cache_files() == []  # a plan does nothing
