@@ -1,9 +1,11 @@
 """Instances: a frozen description of one VM plus its persisted state.
 
 Each instance has a directory ``state_dir/instances/<id>/`` holding ``instance.json``
-(written atomically), the overlay, the context ISO, volatile disks, the QMP socket, the
-pid file and the serial console log. The state outlives the CLI: ``refresh`` re-derives it
-from the qemu process (pid + QMP) whenever someone looks.
+(written atomically), the overlay, the context ISO, volatile and swap disks, the QMP socket,
+the pid file, the serial console's socket (``console --attach``) and its log. The state
+outlives the CLI: ``refresh`` re-derives it from the qemu process (pid + QMP) whenever
+someone looks. An instance may have a name, unique among the recorded instances and
+accepted wherever its ID is; ``forget`` (``imagekit rm``) deletes the record.
 
 States: Pending (recorded, nothing done) -> Prolog (fetch, verify, create disks) -> Boot
 (qemu started) -> Running (qemu answers QMP, guest running) -> Done (the guest powered off,

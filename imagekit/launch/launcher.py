@@ -1,17 +1,22 @@
-"""Launch an appliance by its Marketplace ID (or endorser:tag) in a real qemu VM.
+"""Launch an appliance by its Marketplace ID (or endorser:tag, or a signed entry file) in
+a real qemu VM.
 
 Two phases, so that a refusal never leaves anything behind:
 
-1. ``plan_launch``: check EVERY precondition without side effects — the trust store and the
+1. ``plan_launch`` (``plan_launches`` for ``--count``): check EVERY precondition without side
+   effects — the names are free, the host ports asked for are free, the trust store and the
    policy load, every reference (image and read-only disks) resolves to a verified,
-   acceptable entry, the context renders, volumes exist and are free (a boot volume too),
-   ``--disk-size`` does not shrink the image, qemu and qemu-img are installed, the cache
-   directory is writable with room for the downloads, a loopback port is free, the
-   accelerator is known (the probe runs last, only if everything else passed).
+   acceptable entry (a local entry file through the same checks), its hardware terms are
+   ones qemu can give (hypervisor, disk bus), the context renders, volumes exist and are
+   free (a boot volume too), ``--disk-size`` does not shrink the image, qemu, qemu-img (and
+   mkswap) are installed, the cache directory is writable with room for the downloads,
+   loopback ports are free, the accelerator is known (the probe runs last, only if
+   everything else passed).
 2. ``execute``: record the instance, fetch and verify the bytes into the cache (or hit it),
    create the overlay (or take hold of the boot volume instead), context ISO, volatile and
    swap disks, start qemu. A failure there marks the instance Failed with the reason and
-   removes what it created (a boot volume is only released).
+   removes what it created (a boot volume is only released); ``execute_all`` also kills
+   and forgets the instances of the same ``--count`` it had started.
 """
 
 from __future__ import annotations
