@@ -486,3 +486,16 @@ def test_swap_is_attached_only_to_images_that_can_use_it(env, os_name, swap):
     assert plan.swap is swap
     assert (plan.context.swap_label == "imagekit-swap") is swap
     assert env.started() == [] and env.cache_files() == []  # a plan does nothing
+
+
+def test_launch_entry_file_without_image_fetches_from_the_entry_locations(env, tmp_path):
+    from imagekit.launch.launcher import plan_launch
+
+    data = os.urandom(8192)
+    url = env.http.add("local-image", data)
+    xml = sign(draft_entry(data, locations=(url,)), env.endorser)
+    request = LaunchRequest(image="local.xml", machine=machine_type("t1.micro"), entry_xml=xml)
+    plan = plan_launch(request, load_settings({}))
+    assert plan.root is not None and plan.root.entry.locations == (url,)
+    assert plan.uncached_bytes == len(data)  # it will be downloaded, verified, cached
+    assert env.image_requests() == 0 and env.cache_files() == []  # not yet: a plan
