@@ -379,7 +379,13 @@ def test_console_attach_types_into_the_guest_shell_through_a_pty(world, cli, tmp
 
     try:
         read_until(b"detach: Ctrl-] then q")
-        os.write(fd, b"\r")
+        # as a person would: press Enter until the shell's prompt shows, then type
+        seen, deadline = b"", time.monotonic() + 60
+        while b"# " not in seen and time.monotonic() < deadline:
+            os.write(fd, b"\r")
+            if select.select([fd], [], [], 2)[0]:
+                seen += os.read(fd, 4096)
+        assert b"# " in seen, seen
         os.write(fd, b"echo answer-$((6 * 7))\r")
         read_until(b"answer-42")  # the shell computed it: the echo of the line says $((
         os.write(fd, b"\x1dq")  # the documented detach key
