@@ -226,9 +226,11 @@ def rich_entry(marketplace, make_endorser, make_signed):
     replaces; returns (endorser, entry page URL, image bytes, the replaced entry's ID)."""
     me = make_endorser()
     old_image = os.urandom(2048)
-    publish(marketplace, make_signed(me, ago=7200, image=old_image, title="Web base v1"))
-    old_id = sha1_to_id(hashlib.sha1(old_image).hexdigest())
     image = os.urandom(3 << 19)  # 1.5 MiB
+    new_id = sha1_to_id(hashlib.sha1(image).hexdigest())
+    publish(marketplace, make_signed(me, ago=7200, image=old_image, title="Web base v1",
+                                     is_replaced_by=new_id))  # fmt: skip
+    old_id = sha1_to_id(hashlib.sha1(old_image).hexdigest())
     valid = datetime.now(UTC).replace(microsecond=0) + timedelta(days=29, hours=1)
     location = publish(marketplace, make_signed(
         me, ago=90, image=image, title="Web base v2", tag="web-base", valid=valid,
@@ -318,12 +320,16 @@ def test_sizes_and_dates_read_as_people_say_them_exact_on_hover(page, rich_entry
     assert endorsed.get_attribute("title") == endorsed.get_attribute("datetime")
 
 
-def test_replaces_links_to_the_image_it_replaces(page, rich_entry):
-    _, url, _, old_id = rich_entry
+def test_replaces_and_is_replaced_by_link_the_two_images(page, rich_entry):
+    _, url, image, old_id = rich_entry
     page.goto(url)
     page.click("a.replaces")
     assert page.locator("a.entry-link").all_inner_texts() == ["Web base v1"]
     assert f"identifier={old_id}" in page.url
+    page.click("a.entry-link")  # the old entry's page points forward
+    page.click("a.replaced-by")
+    assert page.locator("a.entry-link").all_inner_texts() == ["Web base v2"]
+    assert f"identifier={sha1_to_id(hashlib.sha1(image).hexdigest())}" in page.url
 
 
 def test_catalogue_rows_carry_size_description_and_expiry(page, marketplace, rich_entry):
