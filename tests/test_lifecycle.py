@@ -19,7 +19,7 @@ from imagekit.launch import qemu as q
 from imagekit.launch.disks import prepare_root_disk
 from imagekit.launch.instances import InstanceStore, State, is_our_qemu
 from imagekit.launch.launcher import kill
-from tests.plugins.lifecycle import console_count
+from tests.plugins.lifecycle import console_count, dataclasses_replace
 
 
 def booted(inst, times: int = 1, timeout: float = 20) -> None:
@@ -530,3 +530,33 @@ def test_volume_held_by_an_instance_whose_qemu_is_gone_is_free_again(
     while is_our_qemu(inst.pid, inst.directory) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert volumes.get("scratch").attached_to is None
+
+
+def test_start_keeps_a_chosen_host_port_or_refuses_and_moves_a_picked_one(
+        sector_vm, lifecycle_settings, no_stray_qemu):  # fmt: skip
+    import socket
+
+    from imagekit.errors import InvalidState
+    from imagekit.launch.instances import PortForward
+
+    store = store_of(lifecycle_settings)
+    inst = sector_vm("vm-ports", start=False)
+    with socket.socket() as a, socket.socket() as b:
+        for s in (a, b):
+            s.bind(("127.0.0.1", 0))
+            s.listen()
+        chosen, picked = a.getsockname()[1], b.getsockname()[1]
+        store.save(dataclasses_replace(inst, ports=(
+            PortForward(chosen, 80, source="option", fixed=True),
+            PortForward(picked, 8081, source="entry", fixed=False))))  # fmt: skip
+        with pytest.raises(InvalidState, match=f"host port 127.0.0.1:{chosen} .*is in use"):
+            lifecycle.start(lifecycle_settings, "vm-ports")
+        assert no_stray_qemu() == []  # refused before qemu started
+        a.close()
+        again = lifecycle.start(lifecycle_settings, "vm-ports")
+    assert again.state is State.RUNNING
+    by_guest = {p.guest_port: p.host_port for p in again.ports}
+    assert by_guest[80] == chosen and by_guest[8081] != picked
+    (pid,) = no_stray_qemu()
+    netdev = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert any(f"hostfwd=tcp:127.0.0.1:{by_guest[8081]}-:8081".encode() in x for x in netdev)
