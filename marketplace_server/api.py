@@ -10,12 +10,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi import Query as Q
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter
 from starlette.responses import Response, StreamingResponse
+
+from imagekit.market.summary import EntrySummary
 
 from . import html
 from ._state import state_of
@@ -23,6 +25,8 @@ from .media import wants
 from .params import Filters, classify, ingest
 from .render import entry_json
 from .storage import Endorser, Page, Query, Storage, StoredEntry
+
+_SUMMARY = TypeAdapter(EntrySummary)
 
 router = APIRouter(prefix="/api", tags=["JSON API"])
 compat_router = APIRouter(tags=["StratusLab-compatible (XML by default)"])
@@ -33,29 +37,6 @@ _XML_DECL = re.compile(rb"^\s*(\xef\xbb\xbf)?\s*<\?xml[^>]*\?>\s*")
 # --- models (the OpenAPI document describes these) ------------------------------------
 
 
-class EntryInfo(BaseModel):
-    identifier: str
-    email: str
-    created: str
-    latest: bool
-    status: Literal["valid", "expired", "deprecated"]
-    valid: str | None
-    deprecated: str | None
-    os: str | None
-    os_version: str | None
-    arch: str | None
-    kind: str | None
-    tag: str | None
-    title: str | None
-    description: str | None
-    locations: list[str]
-    sha1: str
-    bytes: int
-    etag: str
-    uploaded: str
-    path: str
-
-
 class EntryList(BaseModel):
     total: int | None = Field(
         description="all matches; null when more pages follow and count=true was not given"
@@ -63,7 +44,7 @@ class EntryList(BaseModel):
     more: bool = Field(description="another page follows")
     offset: int
     limit: int
-    entries: list[EntryInfo]
+    entries: list[EntrySummary]
 
 
 class EndorserInfo(BaseModel):
@@ -78,7 +59,7 @@ class EndorserInfo(BaseModel):
 
 
 class EndorserDetail(EndorserInfo):
-    history: list[EntryInfo]
+    history: list[EntrySummary]
 
 
 # --- shared helpers -----------------------------------------------------------------------
@@ -138,7 +119,7 @@ def list_response(request: Request, query: Query) -> Response:
 
 def entry_list(page: Page, query: Query) -> EntryList:
     return EntryList(total=page.total, more=page.more, offset=query.offset, limit=query.limit,
-                     entries=[EntryInfo(**info(e)) for e in page.entries])
+                     entries=[EntrySummary(**info(e)) for e in page.entries])
 
 
 # --- StratusLab-compatible routes ---------------------------------------------------------
@@ -168,7 +149,7 @@ async def post_metadata(request: Request) -> Response:
     entry = await ingest(request)
     media = wants(request, default="text")
     if media == "json":
-        return Response(EntryInfo(**info(entry)).model_dump_json(), status_code=201,
+        return Response(_SUMMARY.dump_json(EntrySummary(**info(entry))), status_code=201,
                         media_type="application/json", headers={"Location": entry.path})
     return Response(entry.path + "\n", status_code=201, media_type="text/plain",
                     headers={"Location": entry.path})
@@ -233,7 +214,7 @@ def get_endorser(request: Request, email: str, query: Filters) -> Response:
 
 
 def _endorser_detail(endorser: Endorser, entries: list[StoredEntry]) -> EndorserDetail:
-    return EndorserDetail(**endorser.__dict__, history=[EntryInfo(**info(e)) for e in entries])
+    return EndorserDetail(**endorser.__dict__, history=[EntrySummary(**info(e)) for e in entries])
 
 
 # --- JSON API -------------------------------------------------------------------------------
@@ -249,22 +230,22 @@ def api_entries(request: Request, query: Filters) -> Response:
     return Response(entry_list(page, query).model_dump_json(), media_type="application/json")
 
 
-@router.post("/entries", response_model=EntryInfo, status_code=201, summary="Upload",
+@router.post("/entries", response_model=EntrySummary, status_code=201, summary="Upload",
              openapi_extra=_UPLOAD_BODY)
 async def api_upload(request: Request) -> Response:
     """Upload a signed entry (raw XML body); 201 with the stored entry's summary."""
     entry = await ingest(request)
-    return Response(EntryInfo(**info(entry)).model_dump_json(), status_code=201,
+    return Response(_SUMMARY.dump_json(EntrySummary(**info(entry))), status_code=201,
                     media_type="application/json", headers={"Location": entry.path})
 
 
-@router.get("/entries/{identifier}", response_model=list[EntryInfo], summary="Entries of an ID")
-def api_entries_of(request: Request, identifier: str, history: bool = False) -> list[EntryInfo]:
+@router.get("/entries/{identifier}", response_model=list[EntrySummary], summary="Entries of an ID")
+def api_entries_of(request: Request, identifier: str, history: bool = False) -> list[EntrySummary]:
     """Every endorser's current entry for the ID (or a unique prefix); all with history."""
     entries = state_of(request).storage.find(
         Query(identifier=identifier, history=history, limit=1000), now=now()
     ).entries
-    return [EntryInfo(**info(e)) for e in entries]
+    return [EntrySummary(**info(e)) for e in entries]
 
 
 @router.get("/entries/{identifier}/{email}/{created}", summary="One entry, every term")
@@ -274,9 +255,9 @@ def api_entry(request: Request, identifier: str, email: str, created: str) -> Re
     return Response(entry_json(entry, now()), media_type="application/json")
 
 
-@router.get("/tag/{email}/{tag}", response_model=EntryInfo, summary="Resolve a tag")
-def api_tag(request: Request, email: str, tag: str) -> EntryInfo:
-    return EntryInfo(**info(state_of(request).storage.by_tag(email, tag)))
+@router.get("/tag/{email}/{tag}", response_model=EntrySummary, summary="Resolve a tag")
+def api_tag(request: Request, email: str, tag: str) -> EntrySummary:
+    return EntrySummary(**info(state_of(request).storage.by_tag(email, tag)))
 
 
 @router.get("/endorsers", response_model=list[EndorserInfo], summary="Endorsers")

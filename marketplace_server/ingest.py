@@ -16,14 +16,13 @@ import base64
 import hashlib
 import logging
 from datetime import datetime
-from typing import Any
 
 from cryptography import x509
 
-from imagekit.entry import format_date
 from imagekit.entry.model import LocationScheme, check_location
 from imagekit.entry.xmlsafe import parse_xml
 from imagekit.errors import ImagekitError, InvalidMetadata, VerificationError
+from imagekit.market.summary import EntryColumns
 from imagekit.signing.certs import certificate_fingerprint, dn_string
 from imagekit.signing.trust import TrustStore, UnsafeAcceptAnyCertificate, load_trust
 from imagekit.signing.verify import verify_entry
@@ -33,15 +32,6 @@ from .storage import NewEntry, SignerCert, Storage
 
 _log = logging.getLogger(__name__)
 _DS = "{http://www.w3.org/2000/09/xmldsig#}"
-
-def _text(value: Any) -> str | None:
-    # Lengths are the entry model's rule (MAX_SHORT_TEXT fits the indexed columns).
-    return None if value is None else str(getattr(value, "value", value))  # StrEnum members
-
-
-def _date(value: datetime | None) -> str | None:
-    return None if value is None else format_date(value)
-
 
 class Ingestor:
     """Verifies uploads according to the server's trust configuration."""
@@ -74,23 +64,9 @@ class Ingestor:
                 "file-location", "this registry does not accept file: locations"
             )
         return NewEntry(
-            identifier=entry.identifier,
-            email=email,
-            created=format_date(created),
+            **EntryColumns.of(entry, email=email, created=created),
             xml=data,
             etag=hashlib.sha256(data).hexdigest(),
-            sha1=entry.sha1,
-            bytes=entry.bytes,
-            valid=_date(entry.valid),
-            deprecated=entry.deprecated,
-            os=_text(entry.os),
-            os_version=_text(entry.os_version),
-            arch=_text(entry.os_arch),
-            kind=_text(entry.kind),
-            tag=_text(entry.tag),
-            title=entry.title,
-            description=entry.description,
-            locations=tuple(entry.locations),
             signer=signer_cert(verified.certificate, vouched=self._vouches(data, now)),
         )
 

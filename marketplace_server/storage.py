@@ -36,6 +36,7 @@ from sqlalchemy.sql import Select
 
 from imagekit.entry import format_date
 from imagekit.errors import Ambiguous, InvalidState, NotFound, Untrusted
+from imagekit.market.summary import EntryColumns
 
 from .models import BINDINGS as _BINDINGS
 from .models import ENTRIES as _ENTRIES
@@ -63,27 +64,12 @@ class SignerCert:
     vouched: bool = False
 
 
-@dataclasses.dataclass(frozen=True)
-class NewEntry:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NewEntry(EntryColumns):
     """What ingest hands to storage: the signed bytes and the columns derived from them."""
 
-    identifier: str
-    email: str
-    created: str
-    xml: bytes
+    xml: builtins.bytes
     etag: str
-    sha1: str
-    bytes: int
-    valid: str | None = None
-    deprecated: str | None = None
-    os: str | None = None
-    os_version: str | None = None
-    arch: str | None = None
-    kind: str | None = None
-    tag: str | None = None
-    title: str | None = None
-    description: str | None = None
-    locations: tuple[str, ...] = ()
     signer: SignerCert | None = None  # None: bulk loads and tests that bypass binding
 
 
@@ -95,26 +81,11 @@ def _row_values(entry: NewEntry) -> dict[str, Any]:
     return values
 
 
-@dataclasses.dataclass(frozen=True)
-class StoredEntry:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StoredEntry(EntryColumns):
     """One stored endorsement, as lists and pages show it (``xml`` only when asked for)."""
 
-    identifier: str
-    email: str
-    created: str
     latest: bool
-    valid: str | None
-    deprecated: str | None
-    os: str | None
-    os_version: str | None
-    arch: str | None
-    kind: str | None
-    tag: str | None
-    title: str | None
-    description: str | None
-    locations: tuple[str, ...]
-    sha1: str
-    bytes: int
     etag: str
     uploaded: str
     xml: builtins.bytes | None = None

@@ -19,7 +19,7 @@ InputError (other 4xx).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -35,6 +35,7 @@ from ..errors import (
     NotFound,
     Untrusted,
 )
+from .summary import EntrySummary
 
 DEFAULT_TIMEOUT = 30.0
 # An entry larger than the verifier would parse is refused while it arrives.
@@ -49,44 +50,6 @@ def _origin(url: str) -> tuple[str, str, int]:
     scheme = parts.scheme.lower()
     port = parts.port or (443 if scheme == "https" else 80)
     return scheme, (parts.hostname or "").lower(), port
-
-
-@dataclasses.dataclass(frozen=True)
-class EntrySummary:
-    """The server's summary of one stored endorsement (unverified)."""
-
-    identifier: str
-    email: str
-    created: str
-    latest: bool
-    status: str
-    valid: str | None
-    deprecated: str | None
-    os: str | None
-    os_version: str | None
-    arch: str | None
-    kind: str | None
-    tag: str | None
-    title: str | None
-    description: str | None
-    locations: tuple[str, ...]
-    sha1: str
-    bytes: int
-    etag: str
-    uploaded: str
-    path: str
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> EntrySummary:
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in names}
-        values["locations"] = tuple(values.get("locations") or ())
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["locations"] = list(self.locations)
-        return out
 
 
 @dataclasses.dataclass(frozen=True)
