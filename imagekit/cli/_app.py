@@ -55,6 +55,7 @@ COMMAND_MODULES: dict[str, str] = {
     "start": "lifecycle_cmd",
     "reboot": "lifecycle_cmd",
     "snapshot": "lifecycle_cmd",
+    "sync": "cloud_cmd",
 }
 
 

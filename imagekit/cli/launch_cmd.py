@@ -12,6 +12,7 @@ from ..context import ContextScheme
 from ..errors import InputError
 from ._app import cli, emit_json, info, settings, state
 from ._options import setting_option
+from .cloud_cmd import cloud_option
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -85,6 +86,9 @@ def common(f: Any) -> Any:
 @click.option("--endorser", metavar="EMAIL",
               help="use this endorser's entry of the ID (when endorsers disagree on its bytes)")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@cloud_option
+@click.option("--name", help="with --cloud: the server's name")
+@click.option("--key-name", help="with --cloud: an existing key pair instead of --ssh-key")
 @common
 def launch_cmd(
     image: str, type_: str, cpu: int | None, ram: str | None, swap: str | None,
@@ -119,6 +123,7 @@ def launch_cmd(
       imagekit launch BtSKdXa2SvHlSVTvgFgivIYDq-- --type m1.small \\
           --readonly-disk GPAUQFkojP5dMQJNdJ4qD_62mCo --volatile-disk 2 --user-data setup.sh
       imagekit launch --boot-volume web-root --type m1.small
+      imagekit launch --cloud mysite me@example.org:web --name web1 --type m1.small
     """
     from ..context import ContextFile, parse_variable
     from ..launch.launcher import LaunchRequest, execute_all, plan_launches

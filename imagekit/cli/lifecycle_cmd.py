@@ -9,6 +9,7 @@ import click
 from ..launch import lifecycle
 from ..launch.instances import Instance
 from ._app import cli, emit_json, info, settings
+from .cloud_cmd import cloud_option
 
 
 def _done(inst: Instance, what: str) -> None:
@@ -25,7 +26,8 @@ def _done(inst: Instance, what: str) -> None:
 )
 @click.option("--timeout", default=lifecycle.STOP_TIMEOUT, show_default=True, type=float,
               help="seconds the guest gets to power off")  # fmt: skip
-def stop_cmd(instance: str, force: bool, timeout: float) -> None:
+@cloud_option
+def stop_cmd(instance: str, force: bool, timeout: float, cloud: str | None = None) -> None:
     """Shut INSTANCE down cleanly (ACPI power button) and keep its disks: state Stopped.
 
     A persistent instance keeps its root disk; an ephemeral one gets a fresh overlay over
@@ -36,6 +38,10 @@ def stop_cmd(instance: str, force: bool, timeout: float) -> None:
       imagekit stop vm-1a2b3c4d
       imagekit stop --force --timeout 30 vm-1a2b3c4d
     """
+    if cloud:
+        from . import cloud_cmd
+
+        return cloud_cmd.stop(cloud, instance, timeout=timeout)
     _done(lifecycle.stop(settings(), instance, timeout=timeout, force=force), "stopped")
 
 
@@ -43,13 +49,18 @@ def stop_cmd(instance: str, force: bool, timeout: float) -> None:
 @click.argument("instance")
 @click.option("--timeout", default=lifecycle.START_TIMEOUT, show_default=True, type=float,
               help="seconds to wait for the guest to run")  # fmt: skip
-def start_cmd(instance: str, timeout: float) -> None:
+@cloud_option
+def start_cmd(instance: str, timeout: float, cloud: str | None = None) -> None:
     """Boot a Stopped INSTANCE again on the same disks (also a powered-off or crashed one).
 
     \b
     Example:
       imagekit start vm-1a2b3c4d
     """
+    if cloud:
+        from . import cloud_cmd
+
+        return cloud_cmd.start(cloud, instance, timeout=timeout)
     _done(lifecycle.start(settings(), instance, timeout=timeout), "started")
 
 
@@ -103,10 +114,11 @@ def reboot_cmd(instance: str, hard: bool, timeout: float) -> None:
 )
 @click.option("--overwrite", is_flag=True, help="replace existing output files")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@cloud_option
 def snapshot_cmd(instance: str, output: Path, entry_output: Path | None, title: str | None,
                  description: str | None, version_: str | None, tag: str | None,
                  no_base: bool, force: bool, timeout: float, overwrite: bool,
-                 as_json: bool) -> None:  # fmt: skip
+                 as_json: bool, cloud: str | None = None) -> None:  # fmt: skip
     """Save INSTANCE's root disk as a new appliance: image plus unsigned metadata entry.
 
     The guest's file systems are frozen through the qemu guest agent when it runs one;
@@ -123,6 +135,12 @@ def snapshot_cmd(instance: str, output: Path, entry_output: Path | None, title: 
     from ..launch.snapshot import snapshot
 
     fields = {"title": title, "description": description, "version": version_, "tag": tag}
+    if cloud:
+        from . import cloud_cmd
+
+        return cloud_cmd.snapshot(cloud, instance, output, entry_output=entry_output,
+                                  fields={k: v for k, v in fields.items() if v is not None},
+                                  carry_base=not no_base, overwrite=overwrite, as_json=as_json)
     snap = snapshot(
         settings(), instance, output, entry_output=entry_output,
         fields={k: v for k, v in fields.items() if v is not None}, carry_base=not no_base,
