@@ -166,24 +166,31 @@ def sync_cmd(
 # --- the --cloud side of other commands (called from launch_cmd and lifecycle_cmd) ---------
 
 
+_LOCAL_ONLY = {
+    "swap": "--swap",
+    "files": "--file",
+    "volatile": "--volatile-disk",
+    "persistent": "--persistent-disk",
+    "persistent_root": "--persistent",
+    "disk_size": "--disk-size",
+    "boot_volume": "--boot-volume",
+    "hostname": "--hostname",
+    "context_scheme": "--context-scheme",
+    "accel": "--accel",
+}
+
+
 def refuse_local_options(**given: Any) -> None:
     """Options of a local launch that a cloud server cannot take: named, not ignored."""
     defaults = {"context_scheme": "nocloud"}
-    used = [k for k, v in given.items() if v not in (None, False, (), "", defaults.get(k))]
+    used = [
+        _LOCAL_ONLY[k] for k, v in given.items() if v not in (None, False, (), "", defaults.get(k))
+    ]
     if used:
-        names = ", ".join(
-            "--"
-            + k.replace("_", "-")
-            .replace("persistent-root", "persistent")
-            .replace("volatile", "volatile-disk")
-            .replace("persistent", "persistent-disk", 1 if k == "persistent" else 0)
-            for k in used
-        )
         raise InputError(
-            f"{names}: not available with --cloud",
-            hint="on the cloud: --type/--cpu/--ram pick the flavor, the config "
-            "drive carries --ssh-key, --user-data and --var; the server's "
-            "--name is its host name",
+            f"{', '.join(used)}: not available with --cloud",
+            hint="on the cloud --type/--cpu/--ram pick the flavor, the config drive carries "
+            "--ssh-key, --user-data and --var, and --name is the host name",
         )
 
 
