@@ -84,6 +84,7 @@ _ARCHES = {
     "s390x": "s390x",
 }
 _CHUNK = 1 << 20
+_PAGE = 1000  # Glance's default api_limit_max
 
 
 class Proof(StrEnum):
@@ -342,11 +343,24 @@ def list_images(cloud: Cloud, *, hidden: bool = False) -> list[GlanceImage]:
     """imagekit's images (tag ``imagekit``) that this project can see: visible ones, or
     with ``hidden`` the hidden ones (Glance lists either, never both). One call for up to
     1000 images."""
+    from openstack.image.v2.image import Image as SdkImage
+
+    query: dict[str, Any] = {"tag": TAG, "limit": _PAGE}
+    if hidden:
+        query["is_hidden"] = True
+    out: list[GlanceImage] = []
     with cloud_errors(f"cloud {cloud.name}: list images"):
-        query: dict[str, Any] = {"tag": TAG, "limit": 1000}
-        if hidden:
-            query["is_hidden"] = True
-        return [GlanceImage.from_sdk(i) for i in cloud.conn.image.images(**query)]
+        while True:
+            # one page per call: the proxy's images() always asks for a next page, even
+            # after a short one (a second round trip for every list)
+            page = [
+                GlanceImage.from_sdk(i)
+                for i in SdkImage.list(cloud.conn.image, paginated=False, **query)
+            ]
+            out += page
+            if len(page) < _PAGE:
+                return out
+            query["marker"] = page[-1].id
 
 
 def get_image(cloud: Cloud, glance_id: str) -> GlanceImage:
