@@ -192,15 +192,32 @@ def test_sync_adds_reuses_and_hides_under_policy(world: World):
 def test_sync_hides_deprecated_and_replaced_under_a_tag(world: World):
     tag = f"{world.endorser.email}:{world.tag}"
     v1 = os.urandom(1 << 19)
-    v1_id = world.publish(v1, tag=world.tag, ago=60)
+    v1_id = world.publish(v1, tag=world.tag, ago=120)
     site = world.site(tag)
     assert by_id(sync_json(world, site), v1_id) == {v1_id: ["add"]}
     v2 = os.urandom(1 << 19)
-    v2_id = world.publish(v2, tag=world.tag)
+    v2_id = world.publish(v2, tag=world.tag, ago=60)
     report = by_id(sync_json(world, site), v1_id, v2_id)
     assert report[v2_id] == ["add"] and report[v1_id] == ["hide"]
     assert all(i.is_hidden for i in world.images(v1_id))
     assert not any(i.is_hidden for i in world.images(v2_id))
+    # the endorser deprecates v2 (a newer signed entry): the tag leads nowhere, v2 is hidden
+    world.publish(v2, tag=world.tag, deprecated="CVE-2026-0001")
+    report = by_id(sync_json(world, site), v1_id, v2_id)
+    assert report[v2_id] == ["hide"]
+    assert all(i.is_hidden for i in world.images(v2_id))
+
+
+def test_sync_hides_deprecated_id_and_says_why(world: World):
+    data = os.urandom(1 << 19)
+    identifier = world.publish(data, tag=world.tag, ago=60)
+    site = world.site(identifier)
+    assert by_id(sync_json(world, site), identifier) == {identifier: ["add"]}
+    world.publish(data, tag=world.tag, deprecated="superseded")
+    report = sync_json(world, site)
+    assert by_id(report, identifier) == {identifier: ["refused", "hide"]}
+    hide = [i for i in report["items"] if i["action"] == "hide" and i["identifier"] == identifier]
+    assert "deprecated" in hide[0]["reason"].lower()
 
 
 def test_tampered_glance_image_is_never_booted(world: World, openstack_cloud):

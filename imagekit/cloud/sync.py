@@ -269,11 +269,14 @@ def sync(
         unresolved = False
         why: dict[str, str] = {}  # identifier -> why its newest candidate was refused
         for ref in site.subscriptions:
+            cands = []
             try:
                 cands = resolver.candidates(ref)
                 verified = pick(ref, cands)
-            except VerificationError as e:
-                for c in cands:
+            except (VerificationError, InputError) as e:
+                # the marketplace answered: nothing acceptable (refused, deprecated away
+                # from the tag, no such entry). Its images may be retired.
+                for c in cands if isinstance(e, VerificationError) else ():
                     if c.verified is not None and c.error is not None:
                         why.setdefault(c.verified.entry.identifier, str(c.error))
                 emit(SyncItem(Action.REFUSED, ref.identifier or "", str(ref), reason=str(e)))
