@@ -42,10 +42,11 @@ def glance_image(entry: Any, data: bytes = DATA, **changes: Any) -> gi.GlanceIma
     return dataclasses.replace(image, **changes)
 
 
-def record(entry: Any) -> dict[str, Any]:
-    """What imagekit keeps after uploading DATA itself."""
+def record(entry: Any) -> dict[str, dict[str, Any]]:
+    """What imagekit keeps after hashing DATA itself while uploading it."""
+    sha256 = hashlib.sha256(DATA).hexdigest()
     sha512 = hashlib.sha512(DATA).hexdigest()
-    return {"identifier": entry.identifier, "algorithm": "sha512", "value": sha512}
+    return {entry.identifier: {"sha256": sha256, "sha512": sha512, "size": len(DATA)}}
 
 
 def test_upload_of_the_verified_bytes_is_proven(image_entry):
@@ -68,8 +69,8 @@ def test_same_hash_other_size_is_tampered(image_entry):
 
 
 def test_forged_sha512_property_cannot_prove_other_bytes(image_entry):
-    """The entry has no SHA-512: a property claiming one proves nothing, only what imagekit
-    computed itself while uploading (kept locally, per Glance image ID) does."""
+    """The entry has no SHA-512: a property claiming one proves nothing, only the SHA-512
+    imagekit computed itself from the verified bytes (kept locally) does."""
     entry = image_entry(DATA, algorithms=("SHA-1", "SHA-256"))
     fake = glance_image(entry, OTHER, size=len(DATA))
     fake = dataclasses.replace(
@@ -77,18 +78,24 @@ def test_forged_sha512_property_cannot_prove_other_bytes(image_entry):
     )
     assert gi.assess(fake, entry, {}) is gi.Proof.UNPROVEN
     genuine = glance_image(entry, id="g-2")
-    records = {"g-2": record(entry)}
-    assert gi.assess(genuine, entry, records) is gi.Proof.PROVEN
-    # the record is for g-2 only: the same digest cannot vouch for another image
-    assert gi.assess(fake, entry, records) is gi.Proof.UNPROVEN
-    assert gi.match([fake, genuine], entry, records).best == genuine
+    assert gi.assess(genuine, entry, {}) is gi.Proof.UNPROVEN
+    assert gi.assess(genuine, entry, record(entry)) is gi.Proof.PROVEN
+    assert gi.match([fake, genuine], entry, record(entry)).best == genuine
 
 
-def test_record_of_other_bytes_makes_it_tampered(image_entry):
+def test_known_digest_exposes_other_bytes_uploaded_elsewhere(image_entry):
+    """Other bytes planted under the entry's properties, with the genuine copy removed:
+    the SHA-512 computed here from the verified bytes disagrees with Glance's hash."""
     entry = image_entry(DATA, algorithms=("SHA-1", "SHA-256"))
     fake = glance_image(entry, OTHER, size=len(DATA))
-    records = {"g-1": record(entry)}
-    assert gi.assess(fake, entry, records) is gi.Proof.TAMPERED
+    assert gi.assess(fake, entry, record(entry)) is gi.Proof.TAMPERED
+
+
+def test_known_digest_of_other_entry_bytes_is_not_used(image_entry):
+    entry = image_entry(DATA, algorithms=("SHA-1", "SHA-256"))
+    stale = record(entry)
+    stale[entry.identifier]["sha256"] = hashlib.sha256(OTHER).hexdigest()
+    assert gi.assess(glance_image(entry), entry, stale) is gi.Proof.UNPROVEN
 
 
 def test_interrupted_upload_is_never_used(image_entry):

@@ -13,7 +13,7 @@ which Glance computes from the bytes it stored and no client can set:
 
 * it must equal the entry's signed checksum for that algorithm, or, when the entry has
   none, the digest imagekit computed itself from the verified bytes while uploading them
-  (kept per cloud in ``state_dir``, never read back from Glance);
+  (kept in ``state_dir``, never read back from Glance);
 * ``size`` must equal the entry's ``bytes``, the status must be ``active``.
 
 An image whose hash disagrees is *tampered* and is never used; one that nothing proves
@@ -147,22 +147,26 @@ class GlanceImage:
         return dataclasses.asdict(self) | {"properties": dict(self.properties)}
 
 
-# --- what imagekit records about its own uploads ------------------------------------------
+# --- digests imagekit computed itself from verified bytes --------------------------------
 
 
 def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name) or "_"
 
 
-class UploadRecords:
-    """Digests imagekit computed from verified bytes it uploaded, per Glance image ID.
+class VerifiedDigests:
+    """SHA-512 values imagekit computed itself from verified bytes, per Marketplace ID.
 
-    ``state_dir/cloud/<cloud>/uploads.json``. Only consulted when the entry itself has no
-    checksum of Glance's hash algorithm; written before an upload is made visible.
+    ``state_dir/cloud/digests.json``: ``{ID: {"sha256": the entry's, "sha512": computed,
+    "size": n}}``. A digest of the verified bytes is a fact about the bytes, so it proves or
+    disproves every Glance image that claims the entry, whoever uploaded it. Consulted only
+    when the entry itself has no checksum of Glance's algorithm; written when an upload
+    computed it (after the same pass checked the entry's SHA-256), before the image is made
+    visible.
     """
 
-    def __init__(self, state_dir: Path, cloud: str) -> None:
-        self.path = state_dir / "cloud" / _safe_name(cloud) / "uploads.json"
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "cloud" / "digests.json"
 
     def load(self) -> dict[str, dict[str, Any]]:
         try:
@@ -185,19 +189,14 @@ class UploadRecords:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def add(self, glance_id: str, identifier: str, algorithm: str, value: str, size: int) -> None:
+    def add(self, entry: Entry, sha512: str) -> None:
+        sha256 = entry.checksum(DigestAlgorithm.SHA256)
         with self._locked() as data:
-            data[glance_id] = {
-                "identifier": identifier,
-                "algorithm": algorithm.lower(),
-                "value": value.lower(),
-                "size": size,
+            data[entry.identifier] = {
+                "sha256": sha256.hex.lower() if sha256 else "",
+                "sha512": sha512.lower(),
+                "size": entry.bytes,
             }
-
-    def forget(self, glance_ids: Sequence[str]) -> None:
-        with self._locked() as data:
-            for gid in glance_ids:
-                data.pop(gid, None)
 
 
 # --- properties -----------------------------------------------------------------------------
@@ -261,7 +260,7 @@ def _expected_hash(
     image: GlanceImage, entry: Entry, records: Mapping[str, Mapping[str, Any]]
 ) -> str | None:
     """The hex value Glance's hash must have: the entry's signed checksum for Glance's
-    algorithm, else what imagekit computed from verified bytes for this very Glance image."""
+    algorithm, else the SHA-512 imagekit computed itself from the verified bytes."""
     if not image.hash_algo:
         return None
     try:
@@ -272,14 +271,24 @@ def _expected_hash(
         signed = entry.checksum(algorithm)
         if signed is not None:
             return signed.hex.lower().rjust(algorithm.hex_length, "0")
-    record = records.get(image.id)
+    known = records.get(entry.identifier)
+    sha256 = entry.checksum(DigestAlgorithm.SHA256)
     if (
-        record
-        and record.get("identifier") == entry.identifier
-        and str(record.get("algorithm", "")).lower() == image.hash_algo.lower()
+        known
+        and image.hash_algo.lower() == "sha512"
+        and sha256 is not None
+        and known.get("size") == entry.bytes
+        and _same_hex(str(known.get("sha256", "")), sha256.value)
     ):
-        return str(record.get("value", "")).lower() or None
+        return str(known.get("sha512", "")).lower() or None
     return None
+
+
+def _same_hex(a: str, b: str) -> bool:
+    try:
+        return int(a, 16) == int(b, 16)
+    except ValueError:
+        return False
 
 
 def assess(image: GlanceImage, entry: Entry, records: Mapping[str, Mapping[str, Any]]) -> Proof:
@@ -450,7 +459,7 @@ def upload_verified(
     path: Path,
     *,
     origin: str,
-    records: UploadRecords,
+    records: VerifiedDigests,
     visibility: str = "private",
     hidden: bool = False,
     progress: Callable[[int], None] | None = None,
@@ -513,7 +522,7 @@ def upload_verified(
                 f"the entry says {entry.bytes}"
             )
         if own and image.hash_algo and image.hash_algo.lower() == "sha512":
-            records.add(glance_id, entry.identifier, "sha512", own["sha512"].hexdigest(), size)
+            records.add(entry, own["sha512"].hexdigest())
         proof = assess(image, entry, records.load())
         if proof is not Proof.PROVEN:
             raise ChecksumMismatch(
@@ -528,8 +537,6 @@ def upload_verified(
     except BaseException:
         with contextlib.suppress(Exception):
             delete_image(cloud, glance_id)
-        with contextlib.suppress(Exception):
-            records.forget([glance_id])
         raise
 
 

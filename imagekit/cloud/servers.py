@@ -229,7 +229,7 @@ def _check_metadata(variables: Mapping[str, str]) -> dict[str, str]:
 def _find_image(
     cloud: Cloud,
     verified: VerifiedEntry,
-    records: gi.UploadRecords,
+    records: gi.VerifiedDigests,
 ) -> tuple[gi.GlanceImage | None, tuple[gi.GlanceImage, ...]]:
     recs = records.load()
     found = gi.match(gi.list_images(cloud), verified.entry, recs)
@@ -302,7 +302,7 @@ def plan_cloud_launch(
         ram_mib=request.ram_mib,
         min_disk_gb=min_disk,
     )
-    records = gi.UploadRecords(settings.state_dir, cloud.name)
+    records = gi.VerifiedDigests(settings.state_dir)
     image, tampered = _find_image(cloud, root, records)
     cache = ImageCache(settings.cache_dir)
     for v in (root, *readonly) if image is None else readonly:
@@ -346,7 +346,7 @@ def _ensure_image(
         allow_private=settings.allow_private_locations,
         progress=cb,
     )
-    records = gi.UploadRecords(settings.state_dir, cloud.name)
+    records = gi.VerifiedDigests(settings.state_dir)
     up = progress(f"upload {verified.entry.identifier}", verified.entry.bytes) if progress else None
     image = gi.upload_verified(
         cloud, verified, cached.path, origin="launch", records=records, progress=up
@@ -366,7 +366,7 @@ def _readonly_volume(
 ) -> str:
     from ..launch import make_resolver
 
-    records = gi.UploadRecords(settings.state_dir, cloud.name)
+    records = gi.VerifiedDigests(settings.state_dir)
     image, _tampered = _find_image(cloud, verified, records)
     if image is None:
         _resolver, policy = make_resolver(settings)

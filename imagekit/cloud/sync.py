@@ -251,7 +251,7 @@ def sync(
 
     t0 = time.monotonic()
     resolver, policy = make_resolver(settings, client=client, now=now)
-    records = gi.UploadRecords(settings.state_dir, cloud.name)
+    records = gi.VerifiedDigests(settings.state_dir)
     cache = ImageCache(settings.cache_dir)
     glance = _Glance(cloud)
     items: list[SyncItem] = []
@@ -327,7 +327,7 @@ def _sync_entry(
     glance: _Glance,
     cache: ImageCache,
     policy: Any,
-    records: gi.UploadRecords,
+    records: gi.VerifiedDigests,
     recs: dict[str, dict[str, Any]],
     site: SiteConfig,
     settings: Settings,
@@ -368,7 +368,6 @@ def _sync_entry(
             continue
         if not dry_run:
             gi.delete_image(cloud, stale.id)
-            records.forget([stale.id])
         item(Action.CLEAN, stale.id, f"interrupted or unprovable upload ({stale.status})")
 
     best = found.best
