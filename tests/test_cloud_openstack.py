@@ -63,8 +63,12 @@ class World:
         (self.marketplace.files_dir / name).write_bytes(data)
         url = f"{self.marketplace.url}/files/{name}"
         if sha512:
-            fields = {"alternative": fields.pop("tag", None), "os": "debian", "os_version": "12",
-                      **fields}  # fmt: skip
+            fields = {
+                "alternative": fields.pop("tag", None),
+                "os": "debian",
+                "os_version": "12",
+                **fields,
+            }
             xml = entry_to_bytes(make_entry(data, locations=[url], title="t", **fields))
         else:
             xml = draft_entry(data, locations=(url,), **fields)
@@ -87,8 +91,11 @@ class World:
             query: dict[str, Any] = {"tag": gi.TAG, "limit": 1000}
             if flag:
                 query["is_hidden"] = True
-            out += [i for i in conn.image.images(**query)
-                    if (i.properties or {}).get(gi.P_ID) == identifier]  # fmt: skip
+            out += [
+                i
+                for i in conn.image.images(**query)
+                if (i.properties or {}).get(gi.P_ID) == identifier
+            ]
         return out
 
 
@@ -232,13 +239,28 @@ def test_tampered_glance_image_is_never_booted(world: World, openstack_cloud):
     [genuine] = world.images(identifier)
     forged = {k: v for k, v in genuine.properties.items() if k.startswith("imagekit_")}
     fake = conn.image.create_image(
-        name=genuine.name, disk_format="raw", container_format="bare", tags=[gi.TAG],
-        data=os.urandom(len(data)), allow_duplicates=True, wait=True, **forged,
-    )  # fmt: skip
+        name=genuine.name,
+        disk_format="raw",
+        container_format="bare",
+        tags=[gi.TAG],
+        data=os.urandom(len(data)),
+        allow_duplicates=True,
+        wait=True,
+        **forged,
+    )
     conn.image.delete_image(genuine.id)
     name = f"tamper-{uuid.uuid4().hex[:6]}"
-    r = world.cli("launch", "--cloud", openstack_cloud.cloud, ref, "--type", "m1.tiny",
-                  "--name", name, "--json")  # fmt: skip
+    r = world.cli(
+        "launch",
+        "--cloud",
+        openstack_cloud.cloud,
+        ref,
+        "--type",
+        "m1.tiny",
+        "--name",
+        name,
+        "--json",
+    )
     try:
         assert r.exit_code == 0, r.stderr
         assert f"Glance image {fake.id} claims {identifier} but its bytes differ" in r.stderr
@@ -275,12 +297,39 @@ def test_server_prints_its_context_from_the_config_drive_and_kill_leaves_nothing
     identifier = world.publish(tiny_appliance.read_bytes(), tag=world.tag, title="tiny")
     script = tmp_path / "setup.sh"
     script.write_text("#!/bin/sh\necho hello-from-the-cloud $(cat /proc/cmdline | wc -c)\n")
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "tester@imagekit",
-                    "-f", str(tmp_path / "id")], check=True)  # fmt: skip
+    subprocess.run(
+        [
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "tester@imagekit",
+            "-f",
+            str(tmp_path / "id"),
+        ],
+        check=True,
+    )
     name = f"ctx-{uuid.uuid4().hex[:6]}"
-    r = world.cli("launch", "--cloud", openstack_cloud.cloud, f"{world.endorser.email}:{world.tag}",
-                  "--type", "m1.tiny", "--name", name, "--user-data", script,
-                  "--ssh-key", tmp_path / "id.pub", "--var", "ROLE=web", "--json")  # fmt: skip
+    r = world.cli(
+        "launch",
+        "--cloud",
+        openstack_cloud.cloud,
+        f"{world.endorser.email}:{world.tag}",
+        "--type",
+        "m1.tiny",
+        "--name",
+        name,
+        "--user-data",
+        script,
+        "--ssh-key",
+        tmp_path / "id.pub",
+        "--var",
+        "ROLE=web",
+        "--json",
+    )
     assert r.exit_code == 0, r.stderr
     server = json.loads(r.stdout)
     conn = openstack_cloud.connect()
@@ -310,14 +359,27 @@ def test_server_prints_its_context_from_the_config_drive_and_kill_leaves_nothing
 
 def test_no_valid_host_is_one_line_and_leaves_nothing(world: World, openstack_cloud):
     conn = openstack_cloud.connect()
-    flavor = conn.compute.create_flavor(name=f"huge-{uuid.uuid4().hex[:6]}", ram=4 << 20,
-                                        vcpus=1, disk=1)  # fmt: skip
+    # more memory than the one host has (about 13 GiB with its allocation ratio), less than
+    # the RAM quota (50 GiB): the scheduler, not the quota, refuses it
+    flavor = conn.compute.create_flavor(
+        name=f"huge-{uuid.uuid4().hex[:6]}", ram=40 << 10, vcpus=1, disk=1
+    )
     data = os.urandom(1 << 20)
     identifier = world.publish(data, tag=world.tag)
     name = f"nohost-{uuid.uuid4().hex[:6]}"
     try:
-        r = world.cli("launch", "--cloud", openstack_cloud.cloud, identifier, "--type",
-                      flavor.name, "--name", name, "--ssh-key", _pubkey(world.tmp))  # fmt: skip
+        r = world.cli(
+            "launch",
+            "--cloud",
+            openstack_cloud.cloud,
+            identifier,
+            "--type",
+            flavor.name,
+            "--name",
+            name,
+            "--ssh-key",
+            _pubkey(world.tmp),
+        )
     finally:
         conn.compute.delete_flavor(flavor.id)
     assert r.exit_code == 4
@@ -331,25 +393,40 @@ def test_no_valid_host_is_one_line_and_leaves_nothing(world: World, openstack_cl
 def test_quota_exceeded_is_one_line(world: World, openstack_cloud):
     conn = openstack_cloud.connect()
     demo = conn.identity.find_project("demo")
-    before = conn.compute.get_quota_set(demo)
-    conn.compute.update_quota_set(demo, instances=0)
+    before = conn.compute.get_quota_set(demo, usage=True)
+    # exactly what the project uses already: one more server is over the quota
+    conn.compute.update_quota_set(demo, instances=before.usage["instances"])
     data = os.urandom(1 << 19)
     identifier = world.publish(data, tag=world.tag)
     name = f"quota-{uuid.uuid4().hex[:6]}"
     env = {**world.env, **openstack_cloud.env(demo=True)}
     try:
-        r = world.cli_("launch", "--cloud", openstack_cloud.demo_cloud, identifier, "--type",
-                       "m1.tiny", "--name", name, env=env)  # fmt: skip
+        r = world.cli_(
+            "launch",
+            "--cloud",
+            openstack_cloud.demo_cloud,
+            identifier,
+            "--type",
+            "m1.tiny",
+            "--name",
+            name,
+            env=env,
+        )
     finally:
         conn.compute.update_quota_set(demo, instances=before.instances)
     assert r.exit_code == 4
     last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"imagekit: error: cloud {openstack_cloud.demo_cloud}: create server "
-                           f"{name}: quota exceeded: ")  # fmt: skip
+    assert last.startswith(
+        f"imagekit: error: cloud {openstack_cloud.demo_cloud}: create server "
+        f"{name}: quota exceeded: "
+    )
     demo_conn = openstack_cloud.connect(demo=True)
     assert not [s for s in demo_conn.compute.servers() if s.name == name]
-    assert [i for i in demo_conn.image.images(tag=gi.TAG)
-            if (i.properties or {}).get(gi.P_ID) == identifier] == []  # fmt: skip
+    assert [
+        i
+        for i in demo_conn.image.images(tag=gi.TAG)
+        if (i.properties or {}).get(gi.P_ID) == identifier
+    ] == []
 
 
 def _pubkey(tmp: Path) -> Path:
@@ -365,8 +442,16 @@ def test_readonly_disk_without_block_storage_is_one_line(world: World, openstack
     data = os.urandom(1 << 19)
     identifier = world.publish(data, tag=world.tag)
     disk = world.publish(os.urandom(1 << 19), tag=f"{world.tag}-disk", kind="disk")
-    r = world.cli("launch", "--cloud", openstack_cloud.cloud, identifier, "--name", "ro",
-                  "--readonly-disk", disk)  # fmt: skip
+    r = world.cli(
+        "launch",
+        "--cloud",
+        openstack_cloud.cloud,
+        identifier,
+        "--name",
+        "ro",
+        "--readonly-disk",
+        disk,
+    )
     assert r.exit_code == 4
     assert r.stderr.splitlines()[0] == (
         f"imagekit: error: cloud {openstack_cloud.cloud} has no block-storage service: "
