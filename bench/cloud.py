@@ -55,7 +55,7 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> 
 
 class _Setup:
     def __init__(self, work: Path, cloud: str) -> None:
-        from imagekit.keys import load_signer, make_self_signed
+        from imagekit.signing.keys import load_signer, make_self_signed
 
         self.work = work
         self.cloud = cloud
@@ -105,10 +105,10 @@ class _Setup:
         )
 
     def publish(self, data: bytes, tag: str) -> str:
-        from imagekit.client import MarketplaceClient
-        from imagekit.describe import describe_image
-        from imagekit.entry import entry_to_bytes
-        from imagekit.signing import sign_entry
+        from imagekit.entry.describe import describe_image
+        from imagekit.entry.model import entry_to_bytes
+        from imagekit.market.client import MarketplaceClient
+        from imagekit.signing.sign import sign_entry
 
         path = self.files / f"{tag}.raw"
         path.write_bytes(data)
@@ -235,7 +235,7 @@ def bench_launch(setup: _Setup, args: BenchArgs) -> list[Row]:
     from imagekit.cloud.connection import connect
     from imagekit.cloud.servers import CloudLaunchRequest, execute_cloud_launch, plan_cloud_launch
     from imagekit.cloud.sync import SiteConfig, sync
-    from imagekit.tinyappliance import make_tiny_appliance
+    from imagekit.devtools.tinyappliance import make_tiny_appliance
 
     tiny = make_tiny_appliance(setup.work / "tiny.raw", cache_dir=setup.work / "tiny-cache")
     tag = f"bench-tiny-{uuid.uuid4().hex[:6]}"

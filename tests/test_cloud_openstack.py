@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
-from imagekit.client import MarketplaceClient
 from imagekit.cloud import images as gi
 from imagekit.cloud.servers import M_IMAGE
-from imagekit.entry import entry_to_bytes
-from imagekit.identifier import sha1_to_id
+from imagekit.entry.model import entry_to_bytes
+from imagekit.image.identifier import sha1_to_id
+from imagekit.market.client import MarketplaceClient
 from tests.plugins.launch import make_entry
 from tests.plugins.market import draft_entry, sign
 

@@ -15,12 +15,6 @@ import click
 from ..errors import ImagekitError, InputError
 from ._app import cli, emit_json, info, settings
 
-cloud_option = click.option(
-    "--cloud",
-    metavar="NAME",
-    help="an OpenStack cloud of clouds.yaml (or OS_* variables): run it there",
-)
-
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -211,7 +205,7 @@ def launch(
     s: Any,
 ) -> None:
     from ..cloud.servers import CloudLaunchRequest, execute_cloud_launch, plan_cloud_launch
-    from ..machines import parse_size_mib
+    from ..launch.machines import parse_size_mib
 
     if not image:
         raise InputError("launch --cloud takes an image (ID or endorser:tag)")

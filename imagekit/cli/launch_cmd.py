@@ -12,7 +12,6 @@ from ..context import ContextScheme
 from ..errors import InputError
 from ._app import cli, emit_json, info, settings, state
 from ._options import setting_option
-from .cloud_cmd import cloud_option
 
 
 def _read(path: Path, what: str) -> bytes:

@@ -9,7 +9,7 @@ import click
 from ..launch import lifecycle
 from ..launch.instances import Instance
 from ._app import cli, emit_json, info, settings
-from .cloud_cmd import cloud_option
+from ._cloud import cloud_option
 
 
 def _done(inst: Instance, what: str) -> None:

@@ -42,11 +42,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
 
-from .._atomic import atomic_write
-from ..digests import DigestAlgorithm
-from ..entry import Entry, format_date
+from .._files import atomic_write
+from ..entry.model import Entry, format_date
 from ..errors import ChecksumMismatch, InputError, SizeMismatch
-from ..verify import VerifiedEntry
+from ..image.digests import DigestAlgorithm
+from ..signing.verify import VerifiedEntry
 from .connection import Cloud
 from .errors import CloudError, ImageInError, cloud_errors
 

@@ -30,12 +30,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..cache import ImageCache
 from ..errors import Ambiguous, InputError, InvalidState, NotFound
-from ..fetch import check_locations
-from ..machines import MACHINE_TYPES
+from ..fetch.cache import ImageCache
+from ..fetch.download import check_locations
+from ..launch.machines import MACHINE_TYPES
 from ..settings import Settings
-from ..verify import VerifiedEntry
+from ..signing.verify import VerifiedEntry
 from . import images as gi
 from .connection import Cloud
 from .errors import CloudError, ImageInError, NoBlockStorage, classify, cloud_errors
@@ -255,7 +255,7 @@ def plan_cloud_launch(
     VerificationError (signature, trust, policy, rollback), NoBlockStorage, InvalidState
     (a server of that name exists), cloud errors.
     """
-    from ..launch import make_resolver
+    from ..launch.launcher import make_resolver
 
     if not request.name or len(request.name) > 255:
         raise InputError("give the server a name (--name), at most 255 characters")
@@ -364,7 +364,7 @@ def _readonly_volume(
     timeout: float,
     progress: Callable[[str, int], Callable[[int], None] | None] | None,
 ) -> str:
-    from ..launch import make_resolver
+    from ..launch.launcher import make_resolver
 
     records = gi.VerifiedDigests(settings.state_dir)
     image, _tampered = _find_image(cloud, verified, records)

@@ -16,13 +16,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import snapshot as local
-from .._atomic import atomic_write
+from .._files import atomic_write
 from .._run import find_tool
-from ..describe import describe_image
-from ..entry import Entry, entry_to_bytes
+from ..entry.describe import describe_image
+from ..entry.model import Entry, entry_to_bytes
 from ..errors import ImagekitError, InputError
-from ..qemu import QEMU_IMG
+from ..launch import snapshot as local
+from ..launch.qemu import QEMU_IMG
 from ..settings import Settings
 from . import servers
 from .connection import Cloud
@@ -69,7 +69,7 @@ def snapshot_server(
     server = servers.find_server(cloud, name)
     base: Entry | None = None
     if carry_base and server.image_id:
-        from ..launch import make_resolver
+        from ..launch.launcher import make_resolver
 
         try:
             resolver, _policy = make_resolver(settings, client=client)

@@ -31,11 +31,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from ..cache import ImageCache
 from ..errors import ImagekitError, InputError, InvalidState, VerificationError
-from ..resolve import Reference, pick
+from ..fetch.cache import ImageCache
+from ..market.resolve import Reference, pick
 from ..settings import Settings
-from ..verify import VerifiedEntry
+from ..signing.verify import VerifiedEntry
 from . import images as gi
 from .connection import Cloud
 
@@ -247,7 +247,7 @@ def sync(
     trust, bad policy), InvalidState (another sync of this cloud runs), and cloud errors
     of the first image list (CloudAuthFailed, NetworkError).
     """
-    from ..launch import make_resolver
+    from ..launch.launcher import make_resolver
 
     t0 = time.monotonic()
     resolver, policy = make_resolver(settings, client=client, now=now)
