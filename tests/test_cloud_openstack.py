@@ -459,3 +459,148 @@ def test_readonly_disk_without_block_storage_is_one_line(world: World, openstack
         f"imagekit: error: cloud {openstack_cloud.cloud} has no block-storage service: "
         "--readonly-disk needs one (cinder)"
     )
+
+
+def _library(world: World) -> tuple[Any, Any]:
+    """Settings as the CLI would load them, and the resolver's verified entry helper."""
+    from imagekit.settings import load_settings
+
+    env = {k: v for k, v in world.env.items() if k.startswith("IMAGEKIT_")}
+    return load_settings({}, env=env), env
+
+
+def test_interrupted_upload_leaves_no_image(world: World, openstack_cloud, monkeypatch):
+    from imagekit.cloud.connection import connect
+    from imagekit.fetch.cache import ImageCache
+    from imagekit.launch.launcher import make_resolver
+
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(openstack_cloud.clouds_yaml))
+    data = os.urandom(6 << 20)
+    identifier = world.publish(data, tag=world.tag)
+    settings, _env = _library(world)
+    resolver, policy = make_resolver(settings)
+    verified = resolver.resolve(identifier)
+    cached = ImageCache(settings.cache_dir).get(
+        verified.entry, policy.digest_algorithms(verified.entry), allow_private=True
+    )
+    sent = []
+
+    def pull_the_plug(n: int) -> None:
+        sent.append(n)
+        if sum(sent) > 2 << 20:
+            raise KeyboardInterrupt
+
+    with connect(openstack_cloud.cloud) as cloud, pytest.raises(KeyboardInterrupt):
+        gi.upload_verified(
+            cloud,
+            verified,
+            cached.path,
+            origin="sync",
+            records=gi.VerifiedDigests(settings.state_dir),
+            progress=pull_the_plug,
+        )
+    assert 2 << 20 < sum(sent) < len(data)
+    assert world.images(identifier) == []  # neither visible nor hidden, in no state
+
+
+def test_sync_removes_an_upload_a_crash_left_behind(world: World, openstack_cloud, monkeypatch):
+    from datetime import timedelta
+
+    from imagekit.cloud.connection import connect
+    from imagekit.cloud.sync import SiteConfig, sync
+
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(openstack_cloud.clouds_yaml))
+    data = os.urandom(1 << 20)
+    identifier = world.publish(data, tag=world.tag)
+    conn = openstack_cloud.connect()
+    # what a sync killed between creating the image and sending its bytes leaves: hidden,
+    # queued, carrying the entry's properties
+    from openstack.image.v2.image import Image
+
+    crashed = Image.new(
+        name="crashed",
+        disk_format="raw",
+        container_format="bare",
+        tags=[gi.TAG],
+        is_hidden=True,
+        imagekit_id=identifier,
+        imagekit_origin="sync",
+        imagekit_sha256=hashlib.sha256(data).hexdigest(),
+    ).create(conn.image)
+    settings, _env = _library(world)
+    site = SiteConfig.parse(f'[sync]\nsubscribe = ["{identifier}"]\n')
+    with connect(openstack_cloud.cloud) as cloud:
+        report = sync(settings, site, cloud, partial_grace=timedelta(0))
+    actions = {(i.action, i.glance_id) for i in report.items if i.identifier == identifier}
+    assert ("clean", crashed.id) in actions
+    assert conn.image.find_image(crashed.id) is None
+    [good] = world.images(identifier)
+    assert good.status == "active" and good.hash_value == hashlib.sha512(data).hexdigest()
+
+
+def test_image_a_server_uses_is_not_retired(world: World, openstack_cloud):
+    data = os.urandom(1 << 20)
+    identifier = world.publish(data, tag=world.tag)
+    site = world.site(identifier)
+    assert by_id(sync_json(world, site), identifier) == {identifier: ["add"]}
+    [synced] = world.images(identifier)
+    name = f"inuse-{uuid.uuid4().hex[:6]}"
+    r = world.cli(
+        "launch",
+        "--cloud",
+        openstack_cloud.cloud,
+        identifier,
+        "--type",
+        "m1.tiny",
+        "--name",
+        name,
+        "--json",
+    )
+    assert r.exit_code == 0, r.stderr
+    try:
+        assert json.loads(r.stdout)["glance_image"] == synced.id  # re-used, not uploaded
+        world.policy.write_text(f'[images]\ndeny = ["{identifier}"]\n')
+        report = sync_json(world, site)
+        assert by_id(report, identifier) == {identifier: ["refused", "in-use"]}
+        [still] = world.images(identifier)
+        assert not still.is_hidden
+    finally:
+        assert world.cli("kill", "--cloud", openstack_cloud.cloud, name).exit_code == 0
+    report = sync_json(world, site)
+    assert by_id(report, identifier) == {identifier: ["refused", "hide"]}
+    assert all(i.is_hidden for i in world.images(identifier))
+
+
+def test_stop_start_and_snapshot_on_the_cloud(
+    world: World, openstack_cloud, tiny_appliance: Path, tmp_path: Path
+):
+    from imagekit.entry.model import parse_entry_bytes
+
+    identifier = world.publish(tiny_appliance.read_bytes(), tag=world.tag, sha512=True)
+    name = f"life-{uuid.uuid4().hex[:6]}"
+    cloud = openstack_cloud.cloud
+    r = world.cli("launch", "--cloud", cloud, identifier, "--type", "m1.tiny", "--name", name)
+    assert r.exit_code == 0, r.stderr
+    conn = openstack_cloud.connect()
+    try:
+        wait_console(world, name, r"IMAGEKIT-TINY: (idle|done)", BOOT_TIMEOUT)
+        stop = world.cli("stop", "--cloud", cloud, name)
+        assert stop.exit_code == 0, stop.stderr
+        assert f"{name}: SHUTOFF" in stop.stderr
+        start = world.cli("start", "--cloud", cloud, name)
+        assert start.exit_code == 0, start.stderr
+        assert f"{name}: ACTIVE" in start.stderr
+        out = tmp_path / "life.qcow2"
+        snap = world.cli("snapshot", "--cloud", cloud, name, "-o", out, "--version", "2.0")
+        assert snap.exit_code == 0, snap.stderr
+        entry = parse_entry_bytes((tmp_path / "life.qcow2.xml").read_bytes())
+        assert entry.replaces == identifier and entry.version == "2.0"
+        assert entry.bytes == out.stat().st_size
+        assert str(entry.format) == "qcow2" and entry.is_draft
+        assert snap.stdout.strip() == entry.identifier
+        # Nova's snapshot image was only a means: it is gone from Glance
+        assert not [
+            i for i in conn.image.images() if i.name.startswith(f"imagekit-snapshot-{name}")
+        ]
+    finally:
+        assert world.cli("kill", "--cloud", cloud, name).exit_code == 0

@@ -41,6 +41,9 @@ def stop_cmd(instance: str, force: bool, timeout: float, cloud: str | None = Non
     if cloud:
         from . import cloud_cmd
 
+        if force:
+            raise click.UsageError("--force: on the cloud Nova pulls the plug itself "
+                                   "after its shutdown timeout")  # fmt: skip
         return cloud_cmd.stop(cloud, instance, timeout=timeout)
     _done(lifecycle.stop(settings(), instance, timeout=timeout, force=force), "stopped")
 

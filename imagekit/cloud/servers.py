@@ -48,6 +48,7 @@ M_KEYPAIR = "imagekit_keypair"  # a key pair this launch made (deleted with the 
 M_VOLUMES = "imagekit_volumes"  # volumes this launch made (comma-separated IDs)
 _META_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,255}")
 _USER_DATA_MAX = 65535  # Nova's limit on the base64 text
+NOVA_SHUTDOWN_WAIT = 120.0
 POLL = 0.5  # seconds between status polls (the bench's baseline polls at the same rate)
 
 
@@ -567,7 +568,10 @@ def stop(cloud: Cloud, name: str, *, timeout: float = 120) -> CloudServer:
         raise InvalidState(f"server {server.name} is {server.status}, not ACTIVE")
     with cloud_errors(f"cloud {cloud.name}: stop {server.name}"):
         cloud.conn.compute.stop_server(server.id)
-    return _wait_status(cloud, server.id, "SHUTOFF", timeout, what=server.name)
+    # Nova presses the power button, then pulls the plug itself after its own
+    # shutdown_timeout (60 s unless the operator or the image's os_shutdown_timeout says
+    # otherwise): wait for that too
+    return _wait_status(cloud, server.id, "SHUTOFF", timeout + NOVA_SHUTDOWN_WAIT, what=server.name)
 
 
 def start(cloud: Cloud, name: str, *, timeout: float = 120) -> CloudServer:

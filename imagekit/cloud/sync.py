@@ -240,6 +240,7 @@ def sync(
     now: datetime | None = None,
     progress: Callable[[str, int], Callable[[int], None] | None] | None = None,
     on_item: Callable[[SyncItem], None] | None = None,
+    partial_grace: timedelta = PARTIAL_GRACE,
 ) -> SyncReport:
     """Bring ``cloud``'s Glance in step with ``site``'s subscriptions; see the module doc.
 
@@ -303,6 +304,7 @@ def sync(
                     ref_text,
                     dry_run=dry_run,
                     now=wall,
+                    grace=partial_grace,
                     emit=emit,
                     progress=progress,
                 )
@@ -336,6 +338,7 @@ def _sync_entry(
     *,
     dry_run: bool,
     now: datetime,
+    grace: timedelta,
     emit: Callable[[SyncItem], None],
     progress: Callable[[str, int], Callable[[int], None] | None] | None,
 ) -> None:
@@ -364,7 +367,7 @@ def _sync_entry(
     for stale in (*found.partial, *found.failed, *found.unproven):
         if not _is_ours(stale, cloud) or not stale.hidden:
             continue
-        if stale in found.partial and _age(stale, now) < PARTIAL_GRACE:
+        if stale in found.partial and _age(stale, now) < grace:
             continue
         if not dry_run:
             gi.delete_image(cloud, stale.id)
