@@ -496,7 +496,9 @@ def _wait_status(
             return CloudServer.from_sdk(s)
         if s.status == "ERROR":
             fault = (s.fault or {}).get("message") or "no reason given"
-            raise classify(CloudError(str(fault)), f"server {what} failed")
+            from openstack import exceptions as ox
+
+            raise classify(ox.ResourceFailure(str(fault)), f"server {what} failed")
         if time.monotonic() > deadline:
             raise CloudError(f"server {what} still {s.status} after {timeout:.0f}s")
         time.sleep(POLL)
