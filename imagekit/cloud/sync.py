@@ -26,12 +26,13 @@ import fcntl
 import time
 import tomllib
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from ..errors import ImagekitError, InputError, InvalidState, VerificationError
+from ..errors import ImagekitError, InputError, InvalidState, NotFound, VerificationError
 from ..fetch.cache import ImageCache
 from ..market.resolve import Reference, pick
 from ..settings import Settings
@@ -42,6 +43,7 @@ from .connection import Cloud
 # A hidden image still uploading is left alone this long (another sync may be at work on
 # another machine); after that an image that never became active is an interrupted upload.
 PARTIAL_GRACE = timedelta(minutes=30)
+_FETCHERS = 8  # marketplace requests in flight at once
 _RETIRE = ("hide", "delete")
 _VISIBILITY = ("private", "shared", "community", "public")
 
@@ -264,15 +266,22 @@ def sync(
             on_item(item)
 
     lock = contextlib.nullcontext() if dry_run else _sync_lock(settings.state_dir, cloud.name)
-    with lock:
-        glance.visible()  # fail early (auth, reachability) before touching the marketplace
+    with lock, ThreadPoolExecutor(max_workers=_FETCHERS) as pool:
+        # The marketplace's answers (unverified XML) are fetched while Glance lists its
+        # images: every one of these calls waits on the network. Verification, the policy
+        # and the rollback memory then run here, one subscription after the other.
+        answers = [(ref, pool.submit(resolver.fetch_candidates, ref)) for ref in site.subscriptions]
+        glance.visible()
         accepted: dict[str, tuple[VerifiedEntry, str]] = {}
         unresolved = False
         why: dict[str, str] = {}  # identifier -> why its newest candidate was refused
-        for ref in site.subscriptions:
+        for ref, answer in answers:
             cands = []
             try:
-                cands = resolver.candidates(ref)
+                xmls = answer.result()
+                if not xmls:
+                    raise NotFound(f"the marketplace has no entry for {ref}")
+                cands = resolver.assess(ref, xmls)
                 verified = pick(ref, cands)
             except (VerificationError, InputError) as e:
                 # the marketplace answered: nothing acceptable (refused, deprecated away
