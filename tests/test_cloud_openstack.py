@@ -604,3 +604,15 @@ def test_stop_start_and_snapshot_on_the_cloud(
         ]
     finally:
         assert world.cli("kill", "--cloud", cloud, name).exit_code == 0
+
+
+def test_sync_reports_an_image_it_cannot_fetch_and_uploads_nothing(world: World):
+    data = os.urandom(1 << 19)
+    identifier = world.publish(data, tag=world.tag)
+    (world.marketplace.files_dir / f"{identifier}.raw").unlink()  # the mirror lost it
+    site = world.site(identifier)
+    r = world.cli("sync", "--cloud", world.cloud.cloud, "--site", site)
+    assert r.exit_code == 1
+    [line] = [ln for ln in r.stdout.splitlines() if identifier in ln]
+    assert line.startswith(f"error     {identifier} ")
+    assert world.images(identifier) == []
