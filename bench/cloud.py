@@ -192,15 +192,21 @@ def bench_sync(setup: _Setup, args: BenchArgs) -> list[Row]:
 
 
 def _delete(conn: Any, server_id: str) -> None:
+    """Delete and wait for the 404 (the test cloud's API may answer 500 for a moment)."""
     from openstack import exceptions as ox
 
-    conn.compute.delete_server(server_id, ignore_missing=True)
     deadline = time.monotonic() + 120
+    deleted = False
     while time.monotonic() < deadline:
         try:
+            if not deleted:
+                conn.compute.delete_server(server_id, ignore_missing=True)
+                deleted = True
             conn.compute.get_server(server_id)
         except ox.NotFoundException:
             return
+        except ox.HttpException:
+            pass
         time.sleep(0.5)
 
 
@@ -208,6 +214,7 @@ def _baseline_create(cloud: str, glance_id: str, name: str) -> str:
     """``openstack server create --image ID --flavor m1.tiny --nic none --config-drive True
     --wait NAME`` through the SDK, polling as often as imagekit does."""
     import openstack
+    from openstack import exceptions as ox
 
     from imagekit.cloud.servers import POLL
 
@@ -219,10 +226,17 @@ def _baseline_create(cloud: str, glance_id: str, name: str) -> str:
             name=name, image_id=image.id, flavor_id=flavor.id, networks="none", config_drive=True
         )
         while True:
-            server = conn.compute.get_server(server.id)
+            try:
+                server = conn.compute.get_server(server.id)
+            except ox.HttpException as e:  # the test cloud's API may answer 500 for a moment
+                if (e.status_code or 0) < 500:
+                    raise
+                time.sleep(POLL)
+                continue
             if server.status == "ACTIVE":
                 return str(server.id)
             if server.status == "ERROR":
+                _delete(conn, server.id)
                 raise RuntimeError(f"baseline server failed: {server.fault}")
             time.sleep(POLL)
     finally:
@@ -233,6 +247,7 @@ def bench_launch(setup: _Setup, args: BenchArgs) -> list[Row]:
     import openstack
 
     from imagekit.cloud.connection import connect
+    from imagekit.cloud.errors import CloudError
     from imagekit.cloud.servers import CloudLaunchRequest, execute_cloud_launch, plan_cloud_launch
     from imagekit.cloud.sync import SiteConfig, sync
     from imagekit.devtools.tinyappliance import make_tiny_appliance
@@ -243,34 +258,50 @@ def bench_launch(setup: _Setup, args: BenchArgs) -> list[Row]:
     with connect(setup.cloud) as cloud:
         sync(setup.settings, SiteConfig.parse(f'[sync]\nsubscribe = ["{ident}"]\n'), cloud)
     admin = openstack.connect(cloud=setup.cloud)
-    created: list[str] = []
     best_ik = best_sdk = float("inf")
     glance_id = ""
     try:
-        for i in range(max(3, args.repeat)):
-            name = f"bench-ik-{i}-{uuid.uuid4().hex[:4]}"
-            t0 = time.perf_counter()
+
+        def imagekit_launch(name: str) -> tuple[str, str]:
             with connect(setup.cloud) as cloud:
                 request = CloudLaunchRequest(image=ident, name=name, flavor="m1.tiny")
                 plan = plan_cloud_launch(cloud, request, setup.settings)
                 server = execute_cloud_launch(cloud, plan, setup.settings)
-            best_ik = min(best_ik, time.perf_counter() - t0)
-            created.append(server.id)
-            glance_id = server.glance_image
-            _delete(admin, created.pop())
+            return server.id, server.glance_image
 
-            name = f"bench-sdk-{i}-{uuid.uuid4().hex[:4]}"
-            t0 = time.perf_counter()
-            server_id = _baseline_create(setup.cloud, glance_id, name)
-            best_sdk = min(best_sdk, time.perf_counter() - t0)
-            created.append(server_id)
-            _delete(admin, created.pop())
-    finally:
-        for server_id in created:
-            with contextlib.suppress(Exception):
+        def timed(fn: Any, *fn_args: Any) -> float:
+            """Seconds of a successful ``fn``; a build the cloud failed (the test cloud's
+            SQLite can be locked under load) is removed and tried again, and counted."""
+            nonlocal retried
+            for _attempt in range(3):
+                t0 = time.perf_counter()
+                try:
+                    server_id = fn(*fn_args)
+                except (CloudError, RuntimeError):
+                    retried += 1
+                    continue
+                seconds = time.perf_counter() - t0
                 _delete(admin, server_id)
+                return seconds
+            raise RuntimeError("the cloud failed three builds in a row")
+
+        retried = 0
+        glance: list[str] = []
+
+        def ik(name: str) -> str:
+            server_id, image = imagekit_launch(name)
+            glance.append(image)
+            return server_id
+
+        for i in range(max(3, args.repeat)):
+            best_ik = min(best_ik, timed(ik, f"bench-ik-{i}-{uuid.uuid4().hex[:4]}"))
+            glance_id = glance[-1]
+            sdk_name = f"bench-sdk-{i}-{uuid.uuid4().hex[:4]}"
+            best_sdk = min(best_sdk, timed(_baseline_create, setup.cloud, glance_id, sdk_name))
+    finally:
         admin.close()
     return [
+        Row.make(NAME, "launch: builds the cloud failed (tried again)", retried, "builds"),
         Row.make(
             NAME,
             "launch --cloud to ACTIVE (image in Glance)",

@@ -485,19 +485,39 @@ def execute_cloud_launch(
         raise
 
 
+def _poll_server(cloud: Cloud, server_id: str, what: str, deadline: float) -> Any | None:
+    """The server's current record, None once it is gone (404). A 5xx answer while polling
+    (an API worker's hiccup) is asked again until ``deadline``, then raised."""
+    from openstack import exceptions as ox
+
+    while True:
+        try:
+            return cloud.conn.compute.get_server(server_id)
+        except ox.NotFoundException:
+            return None
+        except ox.HttpException as e:
+            if (e.status_code or 0) < 500 or time.monotonic() > deadline:
+                raise classify(e, f"cloud {cloud.name}: server {what}") from e
+        except Exception as e:
+            with cloud_errors(f"cloud {cloud.name}: server {what}"):
+                raise e
+        time.sleep(POLL)
+
+
 def _wait_status(
     cloud: Cloud, server_id: str, status: str, timeout: float, *, what: str
 ) -> CloudServer:
+    from openstack import exceptions as ox
+
     deadline = time.monotonic() + timeout
     while True:
-        with cloud_errors(f"cloud {cloud.name}: server {what}"):
-            s = cloud.conn.compute.get_server(server_id)
+        s = _poll_server(cloud, server_id, what, deadline)
+        if s is None:
+            raise CloudError(f"server {what} disappeared while waiting for {status}")
         if s.status == status:
             return CloudServer.from_sdk(s)
         if s.status == "ERROR":
             fault = (s.fault or {}).get("message") or "no reason given"
-            from openstack import exceptions as ox
-
             raise classify(ox.ResourceFailure(str(fault)), f"server {what} failed")
         if time.monotonic() > deadline:
             raise CloudError(f"server {what} still {s.status} after {timeout:.0f}s")
@@ -506,19 +526,11 @@ def _wait_status(
 
 def _wait_gone(cloud: Cloud, server_id: str, timeout: float) -> None:
     """Until the server answers 404 (``DELETED`` can still be shown for a moment)."""
-    from openstack import exceptions as ox
-
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with cloud_errors(f"cloud {cloud.name}: server {server_id}"):
-                cloud.conn.compute.get_server(server_id)
-        except NotFound:
-            return
-        except ox.NotFoundException:
-            return
+    while _poll_server(cloud, server_id, server_id, deadline) is not None:
+        if time.monotonic() > deadline:
+            raise CloudError(f"server {server_id} was not deleted within {timeout:.0f}s")
         time.sleep(POLL)
-    raise CloudError(f"server {server_id} was not deleted within {timeout:.0f}s")
 
 
 def _remove(cloud: Cloud, created: _Created, timeout: float = 120) -> None:
