@@ -105,8 +105,8 @@ class _Setup:
         )
 
     def publish(self, data: bytes, tag: str) -> str:
+        from imagekit.entry import entry_to_bytes
         from imagekit.entry.describe import describe_image
-        from imagekit.entry.model import entry_to_bytes
         from imagekit.market.client import MarketplaceClient
         from imagekit.signing.sign import sign_entry
 

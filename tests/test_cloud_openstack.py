@@ -22,7 +22,7 @@ import pytest
 
 from imagekit.cloud import images as gi
 from imagekit.cloud.servers import M_IMAGE
-from imagekit.entry.model import entry_to_bytes
+from imagekit.entry import entry_to_bytes
 from imagekit.image.identifier import sha1_to_id
 from imagekit.market.client import MarketplaceClient
 from tests.plugins.launch import make_entry
@@ -574,7 +574,7 @@ def test_image_a_server_uses_is_not_retired(world: World, openstack_cloud):
 def test_stop_start_and_snapshot_on_the_cloud(
     world: World, openstack_cloud, tiny_appliance: Path, tmp_path: Path
 ):
-    from imagekit.entry.model import parse_entry_bytes
+    from imagekit.entry import parse_entry_bytes
 
     identifier = world.publish(tiny_appliance.read_bytes(), tag=world.tag, sha512=True)
     name = f"life-{uuid.uuid4().hex[:6]}"

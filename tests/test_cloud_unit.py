@@ -126,7 +126,7 @@ def test_visible_proven_image_preferred(image_entry):
 
 
 def test_properties_from_entry(image_entry, sign_xml):
-    from imagekit.entry.model import entry_to_bytes
+    from imagekit.entry import entry_to_bytes
     from imagekit.signing.verify import VerifiedEntry
 
     entry = image_entry(DATA, os="Debian", os_version="12", os_arch="x86_64", disks_bus="VIRTIO")

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .._files import atomic_write
-from ..entry.model import Entry, format_date
+from ..entry import Entry, format_date
 from ..errors import ChecksumMismatch, InputError, SizeMismatch
 from ..image.digests import DigestAlgorithm
 from ..signing.verify import VerifiedEntry

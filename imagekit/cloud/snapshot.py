@@ -18,8 +18,8 @@ from typing import Any
 
 from .._files import atomic_write
 from .._run import find_tool
+from ..entry import Entry, entry_to_bytes
 from ..entry.describe import describe_image
-from ..entry.model import Entry, entry_to_bytes
 from ..errors import ImagekitError, InputError
 from ..launch import snapshot as local
 from ..launch.qemu import QEMU_IMG
