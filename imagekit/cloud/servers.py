@@ -33,6 +33,7 @@ from typing import Any
 from ..errors import Ambiguous, InputError, InvalidState, NotFound
 from ..fetch.cache import ImageCache
 from ..fetch.download import check_locations
+from ..launch.images import fetch_verified, make_resolver
 from ..launch.machines import MACHINE_TYPES
 from ..settings import Settings
 from ..signing.verify import VerifiedEntry
@@ -88,7 +89,7 @@ class CloudPlan:
     flavor: Flavor
     image: gi.GlanceImage | None  # a proven Glance image, or None: upload one
     tampered: tuple[gi.GlanceImage, ...]
-    algorithms: tuple[Any, ...]
+    policy: Any  # the site policy the entries were accepted under (imagekit.policy.Policy)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,8 +257,6 @@ def plan_cloud_launch(
     VerificationError (signature, trust, policy, rollback), NoBlockStorage, InvalidState
     (a server of that name exists), cloud errors.
     """
-    from ..launch.launcher import make_resolver
-
     if not request.name or len(request.name) > 255:
         raise InputError("give the server a name (--name), at most 255 characters")
     if request.key_name and request.ssh_keys:
@@ -316,7 +315,7 @@ def plan_cloud_launch(
         flavor,
         image,
         tampered,
-        tuple(policy.digest_algorithms(root.entry)),
+        policy,
     )
 
 
@@ -336,22 +335,14 @@ def _ensure_image(
     settings: Settings,
     *,
     created: _Created,
-    policy_algorithms: Any,
+    policy: Any,
     progress: Callable[[str, int], Callable[[int], None] | None] | None,
 ) -> gi.GlanceImage:
-    cache = ImageCache(settings.cache_dir)
     cb = progress(verified.entry.identifier, verified.entry.bytes) if progress else None
-    cached = cache.get(
-        verified.entry,
-        list(policy_algorithms),
-        allow_private=settings.allow_private_locations,
-        progress=cb,
-    )
+    path = fetch_verified(settings, verified, policy, progress=cb)
     records = gi.VerifiedDigests(settings.state_dir)
     up = progress(f"upload {verified.entry.identifier}", verified.entry.bytes) if progress else None
-    image = gi.upload_verified(
-        cloud, verified, cached.path, origin="launch", records=records, progress=up
-    )
+    image = gi.upload_verified(cloud, verified, path, origin="launch", records=records, progress=up)
     created.images.append(image.id)
     return image
 
@@ -362,22 +353,15 @@ def _readonly_volume(
     settings: Settings,
     *,
     created: _Created,
+    policy: Any,
     timeout: float,
     progress: Callable[[str, int], Callable[[int], None] | None] | None,
 ) -> str:
-    from ..launch.launcher import make_resolver
-
     records = gi.VerifiedDigests(settings.state_dir)
     image, _tampered = _find_image(cloud, verified, records)
     if image is None:
-        _resolver, policy = make_resolver(settings)
         image = _ensure_image(
-            cloud,
-            verified,
-            settings,
-            created=created,
-            policy_algorithms=policy.digest_algorithms(verified.entry),
-            progress=progress,
+            cloud, verified, settings, created=created, policy=policy, progress=progress
         )
     size_gb = max(1, -(-verified.entry.bytes // (1 << 30)))
     with cloud_errors(f"cloud {cloud.name}: volume for {verified.entry.identifier}"):
@@ -419,12 +403,18 @@ def execute_cloud_launch(
                 plan.root,
                 settings,
                 created=created,
-                policy_algorithms=plan.algorithms,
+                policy=plan.policy,
                 progress=progress,
             )
         volumes = [
             _readonly_volume(
-                cloud, ro, settings, created=created, timeout=req.timeout, progress=progress
+                cloud,
+                ro,
+                settings,
+                created=created,
+                policy=plan.policy,
+                timeout=req.timeout,
+                progress=progress,
             )
             for ro in plan.readonly
         ]

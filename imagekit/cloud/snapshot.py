@@ -69,7 +69,7 @@ def snapshot_server(
     server = servers.find_server(cloud, name)
     base: Entry | None = None
     if carry_base and server.image_id:
-        from ..launch.launcher import make_resolver
+        from ..launch.images import make_resolver
 
         try:
             resolver, _policy = make_resolver(settings, client=client)

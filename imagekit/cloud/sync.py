@@ -3,7 +3,7 @@
 For every subscription of the site config (an ``endorser:tag`` or a Marketplace ID), the
 same path as a local launch: the resolver fetches the candidates, verifies each one here
 (signature, trust, rollback memory, policy) and picks the newest acceptable one; then the
-image is fetched and its bytes verified through the image cache (``ImageCache.get``, the
+image is fetched and its bytes verified through the image cache (``launch.images``, the
 one download path), and uploaded to Glance once (``images.upload_verified``). A later run
 finds it by its properties and proves it by Glance's own hash: nothing is uploaded twice.
 
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ImagekitError, InputError, InvalidState, NotFound, VerificationError
-from ..fetch.cache import ImageCache
+from ..launch.images import fetch_verified, make_resolver
 from ..market.resolve import Reference, pick
 from ..settings import Settings
 from ..signing.verify import VerifiedEntry
@@ -250,12 +250,9 @@ def sync(
     trust, bad policy), InvalidState (another sync of this cloud runs), and cloud errors
     of the first image list (CloudAuthFailed, NetworkError).
     """
-    from ..launch.launcher import make_resolver
-
     t0 = time.monotonic()
     resolver, policy = make_resolver(settings, client=client, now=now)
     records = gi.VerifiedDigests(settings.state_dir)
-    cache = ImageCache(settings.cache_dir)
     glance = _Glance(cloud)
     items: list[SyncItem] = []
     wall = now or datetime.now(UTC)
@@ -303,7 +300,6 @@ def sync(
                 _sync_entry(
                     cloud,
                     glance,
-                    cache,
                     policy,
                     records,
                     recs,
@@ -336,7 +332,6 @@ def sync(
 def _sync_entry(
     cloud: Cloud,
     glance: _Glance,
-    cache: ImageCache,
     policy: Any,
     records: gi.VerifiedDigests,
     recs: dict[str, dict[str, Any]],
@@ -411,16 +406,13 @@ def _sync_entry(
         item(Action.ADD, reason=f"would upload {entry.bytes} bytes", bytes=entry.bytes)
         return
     t0 = time.monotonic()
-    algorithms = policy.digest_algorithms(entry)
     cb = progress(ident, entry.bytes) if progress else None
-    cached = cache.get(
-        entry, algorithms, allow_private=settings.allow_private_locations, progress=cb
-    )
+    path = fetch_verified(settings, verified, policy, progress=cb)
     up_cb = progress(f"upload {ident}", entry.bytes) if progress else None
     image = gi.upload_verified(
         cloud,
         verified,
-        cached.path,
+        path,
         origin="sync",
         records=records,
         visibility=site.visibility,
