@@ -616,3 +616,19 @@ def test_sync_reports_an_image_it_cannot_fetch_and_uploads_nothing(world: World)
     [line] = [ln for ln in r.stdout.splitlines() if identifier in ln]
     assert line.startswith(f"error     {identifier} ")
     assert world.images(identifier) == []
+
+
+def test_sync_hides_images_of_an_endorser_no_longer_trusted(world: World, make_endorser):
+    """The site stops trusting the endorser's certificate: its entries no longer verify
+    here, so their images leave the site's Glance (hidden), though the marketplace still
+    serves them."""
+    data = os.urandom(1 << 19)
+    identifier = world.publish(data, tag=world.tag)
+    site = world.site(f"{world.endorser.email}:{world.tag}")
+    assert by_id(sync_json(world, site), identifier) == {identifier: ["add"]}
+    world.env["IMAGEKIT_TRUST"] = str(make_endorser().cert_path)  # someone else entirely
+    report = sync_json(world, site)
+    assert by_id(report, identifier) == {identifier: ["hide"]}
+    refused = [i for i in report["items"] if i["action"] == "refused"]
+    assert refused and refused[0]["subscription"] == f"{world.endorser.email}:{world.tag}"
+    assert all(i.is_hidden for i in world.images(identifier))

@@ -459,7 +459,7 @@ def _retire(
                     image.identifier,
                     glance_id=image.id,
                     endorser=endorser,
-                    reason=f"{why.get(image.identifier, 'no longer subscribed')}; "
+                    reason=f"{why.get(image.identifier, 'no subscription accepts it now')}; "
                     f"used by {n} server(s): kept",
                 )
             )
@@ -476,6 +476,6 @@ def _retire(
                 image.identifier,
                 glance_id=image.id,
                 endorser=endorser,
-                reason=why.get(image.identifier, "no longer subscribed"),
+                reason=why.get(image.identifier, "no subscription accepts it now"),
             )
         )
