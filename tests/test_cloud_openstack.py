@@ -632,3 +632,18 @@ def test_sync_hides_images_of_an_endorser_no_longer_trusted(world: World, make_e
     refused = [i for i in report["items"] if i["action"] == "refused"]
     assert refused and refused[0]["subscription"] == f"{world.endorser.email}:{world.tag}"
     assert all(i.is_hidden for i in world.images(identifier))
+
+
+def test_marketplace_down_retires_nothing(world: World):
+    """A marketplace that does not answer says nothing about the entries: sync reports the
+    error and hides no image (a retire on silence would empty the site's Glance)."""
+    data = os.urandom(1 << 19)
+    identifier = world.publish(data, tag=world.tag)
+    site = world.site(identifier)
+    assert by_id(sync_json(world, site), identifier) == {identifier: ["add"]}
+    world.env["IMAGEKIT_MARKETPLACE"] = "http://127.0.0.1:9"  # discard: nothing listens
+    r = world.cli("sync", "--cloud", world.cloud.cloud, "--site", site, "--json")
+    assert r.exit_code == 1
+    report = json.loads(r.stdout)
+    assert {i["action"] for i in report["items"]} == {"error"}
+    assert [i.is_hidden for i in world.images(identifier)] == [False]
