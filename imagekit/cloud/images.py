@@ -388,16 +388,10 @@ def update_properties(cloud: Cloud, image: GlanceImage, props: Mapping[str, Any]
 
 
 def delete_image(cloud: Cloud, glance_id: str) -> None:
-    """Delete a Glance image; one that is already gone is not an error."""
-    from openstack import exceptions as ox
-
+    """Delete a Glance image; one that is already gone is not an error (a protected one
+    is: imagekit never lifts an operator's protection)."""
     with cloud_errors(f"cloud {cloud.name}: delete image {glance_id}"):
-        try:
-            cloud.conn.image.delete_image(glance_id, ignore_missing=True)
-        except ox.ConflictException:
-            # protected or in use by the store: unprotect once, then delete
-            cloud.conn.image.update_image(glance_id, is_protected=False)
-            cloud.conn.image.delete_image(glance_id, ignore_missing=True)
+        cloud.conn.image.delete_image(glance_id, ignore_missing=True)
 
 
 def images_in_use(cloud: Cloud) -> dict[str, int]:
@@ -438,6 +432,8 @@ class _HashingReader:
         return self.size
 
     def read(self, n: int = -1) -> bytes:
+        # At least a MiB per read: http.client asks for 8 KiB blocks and sends whatever a
+        # read returns, and 8 KiB pieces cost a Python round of hashing and progress each.
         data = self.fp.read(_CHUNK if n is None or n < 0 else max(n, _CHUNK))
         for h in self.hashers:
             h.update(data)
@@ -445,12 +441,6 @@ class _HashingReader:
         if self.progress and data:
             self.progress(len(data))
         return data
-
-
-@dataclasses.dataclass(frozen=True)
-class Uploaded:
-    image: GlanceImage
-    seconds: float
 
 
 def upload_verified(
