@@ -120,7 +120,7 @@ def sync_cmd(
             hint="--site FILE with [sync] subscribe = [...] (or the site setting)",
         )
     interval = parse_duration(every) if every else None
-    site = SiteConfig.load(s.site)
+    SiteConfig.load(s.site)  # a bad file fails now, not at the first round
 
     def line(item: SyncItem) -> None:
         if not as_json:
@@ -129,6 +129,7 @@ def sync_cmd(
     while True:
         progress, close = _progress_bars()
         try:
+            site = SiteConfig.load(s.site)  # each round reads it again, as it does the policy
             with _connect(cloud) as conn:
                 report = sync(
                     s,
