@@ -647,3 +647,42 @@ def test_marketplace_down_retires_nothing(world: World):
     report = json.loads(r.stdout)
     assert {i["action"] for i in report["items"]} == {"error"}
     assert [i.is_hidden for i in world.images(identifier)] == [False]
+
+
+def test_sync_every_keeps_running_and_stops_on_interrupt(world: World):
+    import signal
+    import subprocess
+    import sys
+
+    identifier = world.publish(os.urandom(1 << 18), tag=world.tag)
+    site = world.site(identifier)
+    argv = [
+        str(Path(sys.executable).parent / "imagekit"),
+        "sync",
+        "--cloud",
+        world.cloud.cloud,
+        "--site",
+        str(site),
+        "--every",
+        "1s",
+    ]
+    proc = subprocess.Popen(
+        argv,
+        env={**os.environ, **world.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(world.images(identifier)) == 0:
+            time.sleep(0.5)
+        time.sleep(3)  # a few more rounds: each finds the image and keeps it
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    lines = [ln for ln in out.splitlines() if identifier in ln]
+    assert lines[0].startswith("add ") and lines[1].startswith("keep ")
+    assert len(world.images(identifier)) == 1
+    assert err.count(f"sync {world.cloud.cloud}: ") >= 2
