@@ -204,6 +204,7 @@ def launch(
     readonly: tuple[str, ...],
     as_json: bool,
     s: Any,
+    endorser: str | None = None,
 ) -> None:
     from ..cloud.servers import CloudLaunchRequest, execute_cloud_launch, plan_cloud_launch
     from ..launch.machines import parse_size_mib
@@ -223,6 +224,7 @@ def launch(
         user_data=user_data,
         variables=variables,
         readonly_disks=readonly,
+        endorser=endorser,
     )
     progress, close = _progress_bars()
     with _connect(cloud) as conn:

@@ -65,6 +65,7 @@ class CloudLaunchRequest:
     user_data: bytes | None = None
     variables: Mapping[str, str] = dataclasses.field(default_factory=dict)
     readonly_disks: tuple[str, ...] = ()
+    endorser: str | None = None  # take ``image`` as endorsed by this e-mail only
     timeout: float = 600.0
 
 
@@ -274,7 +275,7 @@ def plan_cloud_launch(
             f"cloud {cloud.name} has no block-storage service: --readonly-disk needs one (cinder)"
         )
     resolver, policy = make_resolver(settings, client=client, now=now)
-    root = resolver.resolve(request.image)
+    root = resolver.resolve(request.image, endorser=request.endorser)
     if root.entry.kind is not None and str(root.entry.kind) == "disk":
         raise InputError(
             f"{request.image} is a data disk, not a machine image",
