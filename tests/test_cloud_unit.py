@@ -266,3 +266,26 @@ def test_duration():
     assert parse_duration("90") == 90
     with pytest.raises(InputError):
         parse_duration("soon")
+
+
+def test_compute_api_too_old_is_one_line():
+    """A Nova that cannot make servers without a NIC is refused before anything is made."""
+    from imagekit.cloud.connection import Cloud
+    from imagekit.cloud.errors import CloudError
+
+    class Endpoint:
+        max_microversion = (2, 36)
+
+    class Compute:
+        def get_endpoint_data(self) -> Endpoint:
+            return Endpoint()
+
+    class Conn:
+        compute = Compute()
+
+    with pytest.raises(CloudError) as e:
+        Cloud("old", Conn()).check_compute_version()
+    assert str(e.value) == (
+        "cloud old: the compute API speaks up to 2.36; servers without a network interface "
+        "need 2.37"
+    )

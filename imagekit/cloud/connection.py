@@ -44,6 +44,20 @@ class Cloud:
                 for kind in ("block-storage", "volumev3", "volume")
             )
 
+    def check_compute_version(self) -> None:
+        """Raise CloudError if Nova is older than MIN_COMPUTE_MICROVERSION."""
+        from .errors import CloudError
+
+        with cloud_errors(f"cloud {self.name}: compute API version"):
+            data = self.conn.compute.get_endpoint_data()
+        have = tuple(data.max_microversion or (2, 1)) if data is not None else (2, 1)
+        if have < MIN_COMPUTE_MICROVERSION:
+            need = ".".join(map(str, MIN_COMPUTE_MICROVERSION))
+            raise CloudError(
+                f"cloud {self.name}: the compute API speaks up to {'.'.join(map(str, have))}; "
+                f"servers without a network interface need {need}"
+            )
+
     def close(self) -> None:
         with cloud_errors(f"cloud {self.name}"):
             self.conn.close()

@@ -270,6 +270,7 @@ def plan_cloud_launch(
     if request.user_data is not None and len(base64.b64encode(request.user_data)) > _USER_DATA_MAX:
         raise InputError(f"user data is too large for Nova ({_USER_DATA_MAX} bytes of base64)")
     _check_metadata(request.variables)
+    cloud.check_compute_version()
     if request.readonly_disks and not cloud.has_block_storage:
         raise NoBlockStorage(
             f"cloud {cloud.name} has no block-storage service: --readonly-disk needs one (cinder)"
