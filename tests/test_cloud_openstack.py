@@ -686,3 +686,48 @@ def test_sync_every_keeps_running_and_stops_on_interrupt(world: World):
     assert lines[0].startswith("add ") and lines[1].startswith("keep ")
     assert len(world.images(identifier)) == 1
     assert err.count(f"sync {world.cloud.cloud}: ") >= 2
+
+
+def test_interrupted_launch_leaves_nothing(world: World, openstack_cloud):
+    """Ctrl-C while Nova builds the server: the server and its key pair are removed before
+    the command exits (130)."""
+    import signal
+    import subprocess
+    import sys
+
+    identifier = world.publish(os.urandom(1 << 19), tag=world.tag)
+    name = f"intr-{uuid.uuid4().hex[:6]}"
+    argv = [
+        str(Path(sys.executable).parent / "imagekit"),
+        "launch",
+        "--cloud",
+        openstack_cloud.cloud,
+        identifier,
+        "--type",
+        "m1.tiny",
+        "--name",
+        name,
+        "--ssh-key",
+        str(_pubkey(world.tmp)),
+    ]
+    proc = subprocess.Popen(
+        argv,
+        env={**os.environ, **world.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if f"{name}: server " in line and "BUILD" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, "".join(seen) + err
+    assert "interrupted" in err
+    conn = openstack_cloud.connect()
+    assert not [s for s in conn.compute.servers() if s.name == name]
+    assert not [k for k in conn.compute.keypairs() if k.name.startswith(f"imagekit-{name}-")]
+    assert world.images(identifier) == []  # the image this launch uploaded went with it
