@@ -60,6 +60,9 @@ class Settings:
     allow_private_locations: bool = _setting(
         False, "download images from private/loopback/link-local addresses (tests, local mirrors)"
     )
+    site: Path | None = _setting(
+        None, "site sync config (TOML): [sync] subscribe, retire, visibility"
+    )
     unsafe_allow_stale_crls: bool = _setting(
         False, "UNSAFE: still use CRLs past their nextUpdate (warns) instead of refusing"
     )

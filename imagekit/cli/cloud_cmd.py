@@ -172,6 +172,11 @@ _LOCAL_ONLY = {
     "hostname": "--hostname",
     "context_scheme": "--context-scheme",
     "accel": "--accel",
+    "count": "--count",
+    "entry_file": "--entry",
+    "image_file": "--image",
+    "ports": "--port",
+    "no_entry_ports": "--no-entry-ports",
 }
 
 

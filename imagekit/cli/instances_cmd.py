@@ -12,6 +12,7 @@ import click
 
 from ..errors import InputError
 from ._app import cli, emit_json, info, settings
+from ._cloud import cloud_option
 
 
 def _uptime(seconds: float | None) -> str:
@@ -28,7 +29,8 @@ def _ports_cell(inst: Any) -> str:
 @cli.command("instances")
 @click.argument("instance", required=False)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def instances_cmd(instance: str | None, as_json: bool) -> None:
+@cloud_option
+def instances_cmd(instance: str | None, as_json: bool, cloud: str | None = None) -> None:
     """List instances (state, name, CPU, memory, ssh and forwarded ports, image ID, uptime),
     or describe one: its drives, context, ports, image and endorser, reason, console log.
 
@@ -38,6 +40,13 @@ def instances_cmd(instance: str | None, as_json: bool) -> None:
       imagekit instances web1
     """
     from ..launch.instances import DriveKind, InstanceStore
+
+    if cloud:
+        from . import cloud_cmd
+
+        if instance:
+            raise click.UsageError("with --cloud, instances lists the servers (no INSTANCE)")
+        return cloud_cmd.instances(cloud, as_json=as_json)
 
     store = InstanceStore(settings().state_dir)
     if instance is not None:
@@ -144,8 +153,9 @@ def ssh_cmd(instance: str, user: str, identity: Path | None, command: tuple[str,
 @click.option("--tail", type=click.IntRange(1), metavar="N", help="begin with the last N lines")
 @click.option("-a", "--attach", is_flag=True,
               help="type into the serial console (detach: Ctrl-] then q)")
+@cloud_option
 def console_cmd(instance: str, follow: bool, previous: bool, tail: int | None,
-                attach: bool) -> None:  # fmt: skip
+                attach: bool, cloud: str | None = None) -> None:  # fmt: skip
     """Print INSTANCE's serial console log (what the guest wrote on ttyS0), or attach to it.
 
     --attach connects your terminal to the guest's serial console: what you type goes to
@@ -165,6 +175,12 @@ def console_cmd(instance: str, follow: bool, previous: bool, tail: int | None,
         raise click.UsageError("--follow reads the running boot's log, not --previous")
     if attach and (follow or previous or tail):
         raise click.UsageError("--attach is interactive: no --follow, --previous or --tail")
+    if cloud:
+        from . import cloud_cmd
+
+        if previous or attach:
+            raise click.UsageError("with --cloud: the console log only (--follow, --tail)")
+        return cloud_cmd.console(cloud, instance, follow=follow, tail=tail)
     store = InstanceStore(settings().state_dir)
     inst = store.find(instance)
     if attach:
@@ -201,7 +217,8 @@ def console_cmd(instance: str, follow: bool, previous: bool, tail: int | None,
 @cli.command("kill")
 @click.argument("instances", nargs=-1, required=True)
 @click.option("--rm", "forget", is_flag=True, help="then forget them (as imagekit rm)")
-def kill_cmd(instances: tuple[str, ...], forget: bool) -> None:
+@cloud_option
+def kill_cmd(instances: tuple[str, ...], forget: bool, cloud: str | None = None) -> None:
     """Stop instances and delete their overlay, context ISO, volatile and swap disks.
     The record and console log stay (imagekit instances) until imagekit rm, or --rm.
 
@@ -212,6 +229,10 @@ def kill_cmd(instances: tuple[str, ...], forget: bool) -> None:
     """
     from ..launch.launcher import kill
 
+    if cloud:
+        from . import cloud_cmd
+
+        return cloud_cmd.kill(cloud, instances)
     s = settings()
     for name in instances:
         inst = kill(s, name, forget=forget)

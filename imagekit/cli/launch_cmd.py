@@ -11,6 +11,7 @@ import click
 from ..context import ContextScheme
 from ..errors import InputError
 from ._app import cli, emit_json, info, settings, state
+from ._cloud import cloud_option
 from ._options import setting_option
 
 
@@ -86,7 +87,6 @@ def common(f: Any) -> Any:
               help="use this endorser's entry of the ID (when endorsers disagree on its bytes)")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @cloud_option
-@click.option("--name", help="with --cloud: the server's name")
 @click.option("--key-name", help="with --cloud: an existing key pair instead of --ssh-key")
 @common
 def launch_cmd(
@@ -101,6 +101,7 @@ def launch_cmd(
     name: str | None = None, count: int = 1,
     entry_file: Path | None = None, image_file: Path | None = None,
     ports: tuple[str, ...] = (), no_entry_ports: bool = False,
+    cloud: str | None = None, key_name: str | None = None,
 ) -> None:  # fmt: skip
     """Run an appliance by its Marketplace ID (or endorser:tag) in a qemu VM.
 
@@ -142,6 +143,23 @@ def launch_cmd(
     if default is not None:
         keys = read_ssh_keys(default, what="ssh key")
     pairs = dict(parse_variable(v) for v in variables)
+    if cloud:
+        from . import cloud_cmd
+
+        cloud_cmd.refuse_local_options(swap=swap, files=files, volatile=volatile,
+                                       persistent=persistent, persistent_root=persistent_root,
+                                       disk_size=disk_size, boot_volume=boot_volume,
+                                       hostname=hostname, context_scheme=context_scheme,
+                                       accel=accel, count=count if count != 1 else None,
+                                       entry_file=entry_file, image_file=image_file,
+                                       ports=ports, no_entry_ports=no_entry_ports)  # fmt: skip
+        return cloud_cmd.launch(cloud, image=image, name=name, type_=type_, cpu=cpu, ram=ram,
+                                ssh_keys=keys, key_name=key_name, variables=pairs,
+                                user_data=_read(user_data, "--user-data") if user_data else None,
+                                readonly=readonly, as_json=as_json, s=s,
+                                endorser=endorser)  # fmt: skip
+    if key_name:
+        raise InputError("--key-name goes with --cloud")
     types = _machine_types(s)
     request = LaunchRequest(
         image=image if not entry_file else str(entry_file),
