@@ -46,6 +46,7 @@ bench: install
 
 lint: install
 	$(VENV)/bin/ruff check imagekit marketplace_server tests bench
+	$(VENV)/bin/ruff format --check imagekit marketplace_server tests bench
 	$(VENV)/bin/mypy imagekit marketplace_server
 
 serve: install

@@ -34,8 +34,11 @@ def _recipe(work: Path, script_text: str) -> Recipe:
     (work / "last.sh").write_text(script_text)
     (work / "motd").write_text("bench\n")
     return Recipe.make(
-        base="debian:bookworm", packages=PACKAGES, scripts=["setup.sh", "last.sh"],
-        files=["/etc/motd=motd"], relative_to=work,
+        base="debian:bookworm",
+        packages=PACKAGES,
+        scripts=["setup.sh", "last.sh"],
+        files=["/etc/motd=motd"],
+        relative_to=work,
     )
 
 
@@ -53,11 +56,19 @@ def plain_dib(work: Path) -> float:
         stand_ins=dib.write_stand_ins(work / "stand-ins"),
         cache_debootstrap=False,  # stock behaviour
     )
-    elements = [*dib.base_elements(Recipe.make(base="debian:bookworm").partition_table),
-                "imagekit-packages"]
+    elements = [
+        *dib.base_elements(Recipe.make(base="debian:bookworm").partition_table),
+        "imagekit-packages",
+    ]
     start = time.monotonic()
-    dib.run_dib(elements, output=work / "plain", image_type="qcow2", size=DEFAULT_SIZE, env=env,
-                log_path=work / "plain.log")
+    dib.run_dib(
+        elements,
+        output=work / "plain",
+        image_type="qcow2",
+        size=DEFAULT_SIZE,
+        env=env,
+        log_path=work / "plain.log",
+    )
     return time.monotonic() - start
 
 
@@ -83,19 +94,40 @@ def run(args: BenchArgs) -> list[Row]:
         recipe = _recipe(src, "#!/bin/sh\necho one > /etc/bench-last\n")
         cold, cached = imagekit_build(recipe, work / "a.qcow2", cache)
         assert not cached
-        rows.append(Row.make(
-            NAME, "imagekit cold build", cold, "s",
-            baseline=("plain disk-image-create", plain) if plain else None,
-        ))
+        rows.append(
+            Row.make(
+                NAME,
+                "imagekit cold build",
+                cold,
+                "s",
+                baseline=("plain disk-image-create", plain) if plain else None,
+            )
+        )
         same, cached = imagekit_build(recipe, work / "b.qcow2", cache)
         assert cached
-        rows.append(Row.make(NAME, "imagekit warm, unchanged", same, "s",
-                             baseline=("imagekit cold build", cold), target="<= 0.4"))
+        rows.append(
+            Row.make(
+                NAME,
+                "imagekit warm, unchanged",
+                same,
+                "s",
+                baseline=("imagekit cold build", cold),
+                target="<= 0.4",
+            )
+        )
         recipe = _recipe(src, "#!/bin/sh\necho two > /etc/bench-last\n")
         changed, cached = imagekit_build(recipe, work / "c.qcow2", cache)
         assert cached
-        rows.append(Row.make(NAME, "imagekit warm, last script changed", changed, "s",
-                             baseline=("imagekit cold build", cold), target="<= 0.4"))
+        rows.append(
+            Row.make(
+                NAME,
+                "imagekit warm, last script changed",
+                changed,
+                "s",
+                baseline=("imagekit cold build", cold),
+                target="<= 0.4",
+            )
+        )
         rows.append(Row.make(NAME, "load average (1 min) at the end", load_average(), ""))
     return rows
 

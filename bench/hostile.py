@@ -57,8 +57,11 @@ def _signer(work: Path):  # type: ignore[no-untyped-def]
     from imagekit.signing.keys import load_signer, make_self_signed
 
     key, cert = make_self_signed(
-        "bench@hostile.example.org", "Bench", 30,
-        key_type="ec", now=dt.datetime.now(dt.UTC) - dt.timedelta(days=1),
+        "bench@hostile.example.org",
+        "Bench",
+        30,
+        key_type="ec",
+        now=dt.datetime.now(dt.UTC) - dt.timedelta(days=1),
     )
     (work / "k.pem").write_bytes(key)
     (work / "c.pem").write_bytes(cert)
@@ -73,8 +76,11 @@ def _ordinary(signer, n: int) -> list[bytes]:  # type: ignore[no-untyped-def]
 
     start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=1)
     return [
-        sign_entry(draft_entry(os.urandom(64), title=f"ordinary {i}"), signer,
-                   now=start + dt.timedelta(seconds=i))
+        sign_entry(
+            draft_entry(os.urandom(64), title=f"ordinary {i}"),
+            signer,
+            now=start + dt.timedelta(seconds=i),
+        )
         for i in range(n)
     ]
 
@@ -159,10 +165,22 @@ def run(args: BenchArgs) -> list[Row]:
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEKIT_")}
         server = subprocess.Popen(
-            [sys.executable, "-m", "marketplace_server", "--host", "127.0.0.1", "--port",
-             str(port), "--data-dir", str(work / "data")],
-            env=dict(env, PYTHONPATH=str(ROOT)), cwd=ROOT,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "marketplace_server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(work / "data"),
+            ],
+            env=dict(env, PYTHONPATH=str(ROOT)),
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
@@ -179,16 +197,21 @@ def run(args: BenchArgs) -> list[Row]:
                 base, statuses = _post_all(client, server.pid, ordinary[:n_ordinary])
                 if statuses != {201}:
                     raise RuntimeError(f"ordinary uploads answered {sorted(statuses)}")
-                rows.append(Row.make(NAME, "server CPU: ordinary signed entry", base * 1000,
-                                     "ms"))
+                rows.append(Row.make(NAME, "server CPU: ordinary signed entry", base * 1000, "ms"))
                 for name, doc in hostile.items():
                     cpu, statuses = _post_all(client, server.pid, [doc] * n_hostile)
                     if 201 in statuses:
                         raise RuntimeError(f"the server stored a hostile document ({name})")
-                    rows.append(Row.make(
-                        NAME, f"server CPU: {len(doc) >> 10} KiB, {name}", cpu * 1000, "ms",
-                        baseline=("ordinary signed entry", base * 1000), target=TARGET,
-                    ))
+                    rows.append(
+                        Row.make(
+                            NAME,
+                            f"server CPU: {len(doc) >> 10} KiB, {name}",
+                            cpu * 1000,
+                            "ms",
+                            baseline=("ordinary signed entry", base * 1000),
+                            target=TARGET,
+                        )
+                    )
         finally:
             stop_process(server)
     return rows

@@ -83,11 +83,18 @@ def _tools(tree: Path, out: Path) -> dict[str, list[str]]:
     }
     quoted = shlex.quote(str(out)), shlex.quote(str(tree))
     if shutil.which("genisoimage"):
-        tools["genisoimage"] = ["bash", "-c", f"genisoimage -quiet -R -J -V BENCH -o {quoted[0]} "
-                                f"{quoted[1]} && sync {quoted[0]}"]
+        tools["genisoimage"] = [
+            "bash",
+            "-c",
+            f"genisoimage -quiet -R -J -V BENCH -o {quoted[0]} {quoted[1]} && sync {quoted[0]}",
+        ]
     if shutil.which("xorriso"):
-        tools["xorriso"] = ["bash", "-c", f"xorriso -as mkisofs -quiet -R -J -V BENCH -o "
-                            f"{quoted[0]} {quoted[1]} 2>/dev/null && sync {quoted[0]}"]
+        tools["xorriso"] = [
+            "bash",
+            "-c",
+            f"xorriso -as mkisofs -quiet -R -J -V BENCH -o "
+            f"{quoted[0]} {quoted[1]} 2>/dev/null && sync {quoted[0]}",
+        ]
     return tools
 
 
@@ -121,18 +128,45 @@ def _rows(case: str, results: dict[str, Measured], target: str | None) -> list[R
     ik = results["imagekit"]
     rows = []
     if "genisoimage" in results:
-        rows.append(Row.make(NAME, f"{case}: wall time, hashing too",
-                             results["imagekit+hashes"].seconds, "s",
-                             baseline=("genisoimage", results["genisoimage"].seconds)))
+        rows.append(
+            Row.make(
+                NAME,
+                f"{case}: wall time, hashing too",
+                results["imagekit+hashes"].seconds,
+                "s",
+                baseline=("genisoimage", results["genisoimage"].seconds),
+            )
+        )
     for base in ("genisoimage", "xorriso"):
         if base in results:
-            rows.append(Row.make(NAME, f"{case}: wall time", ik.seconds, "s",
-                                 baseline=(base, results[base].seconds),
-                                 target=target if base == "genisoimage" else None))
-            rows.append(Row.make(NAME, f"{case}: CPU time", ik.cpu_seconds, "s",
-                                 baseline=(base, results[base].cpu_seconds)))
-            rows.append(Row.make(NAME, f"{case}: peak RSS", ik.peak_rss / 2**20, "MiB",
-                                 baseline=(base, results[base].peak_rss / 2**20)))
+            rows.append(
+                Row.make(
+                    NAME,
+                    f"{case}: wall time",
+                    ik.seconds,
+                    "s",
+                    baseline=(base, results[base].seconds),
+                    target=target if base == "genisoimage" else None,
+                )
+            )
+            rows.append(
+                Row.make(
+                    NAME,
+                    f"{case}: CPU time",
+                    ik.cpu_seconds,
+                    "s",
+                    baseline=(base, results[base].cpu_seconds),
+                )
+            )
+            rows.append(
+                Row.make(
+                    NAME,
+                    f"{case}: peak RSS",
+                    ik.peak_rss / 2**20,
+                    "MiB",
+                    baseline=(base, results[base].peak_rss / 2**20),
+                )
+            )
     return rows
 
 
@@ -150,6 +184,13 @@ def run(args: BenchArgs) -> list[Row]:
         _large_tree(big, large)
         measured = _measure(big, work, rounds)
         rows += _rows(f"2 files, {large >> 20} MiB", measured, "<= 1.1")
-        rows.append(Row.make(NAME, "large tree: imagekit peak RSS",
-                             measured["imagekit"].peak_rss / 2**20, "MiB", target="<= 150"))
+        rows.append(
+            Row.make(
+                NAME,
+                "large tree: imagekit peak RSS",
+                measured["imagekit"].peak_rss / 2**20,
+                "MiB",
+                target="<= 150",
+            )
+        )
     return rows

@@ -92,8 +92,10 @@ http {{
     server {{ listen 127.0.0.1:{port}; root {root}; }}
 }}
 """)
-    proc = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(prefix),
-                             "-c", str(conf)], stdin=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(prefix), "-c", str(conf)],
+        stdin=subprocess.DEVNULL,
+    )
     try:
         _wait_port(port, proc)
         yield f"http://127.0.0.1:{port}"
@@ -132,19 +134,23 @@ def cold(work: Path, args: BenchArgs) -> list[Row]:
         cpu = {name: float("inf") for name in ("ours", "curl", "curl+sync", "alone")}
         for _ in range(max(5, args.repeat)):
             ours = time_call(imagekit_fetch)
-            curl = time_command([shutil.which("curl") or "curl", "-sS", "-o",
-                                 str(out / "c.img"), url])  # fmt: skip
+            curl = time_command(
+                [shutil.which("curl") or "curl", "-sS", "-o", str(out / "c.img"), url]
+            )
             (out / "c.img").unlink()
             # imagekit fsyncs the cached image before it renames it into place; this is curl
             # with the same durability
-            synced = time_command(["sh", "-c", 'curl -sS -o "$1" "$2" && sync "$1"', "sh",
-                                   str(out / "c.img"), url])  # fmt: skip
+            synced = time_command(
+                ["sh", "-c", 'curl -sS -o "$1" "$2" && sync "$1"', "sh", str(out / "c.img"), url]
+            )
             (out / "c.img").unlink()
             alone = time_call(digest_file, image, hashed)
-            for name, wall, used in (("ours", ours.seconds, ours.cpu_seconds),
-                                     ("curl", curl.seconds, curl.cpu_seconds),
-                                     ("curl+sync", synced.seconds, synced.cpu_seconds),
-                                     ("alone", alone.seconds, alone.cpu_seconds)):  # fmt: skip
+            for name, wall, used in (
+                ("ours", ours.seconds, ours.cpu_seconds),
+                ("curl", curl.seconds, curl.cpu_seconds),
+                ("curl+sync", synced.seconds, synced.cpu_seconds),
+                ("alone", alone.seconds, alone.cpu_seconds),
+            ):
                 best[name] = min(best[name], wall)
                 cpu[name] = min(cpu[name], used)
     baseline = max(best["curl"], best["alone"])
@@ -152,16 +158,37 @@ def cold(work: Path, args: BenchArgs) -> list[Row]:
     what = human_bytes(size)
     rows.append(Row.make(NAME, f"curl {what} from nginx", best["curl"], "s"))
     rows.append(Row.make(NAME, f"{algs} of {what} alone", best["alone"], "s"))
-    rows.append(Row.make(NAME, f"cold: download+{algs}+verify {what}", best["ours"], "s",
-                         baseline=("slower of curl, digests alone", baseline),
-                         target="<= 1.25"))  # fmt: skip
-    rows.append(Row.make(NAME, f"cold: download+{algs}+verify+fsync {what}", best["ours"], "s",
-                         baseline=("curl -o + sync, no digest", best["curl+sync"])))
+    rows.append(
+        Row.make(
+            NAME,
+            f"cold: download+{algs}+verify {what}",
+            best["ours"],
+            "s",
+            baseline=("slower of curl, digests alone", baseline),
+            target="<= 1.25",
+        )
+    )
+    rows.append(
+        Row.make(
+            NAME,
+            f"cold: download+{algs}+verify+fsync {what}",
+            best["ours"],
+            "s",
+            baseline=("curl -o + sync, no digest", best["curl+sync"]),
+        )
+    )
     # CPU used (all threads; nginx's share is the same on both sides and not counted): a
     # ratio near 1 means the single pass does no work beyond curl's plus the hashing, so a
     # worse wall ratio comes from other load competing for the cores
-    rows.append(Row.make(NAME, "cold: CPU seconds of the single pass", cpu["ours"], "s",
-                         baseline=("curl CPU + digests-alone CPU", cpu["curl"] + cpu["alone"])))
+    rows.append(
+        Row.make(
+            NAME,
+            "cold: CPU seconds of the single pass",
+            cpu["ours"],
+            "s",
+            baseline=("curl CPU + digests-alone CPU", cpu["curl"] + cpu["alone"]),
+        )
+    )
     return rows
 
 
@@ -187,11 +214,25 @@ def warm(work: Path, args: BenchArgs) -> list[Row]:
     mport = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEKIT_")}
     server = subprocess.Popen(
-        [sys.executable, "-m", "marketplace_server", "--host", "127.0.0.1", "--port",
-         str(mport), "--data-dir", str(work / "mdata"), "--files-dir", str(work / "mfiles")],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env=dict(env, PYTHONPATH=str(ROOT)), cwd=ROOT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "marketplace_server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(mport),
+            "--data-dir",
+            str(work / "mdata"),
+            "--files-dir",
+            str(work / "mfiles"),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(env, PYTHONPATH=str(ROOT)),
+        cwd=ROOT,
+    )
     # an installed imagekit has its bytecode compiled; this checkout may run with
     # PYTHONDONTWRITEBYTECODE, which would recompile every module in every launch
     env.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -207,8 +248,12 @@ def warm(work: Path, args: BenchArgs) -> list[Row]:
     launched: list[str] = []
 
     def launch() -> str:
-        proc = subprocess.run([IMAGEKIT, "launch", ident, "--type", "t1.micro", "--swap", "0"],
-                              env=env, capture_output=True, check=False)  # fmt: skip
+        proc = subprocess.run(
+            [IMAGEKIT, "launch", ident, "--type", "t1.micro", "--swap", "0"],
+            env=env,
+            capture_output=True,
+            check=False,
+        )
         if proc.returncode:
             raise RuntimeError(f"imagekit launch failed: {proc.stderr.decode()[-500:]}")
         launched.append(proc.stdout.decode().strip())
@@ -220,10 +265,12 @@ def warm(work: Path, args: BenchArgs) -> list[Row]:
     try:
         with _nginx(work, www) as base:
             _wait_port(mport, server)
-            draft = describe_image(tiny, kind="machine", format="raw",
-                                   locations=(f"{base}/tiny.raw",))  # fmt: skip
-            xml = sign_entry(entry_to_bytes(draft), signer,
-                             now=datetime.now(UTC).replace(microsecond=0))  # fmt: skip
+            draft = describe_image(
+                tiny, kind="machine", format="raw", locations=(f"{base}/tiny.raw",)
+            )
+            xml = sign_entry(
+                entry_to_bytes(draft), signer, now=datetime.now(UTC).replace(microsecond=0)
+            )
             with MarketplaceClient(env["IMAGEKIT_MARKETPLACE"]) as client:
                 client.upload(xml)
             ident = draft.identifier
@@ -243,12 +290,18 @@ def warm(work: Path, args: BenchArgs) -> list[Row]:
             from imagekit.launch.machines import machine_type
             from imagekit.settings import load_settings
 
-            settings = load_settings({
-                "marketplace": env["IMAGEKIT_MARKETPLACE"], "trust": env["IMAGEKIT_TRUST"],
-                "allow_private_locations": True, "accel": "auto",
-                "cache_dir": home / ".cache" / "imagekit",
-                "state_dir": home / ".local" / "state" / "imagekit",
-            }, env={}, path=work / "no-config.toml")  # fmt: skip
+            settings = load_settings(
+                {
+                    "marketplace": env["IMAGEKIT_MARKETPLACE"],
+                    "trust": env["IMAGEKIT_TRUST"],
+                    "allow_private_locations": True,
+                    "accel": "auto",
+                    "cache_dir": home / ".cache" / "imagekit",
+                    "state_dir": home / ".local" / "state" / "imagekit",
+                },
+                env={},
+                path=work / "no-config.toml",
+            )
             request = LaunchRequest(image=ident, machine=machine_type("t1.micro", swap=0))
             best_library = float("inf")
             for _ in range(repeat):

@@ -40,13 +40,39 @@ import httpx
 from ._common import BenchArgs, Row, bench_dir, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
-OSES = [("debian", ["11", "12", "13"]), ("ubuntu", ["22.04", "24.04"]), ("alpine", ["3.19"]),
-        ("fedora", ["39", "40"]), ("centos", ["7", "9"]), ("rocky", ["9"])]
+OSES = [
+    ("debian", ["11", "12", "13"]),
+    ("ubuntu", ["22.04", "24.04"]),
+    ("alpine", ["3.19"]),
+    ("fedora", ["39", "40"]),
+    ("centos", ["7", "9"]),
+    ("rocky", ["9"]),
+]
 ARCHES = ["x86_64", "x86_64", "x86_64", "aarch64", "i686"]
 WORDS = [
-    "web", "server", "database", "cache", "proxy", "minimal", "base", "desktop", "compute",
-    "storage", "analytics", "notebook", "cluster", "gateway", "monitor", "builder", "runner",
-    "mail", "dns", "ldap", "vpn", "ci", "edge",
+    "web",
+    "server",
+    "database",
+    "cache",
+    "proxy",
+    "minimal",
+    "base",
+    "desktop",
+    "compute",
+    "storage",
+    "analytics",
+    "notebook",
+    "cluster",
+    "gateway",
+    "monitor",
+    "builder",
+    "runner",
+    "mail",
+    "dns",
+    "ldap",
+    "vpn",
+    "ci",
+    "edge",
 ]
 
 
@@ -87,8 +113,12 @@ def _sign_chunk(args: tuple[list[tuple[bytes, bytes]], int, int, int]) -> list[b
         rng = random.Random(seed * 1_000_003 + i)
         f = _fields(rng, i)
         valid = now + dt.timedelta(days=-1 if rng.random() < 0.1 else 365)
-        draft = draft_entry(rng.randbytes(48), valid=valid,
-                            deprecated="superseded" if rng.random() < 0.05 else None, **f)
+        draft = draft_entry(
+            rng.randbytes(48),
+            valid=valid,
+            deprecated="superseded" if rng.random() < 0.05 else None,
+            **f,
+        )
         out.append(sign_entry(draft, signers[i % len(signers)], now=now))
     return out
 
@@ -99,8 +129,13 @@ def _make_keys(n: int) -> list[tuple[bytes, bytes]]:
     keys = []
     for k in range(n):
         key = make_private_key("ec")
-        cert = make_certificate(key, f"endorser{k}@bench.example.org", f"Bench {k}", 30,
-                                now=dt.datetime.now(dt.UTC) - dt.timedelta(days=1))
+        cert = make_certificate(
+            key,
+            f"endorser{k}@bench.example.org",
+            f"Bench {k}",
+            30,
+            now=dt.datetime.now(dt.UTC) - dt.timedelta(days=1),
+        )
         s = Signer(key, cert)
         keys.append((s.key_pem(), s.cert_pem()))
     return keys
@@ -142,13 +177,22 @@ def _load(
             from imagekit.image.identifier import sha1_to_id
 
             yield NewEntry(
-                identifier=sha1_to_id(sha1), email=f"endorser{i % 20}@bench.example.org",
-                created=format_date(stamp + dt.timedelta(seconds=i * 300)), xml=xml,
-                etag=hashlib.sha256(xml).hexdigest(), sha1=sha1, bytes=48,
+                identifier=sha1_to_id(sha1),
+                email=f"endorser{i % 20}@bench.example.org",
+                created=format_date(stamp + dt.timedelta(seconds=i * 300)),
+                xml=xml,
+                etag=hashlib.sha256(xml).hexdigest(),
+                sha1=sha1,
+                bytes=48,
                 valid=format_date(now + dt.timedelta(days=-1 if rng.random() < 0.1 else 365)),
                 deprecated="superseded" if rng.random() < 0.05 else None,
-                os=f["os_name"], os_version=f["os_version"], arch=f["arch"], kind=f["kind"],
-                tag=f["tag"], title=f["title"], description=f["description"],
+                os=f["os_name"],
+                os_version=f["os_version"],
+                arch=f["arch"],
+                kind=f["kind"],
+                tag=f["tag"],
+                title=f["title"],
+                description=f["description"],
                 locations=(f"https://images.example.org/{sha1}.qcow2.gz",),
             )
 
@@ -178,7 +222,10 @@ def _latency(client: httpx.Client, urls: list[str]) -> tuple[float, float]:
 def _wrk(url: str, seconds: int) -> float:
     out = subprocess.run(
         ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", url],
-        check=True, capture_output=True, text=True, timeout=seconds + 60,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
     ).stdout
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -220,8 +267,11 @@ http {{
     }}
 }}
 """)
-    proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(work)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        ["nginx", "-c", str(conf), "-p", str(work)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     _wait(f"http://127.0.0.1:{port}/", proc, ok_status=(200, 403, 404))
     return proc, f"http://127.0.0.1:{port}"
 
@@ -266,9 +316,19 @@ def run(args: BenchArgs) -> list[Row]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEKIT_")}
         env["PYTHONPATH"] = str(ROOT)
         server = subprocess.Popen(
-            [sys.executable, "-m", "marketplace_server", "--port", str(port), "--data-dir",
-             str(work / "data"), *(["--db", db_url] if db_url else [])],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                sys.executable,
+                "-m",
+                "marketplace_server",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(work / "data"),
+                *(["--db", db_url] if db_url else []),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         base = f"http://127.0.0.1:{port}"
         nginx = None
@@ -278,17 +338,24 @@ def run(args: BenchArgs) -> list[Row]:
             searches = []
             for _ in range(300):
                 os_name, versions = rng.choice(OSES)
-                params = [f"os={os_name}", f"arch={rng.choice(ARCHES)}", "status=valid",
-                          f"q={rng.choice(WORDS)}", "limit=20"]
+                params = [
+                    f"os={os_name}",
+                    f"arch={rng.choice(ARCHES)}",
+                    "status=valid",
+                    f"q={rng.choice(WORDS)}",
+                    "limit=20",
+                ]
                 if rng.random() < 0.5:
                     params.append(f"email=endorser{rng.randrange(20)}@bench.example.org")
                 if rng.random() < 0.3:
                     params.append(f"os-version={rng.choice(versions)}")
                 searches.append(base + "/api/entries?" + "&".join(params))
-            lists_xml = [base + f"/metadata?limit=20&offset={rng.randrange(0, 5000)}"
-                         for _ in range(200)]
-            lists_json = [base + f"/api/entries?limit=20&os={rng.choice(OSES)[0]}"
-                          for _ in range(200)]
+            lists_xml = [
+                base + f"/metadata?limit=20&offset={rng.randrange(0, 5000)}" for _ in range(200)
+            ]
+            lists_json = [
+                base + f"/api/entries?limit=20&os={rng.choice(OSES)[0]}" for _ in range(200)
+            ]
             gets = [base + p for p in rng.sample(paths, min(len(paths), 500))]
             with httpx.Client(timeout=30) as client:
                 _latency(client, searches[:20])  # warm up connections and page cache
@@ -308,8 +375,16 @@ def run(args: BenchArgs) -> list[Row]:
             nginx_rps = _wrk(nginx_base + path, seconds)
             server_rps = _wrk(base + path, seconds)
             rows.append(Row.make(name, "GET entry nginx (1 worker)", nginx_rps, "req/s"))
-            rows.append(Row.make(name, "GET entry server (1 worker)", server_rps, "req/s",
-                                 baseline=("nginx", nginx_rps), target=">= 0.15"))
+            rows.append(
+                Row.make(
+                    name,
+                    "GET entry server (1 worker)",
+                    server_rps,
+                    "req/s",
+                    baseline=("nginx", nginx_rps),
+                    target=">= 0.15",
+                )
+            )
         finally:
             stop_process(server)
             if nginx is not None:

@@ -67,16 +67,17 @@ class Settings:
         False, "UNSAFE: still use CRLs past their nextUpdate (warns) instead of refusing"
     )
     ssh_key: Path | None = _setting(
-        None, "public key every launch injects (default: ~/.ssh/id_ed25519.pub, id_ecdsa.pub "
-        "or id_rsa.pub, the first that exists)"
+        None,
+        "public key every launch injects (default: ~/.ssh/id_ed25519.pub, id_ecdsa.pub "
+        "or id_rsa.pub, the first that exists)",
     )
     port_address: str = _setting(
-        "127.0.0.1", "host address forwarded guest ports (--port, the entry's inbound ports) "
-        "listen on; 0.0.0.0 exposes them to the network"
+        "127.0.0.1",
+        "host address forwarded guest ports (--port, the entry's inbound ports) "
+        "listen on; 0.0.0.0 exposes them to the network",
     )
     types: dict[str, dict[str, Any]] | None = _setting(
-        None, 'site machine types, config file only: [types.NAME] cpu = 2, ram = "4G", '
-        'swap = "1G"'
+        None, 'site machine types, config file only: [types.NAME] cpu = 2, ram = "4G", swap = "1G"'
     )
 
 
@@ -103,8 +104,15 @@ def _table() -> tuple[Setting, ...]:
         # ``Path | None`` is a Path setting that may be unset
         kinds = [k for k in typing.get_args(kind) if k is not type(None)] or [kind]
         # ``dict[str, ...]`` is a table (only a config file can write one)
-        rows.append(Setting(f.name, typing.get_origin(kinds[0]) or kinds[0], f.default,
-                            f.metadata["help"], f.metadata["choices"]))  # fmt: skip
+        rows.append(
+            Setting(
+                f.name,
+                typing.get_origin(kinds[0]) or kinds[0],
+                f.default,
+                f.metadata["help"],
+                f.metadata["choices"],
+            )
+        )
     return tuple(rows)
 
 
@@ -128,11 +136,14 @@ def _coerce(setting: Setting, value: Any, source: str) -> Any:
         return None
     if setting.type is dict:
         if source.startswith("IMAGEKIT_") or source == "option":
-            raise InputError(f"{source}: setting {setting.name!r} is read from the config "
-                             "file only")  # fmt: skip
+            raise InputError(
+                f"{source}: setting {setting.name!r} is read from the config file only"
+            )
         if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
-            raise InputError(f"{source}: setting {setting.name!r} must be a table of tables "
-                             f"([{setting.name}.NAME] ...)")  # fmt: skip
+            raise InputError(
+                f"{source}: setting {setting.name!r} must be a table of tables "
+                f"([{setting.name}.NAME] ...)"
+            )
         return value
     if setting.type is Path:
         return Path(os.path.expanduser(str(value)))
@@ -185,6 +196,7 @@ def load_settings(
     try:
         ipaddress.ip_address(values["port_address"])
     except ValueError:
-        raise InputError(f"port_address must be an IP address, not "
-                         f"{values['port_address']!r}") from None  # fmt: skip
+        raise InputError(
+            f"port_address must be an IP address, not {values['port_address']!r}"
+        ) from None
     return Settings(**values)

@@ -23,9 +23,7 @@ def default_data_dir() -> Path:
     return load_settings().data_dir
 
 
-def serve(
-    config: Any, *, host: str = "127.0.0.1", port: int = 8080, workers: int = 1
-) -> None:
+def serve(config: Any, *, host: str = "127.0.0.1", port: int = 8080, workers: int = 1) -> None:
     """Run the server in the foreground until interrupted."""
     import uvicorn
 

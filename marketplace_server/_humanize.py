@@ -30,8 +30,14 @@ def parse_time(text: str | None) -> datetime | None:
         return None
 
 
-_STEPS = ((365 * 86400, "year"), (30 * 86400, "month"), (7 * 86400, "week"),
-          (86400, "day"), (3600, "hour"), (60, "minute"))  # fmt: skip
+_STEPS = (
+    (365 * 86400, "year"),
+    (30 * 86400, "month"),
+    (7 * 86400, "week"),
+    (86400, "day"),
+    (3600, "hour"),
+    (60, "minute"),
+)
 
 
 def relative_time(text: str | None, now: datetime) -> str:

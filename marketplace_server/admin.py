@@ -20,8 +20,9 @@ from .ingest import signer_cert
 from .storage import Binding, Storage
 
 
-def rebind(config: ServerConfig, email: str, cert_path: Path, *, now: datetime | None = None
-           ) -> tuple[Binding | None, Binding]:
+def rebind(
+    config: ServerConfig, email: str, cert_path: Path, *, now: datetime | None = None
+) -> tuple[Binding | None, Binding]:
     """Bind ``email`` to the certificate in ``cert_path`` (PEM or DER; the first one);
     return (the binding replaced or None, the new one).
 
@@ -38,14 +39,17 @@ def rebind(config: ServerConfig, email: str, cert_path: Path, *, now: datetime |
         raise InputError(f"cannot read certificate {cert_path}: {e.strerror}") from e
     cert = load_certificates(data)[0]
     if config.db is None and not (config.data_dir / "marketplace.sqlite3").exists():
-        raise NotFound(f"no marketplace database in {config.data_dir}",
-                       hint="give the server's --data-dir or --db")
+        raise NotFound(
+            f"no marketplace database in {config.data_dir}",
+            hint="give the server's --data-dir or --db",
+        )
     storage = Storage(config.database_url)
     try:
         storage.create_schema()  # adds the bindings table to an older database
         signer = signer_cert(cert, vouched=False)
-        old = storage.rebind(email, signer.fingerprint, signer.subject,
-                             now=now or datetime.now(UTC))
+        old = storage.rebind(
+            email, signer.fingerprint, signer.subject, now=now or datetime.now(UTC)
+        )
         new = storage.binding(email)
     finally:
         storage.close()

@@ -95,8 +95,9 @@ def entry_response(request: Request, entry: StoredEntry, *, status_code: int = 2
     headers["Cache-Control"] = "public, max-age=31536000, immutable"
     if request.query_params.get("download"):
         headers["Content-Disposition"] = f'attachment; filename="{entry.identifier}.xml"'
-    return Response(entry.xml, status_code=status_code, media_type="application/xml",
-                    headers=headers)
+    return Response(
+        entry.xml, status_code=status_code, media_type="application/xml", headers=headers
+    )
 
 
 def list_response(request: Request, query: Query) -> Response:
@@ -111,15 +112,22 @@ def list_response(request: Request, query: Query) -> Response:
     if media == "json":
         return Response(
             entry_list(page, query).model_dump_json(),
-            media_type="application/json", headers=headers,
+            media_type="application/json",
+            headers=headers,
         )
-    return StreamingResponse(xml_list(storage, page.entries), media_type="application/xml",
-                             headers=headers)
+    return StreamingResponse(
+        xml_list(storage, page.entries), media_type="application/xml", headers=headers
+    )
 
 
 def entry_list(page: Page, query: Query) -> EntryList:
-    return EntryList(total=page.total, more=page.more, offset=query.offset, limit=query.limit,
-                     entries=[EntrySummary(**info(e)) for e in page.entries])
+    return EntryList(
+        total=page.total,
+        more=page.more,
+        offset=query.offset,
+        limit=query.limit,
+        entries=[EntrySummary(**info(e)) for e in page.entries],
+    )
 
 
 # --- StratusLab-compatible routes ---------------------------------------------------------
@@ -131,17 +139,20 @@ _UPLOAD_BODY: dict[str, Any] = {
         "content": {
             "application/xml": {"schema": _XML_BODY},
             "text/xml": {"schema": _XML_BODY},
-            "multipart/form-data": {"schema": {
-                "type": "object",
-                "properties": {"metadata": {"type": "string", "format": "binary"}},
-            }},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"metadata": {"type": "string", "format": "binary"}},
+                }
+            },
         },
     }
 }
 
 
-@compat_router.post("/metadata", status_code=201, summary="Upload a signed entry",
-                    openapi_extra=_UPLOAD_BODY)
+@compat_router.post(
+    "/metadata", status_code=201, summary="Upload a signed entry", openapi_extra=_UPLOAD_BODY
+)
 async def post_metadata(request: Request) -> Response:
     """Raw XML body (``application/xml`` or ``text/xml``) or a multipart form; 201 with
     ``Location`` of the stored entry. 415 for other types, 403 for a browser's cross-origin
@@ -149,10 +160,18 @@ async def post_metadata(request: Request) -> Response:
     entry = await ingest(request)
     media = wants(request, default="text")
     if media == "json":
-        return Response(_SUMMARY.dump_json(EntrySummary(**info(entry))), status_code=201,
-                        media_type="application/json", headers={"Location": entry.path})
-    return Response(entry.path + "\n", status_code=201, media_type="text/plain",
-                    headers={"Location": entry.path})
+        return Response(
+            _SUMMARY.dump_json(EntrySummary(**info(entry))),
+            status_code=201,
+            media_type="application/json",
+            headers={"Location": entry.path},
+        )
+    return Response(
+        entry.path + "\n",
+        status_code=201,
+        media_type="text/plain",
+        headers={"Location": entry.path},
+    )
 
 
 @compat_router.get("/metadata", summary="List entries")
@@ -189,15 +208,17 @@ EndorserOffset = Annotated[int, Q(ge=0, le=10_000_000)]
 
 
 @compat_router.get("/endorsers", summary="Endorsers")
-def get_endorsers(request: Request, limit: EndorserLimit = 100, offset: EndorserOffset = 0
-                  ) -> Response:
+def get_endorsers(
+    request: Request, limit: EndorserLimit = 100, offset: EndorserOffset = 0
+) -> Response:
     """One page of endorsers by e-mail; ``X-More: true`` when another page follows."""
     endorsers, more = state_of(request).storage.endorsers(limit=limit, offset=offset)
     if wants(request, default="json") == "html":
         return html.endorsers_page(request, endorsers, limit=limit, offset=offset, more=more)
     return Response(
         "[" + ",".join(EndorserInfo(**e.__dict__).model_dump_json() for e in endorsers) + "]",
-        media_type="application/json", headers={"X-More": "true" if more else "false"},
+        media_type="application/json",
+        headers={"X-More": "true" if more else "false"},
     )
 
 
@@ -207,10 +228,12 @@ def get_endorser(request: Request, email: str, query: Filters) -> Response:
     endorser = storage.endorser(email)
     if wants(request, default="json") == "html":
         return html.endorser_page(request, endorser, query)
-    entries = storage.find(Query(email=email, history=True, limit=query.limit,
-                                 offset=query.offset), now=now()).entries
-    return Response(_endorser_detail(endorser, entries).model_dump_json(),
-                    media_type="application/json")
+    entries = storage.find(
+        Query(email=email, history=True, limit=query.limit, offset=query.offset), now=now()
+    ).entries
+    return Response(
+        _endorser_detail(endorser, entries).model_dump_json(), media_type="application/json"
+    )
 
 
 def _endorser_detail(endorser: Endorser, entries: list[StoredEntry]) -> EndorserDetail:
@@ -230,21 +253,32 @@ def api_entries(request: Request, query: Filters) -> Response:
     return Response(entry_list(page, query).model_dump_json(), media_type="application/json")
 
 
-@router.post("/entries", response_model=EntrySummary, status_code=201, summary="Upload",
-             openapi_extra=_UPLOAD_BODY)
+@router.post(
+    "/entries",
+    response_model=EntrySummary,
+    status_code=201,
+    summary="Upload",
+    openapi_extra=_UPLOAD_BODY,
+)
 async def api_upload(request: Request) -> Response:
     """Upload a signed entry (raw XML body); 201 with the stored entry's summary."""
     entry = await ingest(request)
-    return Response(_SUMMARY.dump_json(EntrySummary(**info(entry))), status_code=201,
-                    media_type="application/json", headers={"Location": entry.path})
+    return Response(
+        _SUMMARY.dump_json(EntrySummary(**info(entry))),
+        status_code=201,
+        media_type="application/json",
+        headers={"Location": entry.path},
+    )
 
 
 @router.get("/entries/{identifier}", response_model=list[EntrySummary], summary="Entries of an ID")
 def api_entries_of(request: Request, identifier: str, history: bool = False) -> list[EntrySummary]:
     """Every endorser's current entry for the ID (or a unique prefix); all with history."""
-    entries = state_of(request).storage.find(
-        Query(identifier=identifier, history=history, limit=1000), now=now()
-    ).entries
+    entries = (
+        state_of(request)
+        .storage.find(Query(identifier=identifier, history=history, limit=1000), now=now())
+        .entries
+    )
     return [EntrySummary(**info(e)) for e in entries]
 
 
@@ -261,14 +295,16 @@ def api_tag(request: Request, email: str, tag: str) -> EntrySummary:
 
 
 @router.get("/endorsers", response_model=list[EndorserInfo], summary="Endorsers")
-def api_endorsers(request: Request, limit: EndorserLimit = 100, offset: EndorserOffset = 0
-                  ) -> Response:
+def api_endorsers(
+    request: Request, limit: EndorserLimit = 100, offset: EndorserOffset = 0
+) -> Response:
     """One page of endorsers by e-mail (``X-More: true`` when another follows), each with
     the fingerprint of the certificate its e-mail is bound to."""
     endorsers, more = state_of(request).storage.endorsers(limit=limit, offset=offset)
     return Response(
         "[" + ",".join(EndorserInfo(**e.__dict__).model_dump_json() for e in endorsers) + "]",
-        media_type="application/json", headers={"X-More": "true" if more else "false"},
+        media_type="application/json",
+        headers={"X-More": "true" if more else "false"},
     )
 
 
@@ -276,6 +312,7 @@ def api_endorsers(request: Request, limit: EndorserLimit = 100, offset: Endorser
 def api_endorser(request: Request, email: str, query: Filters) -> EndorserDetail:
     storage = state_of(request).storage
     endorser = storage.endorser(email)
-    entries = storage.find(Query(email=email, history=True, limit=query.limit,
-                                 offset=query.offset), now=now()).entries
+    entries = storage.find(
+        Query(email=email, history=True, limit=query.limit, offset=query.offset), now=now()
+    ).entries
     return _endorser_detail(endorser, entries)

@@ -132,11 +132,17 @@ class MarketplaceApp(FastAPI):
 
 async def _plain(send: Any, status: int, message: str) -> None:
     body = (message + "\n").encode()
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"text/plain; charset=utf-8"),
-        (b"content-length", str(len(body)).encode()),
-        (b"x-imagekit-error", b"InputError"),
-    ]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-imagekit-error", b"InputError"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

@@ -63,8 +63,13 @@ def error_response(request: Request, status: int, message: str, kind: str) -> Re
     line = " ".join(message.split())  # exactly one line
     headers = {"X-Imagekit-Error": kind}
     if wants(request, default="text") == "html":
-        return render(request, "error.html", {"status": status, "message": line},
-                      status_code=status, headers=headers)
+        return render(
+            request,
+            "error.html",
+            {"status": status, "message": line},
+            status_code=status,
+            headers=headers,
+        )
     return Response(line + "\n", status_code=status, media_type="text/plain", headers=headers)
 
 
@@ -83,8 +88,9 @@ async def validation_error_handler(request: Request, exc: Exception) -> Response
 
 async def data_error_handler(request: Request, exc: Exception) -> Response:
     """A value the database cannot even compare (PostgreSQL refuses NUL characters)."""
-    return error_response(request, 400, "invalid request: a value the database refuses",
-                          "InputError")
+    return error_response(
+        request, 400, "invalid request: a value the database refuses", "InputError"
+    )
 
 
 async def http_error_handler(request: Request, exc: Exception) -> Response:

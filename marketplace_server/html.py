@@ -52,9 +52,14 @@ def catalogue_href(identifier: str) -> str:
     return "/browse?" + urlencode({"identifier": identifier, "history": "true"})
 
 
-_ENV.globals.update(entry_href=entry_href, seg=url_segment, is_web_link=is_web_link,
-                    catalogue_href=catalogue_href, human_size=human_size,
-                    relative_time=relative_time)  # fmt: skip
+_ENV.globals.update(
+    entry_href=entry_href,
+    seg=url_segment,
+    is_web_link=is_web_link,
+    catalogue_href=catalogue_href,
+    human_size=human_size,
+    relative_time=relative_time,
+)
 
 
 def render(
@@ -73,10 +78,18 @@ def render(
 
 def _qs(query: Query, **changes: Any) -> str:
     values = {
-        "email": query.email, "os": query.os, "os-version": query.os_version,
-        "arch": query.arch, "kind": query.kind, "status": query.status, "q": query.q,
-        "tag": query.tag, "identifier": query.identifier, "location": query.location,
-        "created": query.created, "history": "true" if query.history else None,
+        "email": query.email,
+        "os": query.os,
+        "os-version": query.os_version,
+        "arch": query.arch,
+        "kind": query.kind,
+        "status": query.status,
+        "q": query.q,
+        "tag": query.tag,
+        "identifier": query.identifier,
+        "location": query.location,
+        "created": query.created,
+        "history": "true" if query.history else None,
         "limit": query.limit if query.limit != 100 else None,
         "offset": query.offset or None,
     }
@@ -90,11 +103,21 @@ def catalogue_page(request: Request, query: Query) -> Response:
     page = storage.find(query, now=now)
     prev_qs = _qs(query, offset=max(query.offset - query.limit, 0)) if query.offset else None
     next_qs = _qs(query, offset=query.offset + query.limit) if page.more else None
-    return render(request, "catalogue.html", {
-        "entries": page.entries, "total": page.total, "first": query.offset + 1,
-        "last": query.offset + len(page.entries), "query": query, "statuses": STATUSES,
-        "prev_qs": prev_qs, "next_qs": next_qs, "endorsers": _endorser_choices(storage, query),
-    })
+    return render(
+        request,
+        "catalogue.html",
+        {
+            "entries": page.entries,
+            "total": page.total,
+            "first": query.offset + 1,
+            "last": query.offset + len(page.entries),
+            "query": query,
+            "statuses": STATUSES,
+            "prev_qs": prev_qs,
+            "next_qs": next_qs,
+            "endorsers": _endorser_choices(storage, query),
+        },
+    )
 
 
 def _endorser_choices(storage: Storage, query: Query) -> list[Endorser]:
@@ -116,28 +139,42 @@ def launch_command(request: Request, entry: StoredEntry) -> str:
 def entry_page(request: Request, entry: StoredEntry) -> Response:
     now = datetime.now(UTC)
     history = state_of(request).storage.find(
-        Query(identifier=entry.identifier, history=True, limit=HISTORY_ROWS), now=now)
+        Query(identifier=entry.identifier, history=True, limit=HISTORY_ROWS), now=now
+    )
     terms = entry_dict(entry, now)["entry"]
-    return render(request, "entry.html", {
-        "entry": entry, "status": entry.status(now), "history": history.entries,
-        "more_history": history.more, "terms": terms,
-        "xml_text": (entry.xml or b"").decode("utf-8", "replace"),
-        "launch": launch_command(request, entry),
-        "signature": signature_facts(entry.xml or b""),
-    })
+    return render(
+        request,
+        "entry.html",
+        {
+            "entry": entry,
+            "status": entry.status(now),
+            "history": history.entries,
+            "more_history": history.more,
+            "terms": terms,
+            "xml_text": (entry.xml or b"").decode("utf-8", "replace"),
+            "launch": launch_command(request, entry),
+            "signature": signature_facts(entry.xml or b""),
+        },
+    )
 
 
-def endorsers_page(request: Request, endorsers: list[Endorser], *, limit: int, offset: int,
-                   more: bool) -> Response:
+def endorsers_page(
+    request: Request, endorsers: list[Endorser], *, limit: int, offset: int, more: bool
+) -> Response:
     def qs(at: int) -> str:
-        return urlencode({"media": "html", "offset": at, **({"limit": limit} if limit != 100
-                                                             else {})})
+        return urlencode(
+            {"media": "html", "offset": at, **({"limit": limit} if limit != 100 else {})}
+        )
 
-    return render(request, "endorsers.html", {
-        "endorsers": endorsers,
-        "prev_qs": qs(max(offset - limit, 0)) if offset else None,
-        "next_qs": qs(offset + limit) if more else None,
-    })
+    return render(
+        request,
+        "endorsers.html",
+        {
+            "endorsers": endorsers,
+            "prev_qs": qs(max(offset - limit, 0)) if offset else None,
+            "next_qs": qs(offset + limit) if more else None,
+        },
+    )
 
 
 def endorser_page(request: Request, endorser: Endorser, query: Query) -> Response:

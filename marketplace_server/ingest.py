@@ -33,6 +33,7 @@ from .storage import NewEntry, SignerCert, Storage
 _log = logging.getLogger(__name__)
 _DS = "{http://www.w3.org/2000/09/xmldsig#}"
 
+
 class Ingestor:
     """Verifies uploads according to the server's trust configuration."""
 
@@ -60,9 +61,7 @@ class Ingestor:
         if not self.config.allow_file_locations and any(
             check_location(url) is LocationScheme.FILE for url in entry.locations
         ):
-            raise InvalidMetadata(
-                "file-location", "this registry does not accept file: locations"
-            )
+            raise InvalidMetadata("file-location", "this registry does not accept file: locations")
         return NewEntry(
             **EntryColumns.of(entry, email=email, created=created),
             xml=data,
@@ -79,8 +78,9 @@ class Ingestor:
         if self._vouch is None:
             return False
         try:
-            verify_entry(data, self._vouch, now=now, allow_sha1=self.config.allow_sha1,
-                         allow_expired=True)
+            verify_entry(
+                data, self._vouch, now=now, allow_sha1=self.config.allow_sha1, allow_expired=True
+            )
         except VerificationError:
             return False
         return True
@@ -111,8 +111,9 @@ def bind_existing(storage: Storage, *, now: datetime) -> int:
         except (ImagekitError, ValueError) as e:
             _log.warning("cannot bind endorser %s: %s", email, e)
             continue
-        if cert is not None and storage.bind_if_unbound(email, signer_cert(cert, vouched=False),
-                                                         now=now):
+        if cert is not None and storage.bind_if_unbound(
+            email, signer_cert(cert, vouched=False), now=now
+        ):
             bound += 1
     return bound
 

@@ -45,11 +45,21 @@ def filters(
     if created and not _DATE.match(created):
         raise InputError("invalid request: created must look like 2024-01-31T12:00:00Z")
     return Query(
-        identifier=identifier or None, email=email or None, created=created or None,
-        status=status or None, location=location or None, os=os or None,
+        identifier=identifier or None,
+        email=email or None,
+        created=created or None,
+        status=status or None,
+        location=location or None,
+        os=os or None,
         os_version=os_version or None,
-        arch=arch or None, kind=kind or None, tag=tag or None, q=q or None, history=history,
-        limit=limit, offset=offset, count=count,
+        arch=arch or None,
+        kind=kind or None,
+        tag=tag or None,
+        q=q or None,
+        history=history,
+        limit=limit,
+        offset=offset,
+        count=count,
     )
 
 

@@ -46,8 +46,10 @@ def signature_facts(xml: bytes) -> dict[str, str] | None:
     method = signature.find(f"{ds}SignedInfo/{ds}SignatureMethod")
     algorithm = method.get("Algorithm", "") if method is not None else ""
     cert_text = signature.findtext(f"{ds}KeyInfo/{ds}X509Data/{ds}X509Certificate")
-    facts = {"algorithm": algorithm.rsplit("#", 1)[-1].upper() or "unknown",
-             "algorithm_uri": algorithm}  # fmt: skip
+    facts = {
+        "algorithm": algorithm.rsplit("#", 1)[-1].upper() or "unknown",
+        "algorithm_uri": algorithm,
+    }
     if cert_text:
         try:
             cert = x509.load_der_x509_certificate(base64.b64decode("".join(cert_text.split())))

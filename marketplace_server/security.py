@@ -45,31 +45,35 @@ def _style_hash(css: str) -> str:
 def page_policy(inline_css: str) -> str:
     """The CSP of the HTML pages: no inline script, only same-origin script files (the copy
     button's ``/static/site.js``); the one inline style block by hash."""
-    return "; ".join((
-        "default-src 'none'",
-        "script-src 'self'",
-        f"style-src 'self' {_style_hash(inline_css)}",
-        "img-src 'self' data:",
-        "form-action 'self'",
-        "base-uri 'none'",
-        "frame-ancestors 'none'",
-    ))
+    return "; ".join(
+        (
+            "default-src 'none'",
+            "script-src 'self'",
+            f"style-src 'self' {_style_hash(inline_css)}",
+            "img-src 'self' data:",
+            "form-action 'self'",
+            "base-uri 'none'",
+            "frame-ancestors 'none'",
+        )
+    )
 
 
 #: Everything that is not a page: nothing loads, nothing runs, even if a browser renders it.
 DATA_POLICY = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; sandbox"
 #: FastAPI's Swagger UI and ReDoc load their script and style from jsDelivr and start with an
 #: inline script; they show only the OpenAPI document, never an entry.
-DOCS_POLICY = "; ".join((
-    "default-src 'none'",
-    "script-src https://cdn.jsdelivr.net 'unsafe-inline'",
-    "style-src https://cdn.jsdelivr.net https://fonts.googleapis.com 'unsafe-inline'",
-    "font-src https://fonts.gstatic.com",
-    "img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly",
-    "worker-src blob:",
-    "connect-src 'self'",
-    "frame-ancestors 'none'",
-))
+DOCS_POLICY = "; ".join(
+    (
+        "default-src 'none'",
+        "script-src https://cdn.jsdelivr.net 'unsafe-inline'",
+        "style-src https://cdn.jsdelivr.net https://fonts.googleapis.com 'unsafe-inline'",
+        "font-src https://fonts.gstatic.com",
+        "img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly",
+        "worker-src blob:",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+    )
+)
 _DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc")
 
 _COMMON = [
@@ -90,8 +94,10 @@ def secure_send(send: Send, path: str, page_csp: str) -> Send:
             headers = list(message.get("headers", ()))
             names = {name.lower() for name, _ in headers}
             if b"content-security-policy" not in names:
-                html = any(name.lower() == b"content-type" and value.startswith(b"text/html")
-                           for name, value in headers)
+                html = any(
+                    name.lower() == b"content-type" and value.startswith(b"text/html")
+                    for name, value in headers
+                )
                 csp = (DOCS_POLICY.encode() if docs else page) if html else DATA_POLICY.encode()
                 headers.append((b"content-security-policy", csp))
             headers += [h for h in _COMMON if h[0] not in names]

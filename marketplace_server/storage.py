@@ -75,8 +75,11 @@ class NewEntry(EntryColumns):
 
 def _row_values(entry: NewEntry) -> dict[str, Any]:
     """The ``entries`` columns of ``entry`` (without ``xml`` and ``signer``)."""
-    values = {f.name: getattr(entry, f.name) for f in dataclasses.fields(entry)
-              if f.name not in ("xml", "signer")}
+    values = {
+        f.name: getattr(entry, f.name)
+        for f in dataclasses.fields(entry)
+        if f.name not in ("xml", "signer")
+    }
     values["locations"] = "\n".join(entry.locations)
     return values
 
@@ -180,8 +183,15 @@ def search_words(text_: str) -> list[str]:
 
 def search_text(entry: NewEntry) -> str:
     parts = (
-        entry.title, entry.description, entry.tag, entry.os, entry.os_version, entry.arch,
-        entry.kind, entry.identifier, entry.email,
+        entry.title,
+        entry.description,
+        entry.tag,
+        entry.os,
+        entry.os_version,
+        entry.arch,
+        entry.kind,
+        entry.identifier,
+        entry.email,
     )
     return " ".join(search_words(" ".join(p for p in parts if p)))
 
@@ -235,11 +245,13 @@ class Storage:
         Base.metadata.create_all(self.engine)
         if self.is_sqlite:
             with self.engine.begin() as conn:
-                conn.execute(text(
-                    # contentless: only the index is kept, the text lives in entries.search
-                    "CREATE VIRTUAL TABLE IF NOT EXISTS entries_fts USING fts5("
-                    "search, content='', tokenize='unicode61')"
-                ))
+                conn.execute(
+                    text(
+                        # contentless: only the index is kept, the text lives in entries.search
+                        "CREATE VIRTUAL TABLE IF NOT EXISTS entries_fts USING fts5("
+                        "search, content='', tokenize='unicode61')"
+                    )
+                )
 
     def close(self) -> None:
         self.engine.dispose()
@@ -285,8 +297,12 @@ class Storage:
                 conn.execute(update(t).where(t.c.pk == latest.pk).values(latest=False))
             values = _row_values(entry)
             xml = entry.xml
-            values.update(latest=True, search=search_text(entry), uploaded=format_date(now),
-                          is_deprecated=entry.deprecated is not None)
+            values.update(
+                latest=True,
+                search=search_text(entry),
+                uploaded=format_date(now),
+                is_deprecated=entry.deprecated is not None,
+            )
             inserted = conn.execute(t.insert().values(**values)).inserted_primary_key
             assert inserted is not None
             pk = inserted[0]
@@ -308,8 +324,11 @@ class Storage:
         row = conn.execute(
             select(b.c.fingerprint).where(b.c.email == email).with_for_update()
         ).first()
-        values = {"fingerprint": signer.fingerprint, "subject": signer.subject,
-                  "bound": format_date(now)}
+        values = {
+            "fingerprint": signer.fingerprint,
+            "subject": signer.subject,
+            "bound": format_date(now),
+        }
         if row is None:
             via = "trusted" if signer.vouched else "first-use"
             conn.execute(b.insert().values(email=email, via=via, **values))
@@ -329,15 +348,20 @@ class Storage:
             row = conn.execute(select(b).where(b.c.email == email)).first()
         return None if row is None else Binding(**row._mapping)
 
-    def rebind(self, email: str, fingerprint: str, subject: str, *, now: datetime
-               ) -> Binding | None:
+    def rebind(
+        self, email: str, fingerprint: str, subject: str, *, now: datetime
+    ) -> Binding | None:
         """Bind ``email`` to the certificate with ``fingerprint`` (an admin's decision);
         return the binding it replaces, if any."""
         b = _BINDINGS
         with self._write_lock, self.engine.begin() as conn:
             old = conn.execute(select(b).where(b.c.email == email).with_for_update()).first()
-            values = {"fingerprint": fingerprint, "subject": subject, "via": "admin",
-                      "bound": format_date(now)}
+            values = {
+                "fingerprint": fingerprint,
+                "subject": subject,
+                "via": "admin",
+                "bound": format_date(now),
+            }
             if old is None:
                 conn.execute(b.insert().values(email=email, **values))
             else:
@@ -349,8 +373,9 @@ class Storage:
         with self._write_lock:
             try:
                 with self.engine.begin() as conn:
-                    if conn.execute(select(_BINDINGS.c.email)
-                                    .where(_BINDINGS.c.email == email)).first():
+                    if conn.execute(
+                        select(_BINDINGS.c.email).where(_BINDINGS.c.email == email)
+                    ).first():
                         return False
                     self._check_binding(conn, email, signer, now)
             except IntegrityError:
@@ -361,18 +386,22 @@ class Storage:
         """Endorsers stored before bindings existed (``create_schema`` binds them)."""
         t, b = _ENTRIES, _BINDINGS
         with self.engine.connect() as conn:
-            return list(conn.execute(
-                select(t.c.email).distinct()
-                .where(~t.c.email.in_(select(b.c.email)))
-            ).scalars())
+            return list(
+                conn.execute(
+                    select(t.c.email).distinct().where(~t.c.email.in_(select(b.c.email)))
+                ).scalars()
+            )
 
     def first_xml(self, email: str) -> bytes | None:
         """The signed bytes of the endorser's first upload."""
         t = _ENTRIES
         with self.engine.connect() as conn:
             xml = conn.execute(
-                select(_XML.c.xml).join(t, t.c.pk == _XML.c.pk).where(t.c.email == email)
-                .order_by(t.c.pk).limit(1)
+                select(_XML.c.xml)
+                .join(t, t.c.pk == _XML.c.pk)
+                .where(t.c.email == email)
+                .order_by(t.c.pk)
+                .limit(1)
             ).scalar()
         return None if xml is None else bytes(xml)
 
@@ -398,8 +427,12 @@ class Storage:
         for entry in batch:
             values = _row_values(entry)
             blobs[(entry.identifier, entry.email)] = entry.xml
-            values.update(latest=True, search=search_text(entry), uploaded=uploaded,
-                          is_deprecated=entry.deprecated is not None)
+            values.update(
+                latest=True,
+                search=search_text(entry),
+                uploaded=uploaded,
+                is_deprecated=entry.deprecated is not None,
+            )
             rows.append(values)
         # every distinct (e-mail, certificate), in order: the first binds, another refuses
         signers = {(e.email, e.signer): None for e in batch if e.signer is not None}
@@ -412,12 +445,18 @@ class Storage:
                     t.c.identifier.in_([e.identifier for e in batch]), t.c.latest
                 )
             ).all()
-            conn.execute(_XML.insert(), [
-                {"pk": k.pk, "xml": blobs[(k.identifier, k.email)]} for k in keys
-                if (k.identifier, k.email) in blobs
-            ])
+            conn.execute(
+                _XML.insert(),
+                [
+                    {"pk": k.pk, "xml": blobs[(k.identifier, k.email)]}
+                    for k in keys
+                    if (k.identifier, k.email) in blobs
+                ],
+            )
             locs = [
-                {"entry_pk": k.pk, "url": url} for k in keys if k.locations
+                {"entry_pk": k.pk, "url": url}
+                for k in keys
+                if k.locations
                 for url in k.locations.split("\n")
             ]
             if locs:
@@ -446,9 +485,9 @@ class Storage:
         t = _ENTRIES
         with self.engine.connect() as conn:
             row = conn.execute(
-                select(*_COLUMNS, _XML.c.xml).join(_XML, _XML.c.pk == t.c.pk).where(
-                    t.c.identifier == identifier, t.c.email == email, t.c.created == created
-                )
+                select(*_COLUMNS, _XML.c.xml)
+                .join(_XML, _XML.c.pk == t.c.pk)
+                .where(t.c.identifier == identifier, t.c.email == email, t.c.created == created)
             ).first()
         if row is None:
             raise NotFound(f"no entry {identifier}/{email}/{created}")
@@ -459,9 +498,9 @@ class Storage:
         t = _ENTRIES
         with self.engine.connect() as conn:
             row = conn.execute(
-                select(_XML.c.xml, t.c.etag).join(_XML, _XML.c.pk == t.c.pk).where(
-                    t.c.identifier == identifier, t.c.email == email, t.c.created == created
-                )
+                select(_XML.c.xml, t.c.etag)
+                .join(_XML, _XML.c.pk == t.c.pk)
+                .where(t.c.identifier == identifier, t.c.email == email, t.c.created == created)
             ).first()
         return None if row is None else (bytes(row.xml), row.etag)
 
@@ -470,7 +509,7 @@ class Storage:
         a thousand entries never sits in memory whole."""
         t = _ENTRIES
         for start in range(0, len(entries), batch):
-            keys = [e.key for e in entries[start:start + batch]]
+            keys = [e.key for e in entries[start : start + batch]]
             with self.engine.connect() as conn:
                 rows = conn.execute(
                     select(t.c.identifier, t.c.email, t.c.created, _XML.c.xml)
@@ -489,19 +528,28 @@ class Storage:
             raise NotFound(f"not an identifier: {prefix!r}")
         with self.engine.connect() as conn:
             if len(prefix) == 27:
-                found = conn.execute(
-                    select(t.c.identifier).where(t.c.identifier == prefix).limit(1)
-                ).scalars().all()
+                found = (
+                    conn.execute(select(t.c.identifier).where(t.c.identifier == prefix).limit(1))
+                    .scalars()
+                    .all()
+                )
             else:
-                found = conn.execute(
-                    select(t.c.identifier)
-                    .where(t.c.identifier >= prefix, t.c.identifier < prefix + "\x7f")
-                    .distinct()
-                    .limit(2)
-                ).scalars().all()
+                found = (
+                    conn.execute(
+                        select(t.c.identifier)
+                        .where(t.c.identifier >= prefix, t.c.identifier < prefix + "\x7f")
+                        .distinct()
+                        .limit(2)
+                    )
+                    .scalars()
+                    .all()
+                )
         if not found:
-            raise NotFound(f"no entry with identifier {prefix}" if len(prefix) == 27 else
-                           f"no entry with an identifier starting with {prefix!r}")
+            raise NotFound(
+                f"no entry with identifier {prefix}"
+                if len(prefix) == 27
+                else f"no entry with an identifier starting with {prefix!r}"
+            )
         if len(found) > 1:
             raise Ambiguous(f"ambiguous identifier prefix {prefix!r}: {', '.join(found)}, ...")
         return found[0]
@@ -516,8 +564,12 @@ class Storage:
         if not query.history:
             conds.append(t.c.latest == True)  # noqa: E712  (= 1: an equality the indexes use)
         for name, column in (
-            ("email", t.c.email), ("created", t.c.created), ("os", t.c.os),
-            ("os_version", t.c.os_version), ("arch", t.c.arch), ("kind", t.c.kind),
+            ("email", t.c.email),
+            ("created", t.c.created),
+            ("os", t.c.os),
+            ("os_version", t.c.os_version),
+            ("arch", t.c.arch),
+            ("kind", t.c.kind),
             ("tag", t.c.tag),
         ):
             value = getattr(query, name)
@@ -558,14 +610,14 @@ class Storage:
             if not more and (rows or query.offset == 0):
                 total = query.offset + len(rows)
             elif query.count:
-                total = conn.execute(
-                    select(func.count()).select_from(t).where(*conds)
-                ).scalar_one()
+                total = conn.execute(select(func.count()).select_from(t).where(*conds)).scalar_one()
             entries = [_to_stored(r) for r in rows]
             if with_xml and rows:
-                blobs = dict(conn.execute(
-                    select(_XML.c.pk, _XML.c.xml).where(_XML.c.pk.in_([r.pk for r in rows]))
-                ).all())
+                blobs = dict(
+                    conn.execute(
+                        select(_XML.c.pk, _XML.c.xml).where(_XML.c.pk.in_([r.pk for r in rows]))
+                    ).all()
+                )
                 entries = [
                     dataclasses.replace(e, xml=bytes(blobs[r.pk]))
                     for e, r in zip(entries, rows, strict=True)
@@ -576,9 +628,9 @@ class Storage:
         t = _ENTRIES
         if self.is_sqlite:
             match = " AND ".join(f'"{w}"*' for w in words)
-            matches = text(
-                "SELECT rowid FROM entries_fts WHERE entries_fts MATCH :m"
-            ).bindparams(m=match)
+            matches = text("SELECT rowid FROM entries_fts WHERE entries_fts MATCH :m").bindparams(
+                m=match
+            )
             n = conn.execute(
                 text("SELECT count(*) FROM entries_fts WHERE entries_fts MATCH :m"), {"m": match}
             ).scalar_one()
@@ -599,8 +651,12 @@ class Storage:
             row = conn.execute(
                 select(*_COLUMNS, _XML.c.xml)
                 .join(_XML, _XML.c.pk == t.c.pk)
-                .where(t.c.email == email, t.c.tag == tag, t.c.latest == True,  # noqa: E712
-                       t.c.is_deprecated == False)  # noqa: E712
+                .where(
+                    t.c.email == email,
+                    t.c.tag == tag,
+                    t.c.latest == True,  # noqa: E712
+                    t.c.is_deprecated == False,  # noqa: E712
+                )
                 .order_by(t.c.created.desc())
                 .limit(1)
             ).first()
@@ -621,9 +677,14 @@ class Storage:
             ).all()
             more = len(rows) > limit
             rows = rows[:limit]
-            bound = {r.email: r for r in conn.execute(
-                select(b).where(b.c.email.in_([r[0] for r in rows]))
-            )} if rows else {}
+            bound = (
+                {
+                    r.email: r
+                    for r in conn.execute(select(b).where(b.c.email.in_([r[0] for r in rows])))
+                }
+                if rows
+                else {}
+            )
         return [_endorser(r[0], r[1], r[2], bound.get(r[0])) for r in rows], more
 
     def endorser(self, email: str) -> Endorser:

@@ -20,9 +20,22 @@ def test_quick_run_prints_ratios_against_baselines_measured_in_the_same_run(
 ) -> None:
     rows_file = tmp_path / "rows.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "digests", "iso", "hostile", "--json",
-         str(rows_file)],
-        cwd=ROOT, capture_output=True, text=True, timeout=540, check=False,
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "digests",
+            "iso",
+            "hostile",
+            "--json",
+            str(rows_file),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=540,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(rows_file.read_text())
@@ -33,8 +46,9 @@ def test_quick_run_prints_ratios_against_baselines_measured_in_the_same_run(
     assert {"coreutils 4 *sum in a row", "genisoimage", "xorriso", "ordinary signed entry"} <= named
     for row in compared:
         assert row["value"] > 0 and row["baseline_value"] > 0
-        assert row["ratio"] == pytest.approx(row["value"] / row["baseline_value"], rel=0.01) or \
-            row["ratio"] == pytest.approx(row["baseline_value"] / row["value"], rel=0.01)
+        assert row["ratio"] == pytest.approx(row["value"] / row["baseline_value"], rel=0.01) or row[
+            "ratio"
+        ] == pytest.approx(row["baseline_value"] / row["value"], rel=0.01)
     # the table people read carries the same rows
     assert "coreutils 4 *sum in a row" in proc.stdout and "genisoimage" in proc.stdout
     assert "machine: " in proc.stdout

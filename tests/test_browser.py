@@ -15,8 +15,15 @@ from imagekit.image.identifier import sha1_to_id
 pytestmark = pytest.mark.timeout(300)
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +48,9 @@ def page(browser):
 
 
 def publish(marketplace, data: bytes) -> str:
-    r = httpx.post(marketplace.url + "/metadata", content=data,
-                   headers={"Content-Type": "application/xml"})
+    r = httpx.post(
+        marketplace.url + "/metadata", content=data, headers={"Content-Type": "application/xml"}
+    )
     assert r.status_code == 201, r.text
     return r.headers["Location"]
 
@@ -50,10 +58,13 @@ def publish(marketplace, data: bytes) -> str:
 def test_list_filter_and_search(page, marketplace, make_endorser, make_signed):
     me = make_endorser()
     publish(marketplace, make_signed(me, ago=60, title="Browser Debian", os_name="debian"))
-    publish(marketplace, make_signed(me, ago=60, title="Browser Alpine", os_name="alpine",
-                                     kind="disk"))
-    publish(marketplace, make_signed(me, ago=60, title="Browser Old", os_name="debian",
-                                     deprecated="superseded"))
+    publish(
+        marketplace, make_signed(me, ago=60, title="Browser Alpine", os_name="alpine", kind="disk")
+    )
+    publish(
+        marketplace,
+        make_signed(me, ago=60, title="Browser Old", os_name="debian", deprecated="superseded"),
+    )
     page.goto(marketplace.url + "/")
     page.select_option("select[name=email]", me.email)
     page.click("button[type=submit]")
@@ -75,8 +86,9 @@ def test_list_filter_and_search(page, marketplace, make_endorser, make_signed):
     assert "deprecated" in page.locator("tr.entry").inner_text()
 
 
-def test_open_an_entry_download_xml_and_json(page, marketplace, make_endorser, make_signed,
-                                            tmp_path):
+def test_open_an_entry_download_xml_and_json(
+    page, marketplace, make_endorser, make_signed, tmp_path
+):
     me = make_endorser()
     data = make_signed(me, ago=60, title="Downloadable", tag="dl")
     publish(marketplace, data)
@@ -116,8 +128,10 @@ def test_upload_through_the_form(page, marketplace, make_endorser, make_signed, 
 def test_markup_in_an_entry_is_shown_as_text(page, marketplace, make_endorser, make_signed):
     me = make_endorser()
     title = "<script>window.__pwned = 1</script><b>bold</b>"
-    location = publish(marketplace, make_signed(
-        me, ago=60, title=title, description="<img src=x onerror='window.__pwned=2'>"))
+    location = publish(
+        marketplace,
+        make_signed(me, ago=60, title=title, description="<img src=x onerror='window.__pwned=2'>"),
+    )
     page.goto(f"{marketplace.url}/browse?email={me.email}")
     assert page.locator("a.entry-link").inner_text() == title
     page.goto(marketplace.url + location + "?media=html")
@@ -155,8 +169,9 @@ def other_site():
     server.server_close()
 
 
-def test_another_site_cannot_push_entries_through_the_visitor(page, marketplace, other_site,
-                                                              make_endorser, make_signed):
+def test_another_site_cannot_push_entries_through_the_visitor(
+    page, marketplace, other_site, make_endorser, make_signed
+):
     """A page elsewhere makes the visitor's browser post a signed entry to the (intranet)
     registry: as text/plain, as an untyped Blob, as a form. None may be stored."""
     import json
@@ -187,13 +202,16 @@ window.done = Promise.allSettled([
 
 def test_pages_keep_their_style_under_the_content_security_policy(page, marketplace):
     violations: list[str] = []
-    page.on("console", lambda m: violations.append(m.text)
-            if "Content Security Policy" in m.text else None)
+    page.on(
+        "console",
+        lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None,
+    )
     for path in ("/browse", "/upload", "/endorsers?media=html"):
         page.goto(marketplace.url + path)
         # style.css sets the header's layout; a blocked <style> leaves the browser default
-        assert page.evaluate(
-            "getComputedStyle(document.querySelector('header')).display") != "block"
+        assert (
+            page.evaluate("getComputedStyle(document.querySelector('header')).display") != "block"
+        )
     assert violations == []
 
 
@@ -202,9 +220,13 @@ def test_pages_keep_their_style_under_the_content_security_policy(page, marketpl
 # Screenshots of the catalogue, an entry page and the upload form, kept as test artifacts:
 # $IMAGEKIT_TEST_ARTIFACTS/browser (CI sets it to a directory it keeps), else
 # build/test-artifacts/browser in the source tree (git ignores build/).
-ARTIFACTS = Path(os.environ.get("IMAGEKIT_TEST_ARTIFACTS")
-                 or Path(__file__).resolve().parent.parent / "build" / "test-artifacts") \
-    / "browser"  # fmt: skip
+ARTIFACTS = (
+    Path(
+        os.environ.get("IMAGEKIT_TEST_ARTIFACTS")
+        or Path(__file__).resolve().parent.parent / "build" / "test-artifacts"
+    )
+    / "browser"
+)
 PHONE = {"width": 375, "height": 740}
 
 
@@ -228,13 +250,25 @@ def rich_entry(marketplace, make_endorser, make_signed):
     old_image = os.urandom(2048)
     image = os.urandom(3 << 19)  # 1.5 MiB
     new_id = sha1_to_id(hashlib.sha1(image).hexdigest())
-    publish(marketplace, make_signed(me, ago=7200, image=old_image, title="Web base v1",
-                                     is_replaced_by=new_id))  # fmt: skip
+    publish(
+        marketplace,
+        make_signed(me, ago=7200, image=old_image, title="Web base v1", is_replaced_by=new_id),
+    )
     old_id = sha1_to_id(hashlib.sha1(old_image).hexdigest())
     valid = datetime.now(UTC).replace(microsecond=0) + timedelta(days=29, hours=1)
-    location = publish(marketplace, make_signed(
-        me, ago=90, image=image, title="Web base v2", tag="web-base", valid=valid,
-        description="A web server appliance", replaces=old_id))
+    location = publish(
+        marketplace,
+        make_signed(
+            me,
+            ago=90,
+            image=image,
+            title="Web base v2",
+            tag="web-base",
+            valid=valid,
+            description="A web server appliance",
+            replaces=old_id,
+        ),
+    )
     return me, f"{marketplace.url}{location}?media=html", image, old_id
 
 
@@ -248,8 +282,10 @@ def test_entry_page_shows_how_to_launch_it_with_a_copy_button(browser, rich_entr
     page = context.new_page()
     page.set_default_timeout(20_000)
     violations: list[str] = []
-    page.on("console", lambda m: violations.append(m.text)
-            if "Content Security Policy" in m.text else None)
+    page.on(
+        "console",
+        lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None,
+    )
     page.goto(url)
     base = url.split("/metadata/")[0]
     command = f"imagekit launch {ident} --marketplace {base}"
@@ -263,7 +299,8 @@ def test_entry_page_shows_how_to_launch_it_with_a_copy_button(browser, rich_entr
     # the script is a file: nothing inline for the page's CSP (script-src 'self') to block
     assert page.evaluate("[...document.scripts].every(s => s.src && !s.textContent.trim())")
     assert page.evaluate("[...document.scripts].map(s => new URL(s.src).pathname)") == [
-        "/static/site.js"]
+        "/static/site.js"
+    ]
     assert violations == []
     shot(page, "entry-page")
     context.close()
@@ -298,10 +335,12 @@ def test_entry_page_says_who_signed_it_and_how(page, rich_entry):
     assert shown.replace(":", "") == fingerprint and shown.count(":") == 31
     validity = page.locator("dd.sig-validity")
     times = validity.locator("time")
-    assert times.nth(0).get_attribute("datetime") == \
-        cert.not_valid_before_utc.strftime("%Y-%m-%dT%H:%M:%SZ")  # fmt: skip
-    assert times.nth(1).get_attribute("datetime") == \
-        cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")  # fmt: skip
+    assert times.nth(0).get_attribute("datetime") == cert.not_valid_before_utc.strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
+    assert times.nth(1).get_attribute("datetime") == cert.not_valid_after_utc.strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
     assert validity.inner_text().startswith("from 2 days ago until in ")
 
 
@@ -340,8 +379,18 @@ def test_catalogue_rows_carry_size_description_and_expiry(page, marketplace, ric
     assert row.locator(".summary").inner_text() == "A web server appliance"
     assert row.locator("td[data-label=Expires] time").inner_text() == "in 4 weeks"
     headers = page.locator("table.entries th").all_inner_texts()
-    assert headers == ["Title", "Identifier", "Endorser", "OS", "Arch", "Kind", "Size",
-                       "Endorsed", "Expires", "Status"]  # fmt: skip
+    assert headers == [
+        "Title",
+        "Identifier",
+        "Endorser",
+        "OS",
+        "Arch",
+        "Kind",
+        "Size",
+        "Endorsed",
+        "Expires",
+        "Status",
+    ]
     shot(page, "catalogue")
 
 

@@ -82,8 +82,13 @@ def test_generalize_hook_removes_machine_identity(tmp_path: Path) -> None:
     # Run it against a fake root through a private mount namespace chroot would need root
     # and a full system; instead check the identity files it must remove are named.
     text = GENERALIZE_HOOK.read_text()
-    for needle in ("/etc/ssh/ssh_host_", ": > /etc/machine-id", "70-persistent-net.rules",
-                   "/var/lib/cloud/instances", "/root/.bash_history"):
+    for needle in (
+        "/etc/ssh/ssh_host_",
+        ": > /etc/machine-id",
+        "70-persistent-net.rules",
+        "/var/lib/cloud/instances",
+        "/root/.bash_history",
+    ):
         assert needle in text
 
 
@@ -120,7 +125,10 @@ def test_sudo_stand_in_keeps_path(tmp_path: Path) -> None:
     env = {"PATH": f"{stand_ins}:/usr/bin:/bin"}
     out = subprocess.run(
         [stand_ins / "sudo", "-E", "sh", "-c", "command -v kpartx"],
-        env=env, capture_output=True, text=True, check=os.geteuid() == 0,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=os.geteuid() == 0,
     )
     if os.geteuid() == 0:
         assert out.stdout.strip() == str(stand_ins / "kpartx")
@@ -152,9 +160,7 @@ def test_layer_cache_keys_by_content_and_prunes(tmp_path: Path) -> None:
 def _partitioned_image(path: Path) -> None:
     with path.open("wb") as fp:
         fp.truncate(64 << 20)
-    subprocess.run(
-        ["sfdisk", "-q", path], input="label: dos\n,16M,L\n,,L\n", text=True, check=True
-    )
+    subprocess.run(["sfdisk", "-q", path], input="label: dos\n,16M,L\n,,L\n", text=True, check=True)
 
 
 @needs_root
@@ -218,7 +224,9 @@ def test_mount_root_finds_the_root_partition_and_unmounts(tmp_path: Path) -> Non
     image = tmp_path / "disk.raw"
     _partitioned_image(image)
     loop = subprocess.run(
-        ["losetup", "--find", "--show", "--partscan", image], capture_output=True, text=True,
+        ["losetup", "--find", "--show", "--partscan", image],
+        capture_output=True,
+        text=True,
         check=True,
     ).stdout.strip()
     try:
@@ -240,16 +248,31 @@ def test_mount_root_finds_the_root_partition_and_unmounts(tmp_path: Path) -> Non
     assert baseimport.cleanup_workdir(work) == []
     assert subprocess.run(["losetup", "-j", image], capture_output=True, text=True).stdout == ""
     baseimport.export_rootfs(image, tmp_path / "root.tar.gz", workdir=work)
-    listing = subprocess.run(["tar", "-tzf", tmp_path / "root.tar.gz"], capture_output=True,
-                             text=True, check=True).stdout.split()
+    listing = subprocess.run(
+        ["tar", "-tzf", tmp_path / "root.tar.gz"], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert "./etc/os-release" in listing
     assert subprocess.run(["losetup", "-j", image], capture_output=True, text=True).stdout == ""
 
 
 # --- the customization stage end to end, on a tiny busybox image (seconds, no DIB) ---------
 
-APPLETS = ("sh", "mkdir", "cp", "chown", "chmod", "rm", "find", "truncate", "cat",
-           "echo", "kill", "sleep", "wc", "ls")
+APPLETS = (
+    "sh",
+    "mkdir",
+    "cp",
+    "chown",
+    "chmod",
+    "rm",
+    "find",
+    "truncate",
+    "cat",
+    "echo",
+    "kill",
+    "sleep",
+    "wc",
+    "ls",
+)
 
 
 def _tiny_base(tmp_path: Path) -> Path:
@@ -257,8 +280,9 @@ def _tiny_base(tmp_path: Path) -> Path:
     raw = tmp_path / "tiny.raw"
     _partitioned_image(raw)
     subprocess.run(["sfdisk", "-q", raw], input="label: dos\n,,L\n", text=True, check=True)
-    loop = subprocess.run(["losetup", "--find", "--show", raw], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    loop = subprocess.run(
+        ["losetup", "--find", "--show", raw], capture_output=True, text=True, check=True
+    ).stdout.strip()
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     try:
@@ -266,8 +290,7 @@ def _tiny_base(tmp_path: Path) -> Path:
         subprocess.run(["mkfs.ext4", "-q", f"{loop}p1"], check=True)
         subprocess.run(["mount", f"{loop}p1", mnt], check=True)
         try:
-            for d in ("bin", "etc/ssh", "tmp", "usr/sbin", "var/log", "root", "proc", "sys",
-                      "dev"):
+            for d in ("bin", "etc/ssh", "tmp", "usr/sbin", "var/log", "root", "proc", "sys", "dev"):
                 (mnt / d).mkdir(parents=True, exist_ok=True)
             subprocess.run(["cp", "/bin/busybox", mnt / "bin" / "busybox"], check=True)
             for applet in APPLETS:
@@ -294,8 +317,9 @@ def _no_leftovers(cache: Path, out: Path) -> None:
     assert not list(out.parent.glob(f".{out.name}*.part"))
     assert list((cache / "build" / "work").iterdir()) == []
     assert str(cache) not in Path("/proc/self/mountinfo").read_text()
-    backing = subprocess.run(["losetup", "-l", "-n", "-O", "BACK-FILE"], capture_output=True,
-                             text=True, check=True).stdout
+    backing = subprocess.run(
+        ["losetup", "-l", "-n", "-O", "BACK-FILE"], capture_output=True, text=True, check=True
+    ).stdout
     assert str(cache) not in backing
 
 
@@ -315,17 +339,27 @@ def test_build_on_an_image_places_files_runs_scripts_and_generalizes(tiny: dict)
     work: Path = tiny["dir"]
     (work / "one.sh").write_text("#!/bin/sh\necho one > /etc/marker\n")
     (work / "two.sh").write_text("echo two >> /etc/marker\ncat /etc/motd >> /etc/marker\n")
-    recipe = Recipe.make(base=str(tiny["base"]), files=["/etc/motd=motd"],
-                         scripts=["one.sh", "two.sh"], format="raw", title="tiny",
-                         relative_to=work)
+    recipe = Recipe.make(
+        base=str(tiny["base"]),
+        files=["/etc/motd=motd"],
+        scripts=["one.sh", "two.sh"],
+        format="raw",
+        title="tiny",
+        relative_to=work,
+    )
     out = work / "out.raw"
     phases: list[tuple[str, float | None]] = []
-    result = build_image(recipe, out, cache_dir=tiny["cache"],
-                         phase=lambda n, s: phases.append((n, s)))
+    result = build_image(
+        recipe, out, cache_dir=tiny["cache"], phase=lambda n, s: phases.append((n, s))
+    )
     assert result.image == out and not result.layer_cached
     assert [n for n, s in phases if s is None] == [
-        "hash base", "import base image", "copy layer",
-        "customize (files, scripts, generalize)", "convert to raw", "describe",
+        "hash base",
+        "import base image",
+        "copy layer",
+        "customize (files, scripts, generalize)",
+        "convert to raw",
+        "describe",
     ]
     assert "=== phase: customize" in result.log_path.read_text()
     _no_leftovers(tiny["cache"], out)
@@ -366,9 +400,7 @@ def test_failing_script_leaves_no_image_and_names_the_log(tiny: dict) -> None:
     with pytest.raises(EnvironmentProblem) as info:
         build_image(recipe, out, cache_dir=tiny["cache"])
     log_path = work / "out.qcow2.build.log"
-    assert str(info.value) == (
-        f"31-imagekit-script-fail-sh exited with 3 (log: {log_path})"
-    )
+    assert str(info.value) == (f"31-imagekit-script-fail-sh exited with 3 (log: {log_path})")
     assert "about to fail" in log_path.read_text()
     assert not out.exists() and not (work / "out.qcow2.xml").exists()
     _no_leftovers(tiny["cache"], out)

@@ -63,7 +63,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
     )
     phases: list[tuple[str, float | None]] = []
     first = build_image(
-        Recipe.from_yaml(recipe_file), work / "web.qcow2", cache_dir=cache,
+        Recipe.from_yaml(recipe_file),
+        work / "web.qcow2",
+        cache_dir=cache,
         phase=lambda name, s: phases.append((name, s)),
     )
     tuned_recipe = Recipe.make(base=str(first.image), scripts=["tune.sh"], relative_to=work)
@@ -91,14 +93,17 @@ def test_build_writes_image_entry_and_log(built: dict) -> None:
         assert "Build completed successfully" in log_text  # diskimage-builder's own log
     started = [n for n, s in built["phases"] if s is None]
     assert started[-3:] == [
-        "customize (files, scripts, generalize)", "convert to qcow2", "describe"
+        "customize (files, scripts, generalize)",
+        "convert to qcow2",
+        "describe",
     ]
     # Nothing left over: no partial output, no work directories, no mounts, no loops.
     assert not list(built["work"].glob(".*.part"))
     assert list((built["cache"] / "build" / "work").iterdir()) == []
     assert str(built["cache"]) not in Path("/proc/self/mountinfo").read_text()
-    loops = subprocess.run(["losetup", "-l", "-n", "-O", "BACK-FILE"], capture_output=True,
-                           text=True, check=True).stdout
+    loops = subprocess.run(
+        ["losetup", "-l", "-n", "-O", "BACK-FILE"], capture_output=True, text=True, check=True
+    ).stdout
     assert str(built["cache"]) not in loops
 
 
@@ -117,8 +122,21 @@ def test_layering_onto_an_image_reuses_it(built: dict) -> None:
 def test_image_boots_and_shows_package_script_and_seed_key(built: dict) -> None:
     work: Path = built["work"]
     image: Path = built["second"].image
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "imagekit-test",
-                    "-f", work / "id_test"], check=True)
+    subprocess.run(
+        [
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "imagekit-test",
+            "-f",
+            work / "id_test",
+        ],
+        check=True,
+    )
     public_key = (work / "id_test.pub").read_text().strip()
     report = (
         "{ echo IMAGEKIT-REPORT-BEGIN; dpkg -s " + PACKAGE + " | grep '^Status'; "
@@ -145,21 +163,38 @@ def test_image_boots_and_shows_package_script_and_seed_key(built: dict) -> None:
         (work / "meta-data").write_text("instance-id: iid-imagekit-test\n")
         subprocess.run(["cloud-localds", seed, work / "user-data", work / "meta-data"], check=True)
     overlay = work / "overlay.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", image, "-F", "qcow2", overlay],
-                   check=True)
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", image, "-F", "qcow2", overlay], check=True
+    )
     console = work / "console.log"
     argv = [
         "qemu-system-x86_64",
-        "-accel", "tcg",  # KVM guests hang on these hosts
+        "-accel",
+        "tcg",  # KVM guests hang on these hosts
         # -nodefaults: no floppy drive for the guest to probe (seconds of I/O errors).
-        "-nodefaults", "-m", "1024", "-smp", "2", "-nographic", "-no-reboot",
-        "-serial", f"file:{console}", "-monitor", "none",
-        "-drive", f"file={overlay},if=virtio,format=qcow2",
-        "-drive", f"file={seed},if=virtio,format=raw,readonly=on",
-        "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0",
+        "-nodefaults",
+        "-m",
+        "1024",
+        "-smp",
+        "2",
+        "-nographic",
+        "-no-reboot",
+        "-serial",
+        f"file:{console}",
+        "-monitor",
+        "none",
+        "-drive",
+        f"file={overlay},if=virtio,format=qcow2",
+        "-drive",
+        f"file={seed},if=virtio,format=raw,readonly=on",
+        "-netdev",
+        "user,id=n0",
+        "-device",
+        "virtio-net-pci,netdev=n0",
     ]
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + BOOT_TIMEOUT
     text = ""
     try:

@@ -179,8 +179,9 @@ def test_a_long_recipe_summary_fits_the_entry_description_limit(project: Path) -
     from imagekit.entry.model import TEXT_LIMITS
 
     packages = [f"package-with-a-long-name-{i}" for i in range(1000)]
-    recipe = Recipe.make(base="debian:bookworm", packages=packages, description="Mine.",
-                         relative_to=project)
+    recipe = Recipe.make(
+        base="debian:bookworm", packages=packages, description="Mine.", relative_to=project
+    )
     assert len(recipe.summary()) > TEXT_LIMITS["description"]
     image = project / "disk.raw"
     image.write_bytes(b"\0" * 4096)

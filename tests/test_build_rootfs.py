@@ -53,7 +53,8 @@ def test_chroot_setup_does_not_follow_absolute_symlinks_to_the_host(tmp_path: Pa
         assert os.path.ismount(inside / "proc")  # where /proc leads inside the image
         if Path("/etc/resolv.conf").exists():
             assert (inside / "etc" / "resolv.conf").read_bytes() == Path(
-                "/etc/resolv.conf").read_bytes()
+                "/etc/resolv.conf"
+            ).read_bytes()
     assert not os.path.ismount(inside / "proc")
     assert not os.path.ismount(root / "dev")
     assert (host / "etc" / "resolv.conf").read_text() == "host resolver, do not touch\n"

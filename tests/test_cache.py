@@ -70,11 +70,13 @@ def test_failed_verification_caches_nothing(http_files, image_entry, tmp_path: P
 
 def test_prune_keeps_images_in_use(http_files, image_entry, tmp_path: Path):
     cache = ImageCache(tmp_path)
-    a = cache.get(image_entry(DATA, locations=[http_files.add("a", DATA)]), SHA256,
-                  allow_private=True)  # fmt: skip
+    a = cache.get(
+        image_entry(DATA, locations=[http_files.add("a", DATA)]), SHA256, allow_private=True
+    )
     other = DATA[:1000]
-    b = cache.get(image_entry(other, locations=[http_files.add("b", other)]), SHA256,
-                  allow_private=True)  # fmt: skip
+    b = cache.get(
+        image_entry(other, locations=[http_files.add("b", other)]), SHA256, allow_private=True
+    )
     assert cache.prune(in_use={a.path}, older_than=timedelta(days=1)) == []
     removed = cache.prune(in_use={a.path})
     assert [r.key for r in removed] == [b.key]

@@ -13,8 +13,11 @@ from imagekit.cli._app import cli as root
 def test_every_command_is_registered_by_the_module_the_table_names() -> None:
     for module in sorted(set(COMMAND_MODULES.values())):
         importlib.import_module(f"imagekit.cli.{module}")
-    registered = {name: command.callback.__module__ for name, command in root.commands.items()
-                  if command.callback is not None}
+    registered = {
+        name: command.callback.__module__
+        for name, command in root.commands.items()
+        if command.callback is not None
+    }
     assert set(root.commands) == set(COMMAND_MODULES)
     for name, module in registered.items():
         assert module == f"imagekit.cli.{COMMAND_MODULES[name]}", name
@@ -28,8 +31,9 @@ def test_running_one_command_loads_only_its_module() -> None:
         "print(sorted(m for m in sys.modules if m.startswith('imagekit.cli.')"
         " and m.endswith('_cmd')))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip().splitlines()[-1] == "['imagekit.cli.launch_cmd']"
 
 

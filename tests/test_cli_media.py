@@ -12,8 +12,10 @@ import pytest
 
 pytestmark = pytest.mark.skipif(shutil.which("xorriso") is None, reason="needs xorriso")
 
-ED25519 = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIClId0OLdjcH/9k62qG1qgHApM0qy3FFWUGhG8AJTJi/ "
-           "me@example.org")
+ED25519 = (
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIClId0OLdjcH/9k62qG1qgHApM0qy3FFWUGhG8AJTJi/ "
+    "me@example.org"
+)
 
 
 @pytest.fixture
@@ -32,8 +34,11 @@ def test_cdrom_prints_the_marketplace_id_of_the_bytes(cli, flora: Path, tmp_path
     from imagekit.image.identifier import sha1_to_id
 
     assert result.stdout.strip() == sha1_to_id(hashlib.sha1(out.read_bytes()).hexdigest())
-    listing = subprocess.run(["xorriso", "-indev", str(out), "-find", "/", "-exec", "lsdl"],
-                             capture_output=True, check=True).stdout.decode()
+    listing = subprocess.run(
+        ["xorriso", "-indev", str(out), "-find", "/", "-exec", "lsdl"],
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
     assert "/animals/dog.txt" in listing
 
 
@@ -59,8 +64,10 @@ def test_cdrom_bad_label_one_line_no_output(cli, flora: Path, tmp_path: Path) ->
     out = tmp_path / "flora.iso"
     result = cli("cdrom", flora, "--label", "flora-fauna", "-o", out)
     assert result.exit_code == 2
-    assert result.stderr == ("imagekit: error: volume label 'flora-fauna': only A-Z, 0-9 and _ "
-                             "are allowed in an ISO 9660 label (not '-')\n")
+    assert result.stderr == (
+        "imagekit: error: volume label 'flora-fauna': only A-Z, 0-9 and _ "
+        "are allowed in an ISO 9660 label (not '-')\n"
+    )
     assert not out.exists()
     assert list(tmp_path.glob("*.part")) == []
 
@@ -108,30 +115,60 @@ def test_context_nocloud(cli, tmp_path: Path) -> None:
     script = tmp_path / "setup.sh"
     script.write_text("#!/bin/sh\necho hi\n")
     out = tmp_path / "seed.iso"
-    result = cli("context", "--scheme", "nocloud", "--ssh-key", key, "--hostname", "web1",
-                 "--user-data", script, "--instance-id", "i-1", "--var", "A=b",
-                 "--file", f"/etc/motd={script}", "-o", out, "--json")
+    result = cli(
+        "context",
+        "--scheme",
+        "nocloud",
+        "--ssh-key",
+        key,
+        "--hostname",
+        "web1",
+        "--user-data",
+        script,
+        "--instance-id",
+        "i-1",
+        "--var",
+        "A=b",
+        "--file",
+        f"/etc/motd={script}",
+        "-o",
+        out,
+        "--json",
+    )
     assert result.exit_code == 0, result.stderr
-    assert json.loads(result.stdout) == {"path": str(out), "scheme": "nocloud",
-                                         "instance_id": "i-1"}
-    info = subprocess.run(["isoinfo", "-d", "-i", str(out)], capture_output=True,
-                          check=True).stdout.decode()
+    assert json.loads(result.stdout) == {
+        "path": str(out),
+        "scheme": "nocloud",
+        "instance_id": "i-1",
+    }
+    info = subprocess.run(
+        ["isoinfo", "-d", "-i", str(out)], capture_output=True, check=True
+    ).stdout.decode()
     assert "Volume id: cidata" in info
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--hostname", "bad_host"], "imagekit: error: hostname 'bad_host': use letters, "
-         "digits and inner hyphens, dot-separated labels of at most 63 characters\n"),
-        (["--var", "NOPE"], "imagekit: error: variable 'NOPE': expected NAME=value with NAME "
-         "a shell name\n"),
+        (
+            ["--hostname", "bad_host"],
+            "imagekit: error: hostname 'bad_host': use letters, "
+            "digits and inner hyphens, dot-separated labels of at most 63 characters\n",
+        ),
+        (
+            ["--var", "NOPE"],
+            "imagekit: error: variable 'NOPE': expected NAME=value with NAME a shell name\n",
+        ),
         (["--var", "A=1", "--var", "A=2"], "imagekit: error: variable A given twice\n"),
-        (["--file", "etc/motd=/etc/hostname"], "imagekit: error: file destination "
-         "'etc/motd': must be an absolute, normalized path\n"),
-        (["--scheme", "opennebula", "--network-config", "/etc/hostname"],
-         "imagekit: error: opennebula has no network-config file; pass ETH0_IP, "
-         "ETH0_GATEWAY... with --var\n"),
+        (
+            ["--file", "etc/motd=/etc/hostname"],
+            "imagekit: error: file destination 'etc/motd': must be an absolute, normalized path\n",
+        ),
+        (
+            ["--scheme", "opennebula", "--network-config", "/etc/hostname"],
+            "imagekit: error: opennebula has no network-config file; pass ETH0_IP, "
+            "ETH0_GATEWAY... with --var\n",
+        ),
     ],
     ids=["hostname", "var-syntax", "var-twice", "file-relative", "network-opennebula"],
 )

@@ -314,9 +314,23 @@ def test_keygen_without_passphrase_or_terminal_says_so(tmp_path):
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEKIT_")}
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "imagekit"), "keygen", "--email", "me@example.org",
-         "--name", "Me", "-o", str(tmp_path / "me"), "--key-type", "ec"],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=60,
+        [
+            str(Path(sys.executable).parent / "imagekit"),
+            "keygen",
+            "--email",
+            "me@example.org",
+            "--name",
+            "Me",
+            "-o",
+            str(tmp_path / "me"),
+            "--key-type",
+            "ec",
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
         start_new_session=True,  # no controlling terminal: getpass cannot open /dev/tty
     )
     assert result.returncode == 2, result.stderr
@@ -329,8 +343,20 @@ def test_keygen_without_passphrase_or_terminal_says_so(tmp_path):
 
 
 def test_keygen_no_p12_skips_the_bundle(cli, tmp_path):
-    result = cli("keygen", "--email", "me@example.org", "--name", "Me", "-o", tmp_path / "me",
-                 "--key-type", "ec", "--no-p12", "--json", env={"IMAGEKIT_P12_PASSPHRASE": None})
+    result = cli(
+        "keygen",
+        "--email",
+        "me@example.org",
+        "--name",
+        "Me",
+        "-o",
+        tmp_path / "me",
+        "--key-type",
+        "ec",
+        "--no-p12",
+        "--json",
+        env={"IMAGEKIT_P12_PASSPHRASE": None},
+    )
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["p12"] is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["me.crt", "me.key"]

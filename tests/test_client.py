@@ -49,7 +49,10 @@ def test_history_and_paging(client, make_endorser):
     ident = client.search(email=me.email).entries[0].identifier
     assert [e.title for e in client.history(ident)] == ["v2", "v1", "v0"]
     assert [e.title for e in client.iter_search(email=me.email, history=True, page=2)] == [
-        "v2", "v1", "v0"]
+        "v2",
+        "v1",
+        "v0",
+    ]
 
 
 def test_errors_are_typed(client, make_endorser, make_signed):
@@ -86,9 +89,7 @@ def test_unreachable_server_is_a_network_error():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with MarketplaceClient(f"http://127.0.0.1:{port}", timeout=2) as c, pytest.raises(
-        NetworkError
-    ):
+    with MarketplaceClient(f"http://127.0.0.1:{port}", timeout=2) as c, pytest.raises(NetworkError):
         c.search()
 
 
@@ -97,11 +98,26 @@ def test_unreachable_server_is_a_network_error():
 
 def _summary(path: str) -> dict[str, object]:
     return {
-        "identifier": "MMZu9WvwKIro-rtBQfDk4PsKO7_", "email": "a@example.org",
-        "created": "2026-01-01T00:00:00Z", "latest": True, "status": "valid", "valid": None,
-        "deprecated": None, "os": None, "os_version": None, "arch": None, "kind": None,
-        "tag": None, "title": None, "description": None, "locations": [], "sha1": "00",
-        "bytes": 1, "etag": "", "uploaded": "", "path": path,
+        "identifier": "MMZu9WvwKIro-rtBQfDk4PsKO7_",
+        "email": "a@example.org",
+        "created": "2026-01-01T00:00:00Z",
+        "latest": True,
+        "status": "valid",
+        "valid": None,
+        "deprecated": None,
+        "os": None,
+        "os_version": None,
+        "arch": None,
+        "kind": None,
+        "tag": None,
+        "title": None,
+        "description": None,
+        "locations": [],
+        "sha1": "00",
+        "bytes": 1,
+        "etag": "",
+        "uploaded": "",
+        "path": path,
     }
 
 

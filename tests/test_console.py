@@ -18,9 +18,19 @@ from imagekit.launch.machines import machine_type
 
 def instance(directory: Path, **changes: object) -> Instance:
     fields: dict[str, object] = dict(
-        id="vm-0c0c0c0c", directory=directory, image_id="", base_image=Path(),
-        base_format="raw", machine=machine_type("t1.micro"), accel="tcg", ssh_port=1,
-        drives=(), state=State.RUNNING, console="socket", name="con1")  # fmt: skip
+        id="vm-0c0c0c0c",
+        directory=directory,
+        image_id="",
+        base_image=Path(),
+        base_format="raw",
+        machine=machine_type("t1.micro"),
+        accel="tcg",
+        ssh_port=1,
+        drives=(),
+        state=State.RUNNING,
+        console="socket",
+        name="con1",
+    )
     fields.update(changes)
     return Instance(**fields)  # type: ignore[arg-type]
 
@@ -57,10 +67,14 @@ def test_typed_bytes_reach_the_guest_until_ctrl_bracket_q(tmp_path: Path) -> Non
     server.close()
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"state": State.STOPPED}, "instance con1 is Stopped, not Running"),
-    ({"console": "file"}, "was started without an attachable console"),
-], ids=["stopped", "file-console"])  # fmt: skip
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"state": State.STOPPED}, "instance con1 is Stopped, not Running"),
+        ({"console": "file"}, "was started without an attachable console"),
+    ],
+    ids=["stopped", "file-console"],
+)
 def test_attach_refuses_what_has_no_console_to_join(tmp_path: Path, changes, message) -> None:
     with pytest.raises(InvalidState, match=message):
         attach_console(instance(tmp_path, **changes), 0, 1)

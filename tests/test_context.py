@@ -32,10 +32,14 @@ from imagekit.context import (
 pytestmark = pytest.mark.skipif(shutil.which("xorriso") is None, reason="needs xorriso")
 
 # a real ed25519 public key (ssh-keygen output)
-ED25519 = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIClId0OLdjcH/9k62qG1qgHApM0qy3FFWUGhG8AJTJi/ "
-           "me@example.org")
-ECDSA = ("ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBEmKSENjQEez"
-         "OmxkZMy7opKgwFB9nkt5YRrYMjNuG5N87uRgg6CLrbo5wAdT/y6v0mKV0U2w0WZ2YB/++Tpockg= ")
+ED25519 = (
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIClId0OLdjcH/9k62qG1qgHApM0qy3FFWUGhG8AJTJi/ "
+    "me@example.org"
+)
+ECDSA = (
+    "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBEmKSENjQEez"
+    "OmxkZMy7opKgwFB9nkt5YRrYMjNuG5N87uRgg6CLrbo5wAdT/y6v0mKV0U2w0WZ2YB/++Tpockg= "
+)
 SCRIPT = b"#!/bin/sh\necho hello from $(hostname)\n"
 
 # values that must stay data when a shell sources context.sh
@@ -53,16 +57,21 @@ TRICKY = {
 
 def read_iso(iso: Path, tmp_path: Path) -> Path:
     out = tmp_path / "iso-out"
-    subprocess.run(["xorriso", "-osirrox", "on", "-indev", str(iso), "-extract", "/",
-                    str(out)], check=True, capture_output=True)
+    subprocess.run(
+        ["xorriso", "-osirrox", "on", "-indev", str(iso), "-extract", "/", str(out)],
+        check=True,
+        capture_output=True,
+    )
     return out
 
 
 def iso_label(iso: Path) -> str:
-    info = subprocess.run(["isoinfo", "-d", "-i", str(iso)], check=True,
-                          capture_output=True).stdout.decode()
-    return next(ln.split(":", 1)[1].strip() for ln in info.splitlines()
-                if ln.startswith("Volume id:"))
+    info = subprocess.run(
+        ["isoinfo", "-d", "-i", str(iso)], check=True, capture_output=True
+    ).stdout.decode()
+    return next(
+        ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("Volume id:")
+    )
 
 
 def full_spec(**extra: object) -> ContextSpec:
@@ -71,22 +80,31 @@ def full_spec(**extra: object) -> ContextSpec:
         "hostname": "web1",
         "ssh_keys": [ED25519, ECDSA],
         "user_data": SCRIPT,
-        "files": [ContextFile("/etc/motd", b"welcome\n", 0o644),
-                  ContextFile("/usr/local/bin/tool", b"#!/bin/sh\n", 0o755)],
+        "files": [
+            ContextFile("/etc/motd", b"welcome\n", 0o644),
+            ContextFile("/usr/local/bin/tool", b"#!/bin/sh\n", 0o755),
+        ],
     }
     args.update(extra)
     return ContextSpec.build(**args)  # type: ignore[arg-type]
 
 
 def test_nocloud_medium(tmp_path: Path) -> None:
-    spec = full_spec(user_data=None, variables={"ROLE": "web"},
-                     network_config=b"version: 2\nethernets:\n  eth0:\n    dhcp4: true\n")
+    spec = full_spec(
+        user_data=None,
+        variables={"ROLE": "web"},
+        network_config=b"version: 2\nethernets:\n  eth0:\n    dhcp4: true\n",
+    )
     iso = make_context_iso(ContextScheme.NOCLOUD, spec, tmp_path / "seed.iso")
     assert iso_label(iso) == "cidata"
     out = read_iso(iso, tmp_path)
     meta = yaml.safe_load((out / "meta-data").read_text())
-    assert meta == {"instance-id": "i-0123456789", "local-hostname": "web1",
-                    "public-keys": [ED25519, ECDSA.strip()], "variables": {"ROLE": "web"}}
+    assert meta == {
+        "instance-id": "i-0123456789",
+        "local-hostname": "web1",
+        "public-keys": [ED25519, ECDSA.strip()],
+        "variables": {"ROLE": "web"},
+    }
     user = (out / "user-data").read_bytes()
     assert user.startswith(b"#cloud-config\n")
     files = {f["path"]: f for f in yaml.safe_load(user)["write_files"]}
@@ -109,17 +127,22 @@ def test_nocloud_script_and_files_become_mime_multipart(tmp_path: Path) -> None:
 
 def test_nocloud_user_mime_gets_files_part_appended() -> None:
     user = render_context(ContextScheme.NOCLOUD, full_spec()).files["user-data"]
-    again = render_context(ContextScheme.NOCLOUD, full_spec(user_data=user,
-                           files=[ContextFile("/etc/extra", b"x")])).files["user-data"]
+    again = render_context(
+        ContextScheme.NOCLOUD, full_spec(user_data=user, files=[ContextFile("/etc/extra", b"x")])
+    ).files["user-data"]
     parts = list(email.message_from_bytes(again, policy=email.policy.default).iter_parts())
-    assert [p.get_content_type() for p in parts] == \
-        ["text/x-shellscript", "text/cloud-config", "text/cloud-config"]
+    assert [p.get_content_type() for p in parts] == [
+        "text/x-shellscript",
+        "text/cloud-config",
+        "text/cloud-config",
+    ]
 
 
 def test_nocloud_user_data_alone_is_kept_verbatim() -> None:
     spec = full_spec(files=[], user_data=b"#cloud-config\npackages: [htop]\n")
-    assert render_context("nocloud", spec).files["user-data"] == \
-        b"#cloud-config\npackages: [htop]\n"
+    assert (
+        render_context("nocloud", spec).files["user-data"] == b"#cloud-config\npackages: [htop]\n"
+    )
 
 
 def test_configdrive_medium(tmp_path: Path) -> None:
@@ -153,8 +176,12 @@ def source_values(shell: str, context_sh: Path, names: list[str]) -> dict[str, s
     """Source ``context_sh`` in ``shell`` and dump each variable NUL-separated."""
     dump = "; ".join(f'printf "%s\\0" "${{{n}}}"' for n in names)
     argv = ["busybox", "sh"] if shell == "busybox" else [shell]
-    out = subprocess.run([*argv, "-c", f'. "$1"; {dump}', "sh", str(context_sh)],
-                         check=True, capture_output=True, env={"PATH": "/usr/bin:/bin"}).stdout
+    out = subprocess.run(
+        [*argv, "-c", f'. "$1"; {dump}', "sh", str(context_sh)],
+        check=True,
+        capture_output=True,
+        env={"PATH": "/usr/bin:/bin"},
+    ).stdout
     return dict(zip(names, out.decode().split("\0")[:-1], strict=True))
 
 
@@ -175,8 +202,14 @@ def test_opennebula_variables(shell: str, tmp_path: Path) -> None:
     iso = make_context_iso("opennebula", full_spec(), tmp_path / "one.iso")
     assert iso_label(iso) == "CONTEXT"
     out = read_iso(iso, tmp_path)
-    names = ["SET_HOSTNAME", "SSH_PUBLIC_KEY", "VMID", "USER_DATA", "START_SCRIPT_BASE64",
-             "IMAGEKIT_FILES"]
+    names = [
+        "SET_HOSTNAME",
+        "SSH_PUBLIC_KEY",
+        "VMID",
+        "USER_DATA",
+        "START_SCRIPT_BASE64",
+        "IMAGEKIT_FILES",
+    ]
     values = source_values(shell, out / "context.sh", names)
     assert values["SET_HOSTNAME"] == "web1"
     assert values["SSH_PUBLIC_KEY"].splitlines() == [ED25519, ECDSA.strip()]
@@ -199,10 +232,16 @@ def test_stratuslab_medium(tmp_path: Path) -> None:
     iso = make_context_iso("stratuslab", full_spec(), tmp_path / "sl.iso")
     assert iso_label(iso) == "_STRATUSLAB"
     out = read_iso(iso, tmp_path)
-    assert {p.name for p in out.iterdir()} == {"context.sh", "init.sh", "prolog.sh",
-                                               "epilog.sh", "files"}
-    values = source_values("sh", out / "context.sh",
-                           ["HOSTNAME", "PUBLIC_KEY", "SCRIPT_EXEC", "INSTANCE_ID"])
+    assert {p.name for p in out.iterdir()} == {
+        "context.sh",
+        "init.sh",
+        "prolog.sh",
+        "epilog.sh",
+        "files",
+    }
+    values = source_values(
+        "sh", out / "context.sh", ["HOSTNAME", "PUBLIC_KEY", "SCRIPT_EXEC", "INSTANCE_ID"]
+    )
     assert values["HOSTNAME"] == "web1"
     assert values["PUBLIC_KEY"].splitlines()[0] == ED25519
     assert values["SCRIPT_EXEC"] + "\n" == SCRIPT.decode()
@@ -245,8 +284,11 @@ def test_instance_id_defaults_to_a_fresh_uuid() -> None:
         (b"#include\nhttp://example.org/a\n", UserDataType.INCLUDE),
         (b"#cloud-boothook\n", UserDataType.BOOTHOOK),
         (gzip.compress(b"#!/bin/sh\n"), UserDataType.GZIP),
-        (b'Content-Type: multipart/mixed; boundary="XX"\nMIME-Version: 1.0\n\n--XX\n'
-         b"Content-Type: text/x-shellscript\n\n#!/bin/sh\n--XX--\n", UserDataType.MIME),
+        (
+            b'Content-Type: multipart/mixed; boundary="XX"\nMIME-Version: 1.0\n\n--XX\n'
+            b"Content-Type: text/x-shellscript\n\n#!/bin/sh\n--XX--\n",
+            UserDataType.MIME,
+        ),
     ],
     ids=["script", "cloud-config", "include", "boothook", "gzip", "mime"],
 )
@@ -254,8 +296,11 @@ def test_user_data_detected(data: bytes, kind: UserDataType) -> None:
     assert detect_user_data(data) is kind
 
 
-@pytest.mark.parametrize("data", [b"echo no shebang\n", b"", b"Content-Type: text/plain\n\nx"],
-                         ids=["no-shebang", "empty", "mime-not-multipart"])
+@pytest.mark.parametrize(
+    "data",
+    [b"echo no shebang\n", b"", b"Content-Type: text/plain\n\nx"],
+    ids=["no-shebang", "empty", "mime-not-multipart"],
+)
 def test_user_data_unknown_refused(data: bytes) -> None:
     with pytest.raises(ContextError, match="user-data: unrecognized type"):
         ContextSpec.build(user_data=data)
@@ -289,8 +334,9 @@ def test_hostname_accepted(name: str) -> None:
     assert check_hostname(name) == name
 
 
-@pytest.mark.parametrize("name", ["", "-web", "web-", "web_1", "a..b", "a" * 64, "web 1",
-                                  "x;reboot", "é"])
+@pytest.mark.parametrize(
+    "name", ["", "-web", "web-", "web_1", "a..b", "a" * 64, "web 1", "x;reboot", "é"]
+)
 def test_hostname_refused(name: str) -> None:
     with pytest.raises(ContextError, match="hostname"):
         check_hostname(name)
@@ -323,8 +369,9 @@ AGENT = SHIPPED_ELEMENTS / "imagekit-context/static/usr/local/sbin/imagekit-cont
 
 @pytest.mark.parametrize("shell", [s for s in ("dash", "busybox") if shutil.which(s)])
 @pytest.mark.parametrize("scheme", list(ContextScheme))
-def test_guest_agent_applies_each_scheme_once(scheme: ContextScheme, shell: str,
-                                              tmp_path: Path) -> None:
+def test_guest_agent_applies_each_scheme_once(
+    scheme: ContextScheme, shell: str, tmp_path: Path
+) -> None:
     ran = tmp_path / "ran.log"
     script = f"#!/bin/sh\necho ran >> {ran}\n".encode()
     # NoCloud with files makes MIME user-data, which is cloud-init's to run, not the agent's
@@ -336,12 +383,14 @@ def test_guest_agent_applies_each_scheme_once(scheme: ContextScheme, shell: str,
     (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
     argv = ["busybox", "sh"] if shell == "busybox" else [shell]
     for _ in range(2):  # a second boot must not run the script again nor duplicate keys
-        subprocess.run([*argv, str(AGENT), "--dir", str(medium)], check=True,
-                       capture_output=True, env={"PATH": "/usr/bin:/bin",
-                                                 "IMAGEKIT_CONTEXT_ROOT": str(root)})
+        subprocess.run(
+            [*argv, str(AGENT), "--dir", str(medium)],
+            check=True,
+            capture_output=True,
+            env={"PATH": "/usr/bin:/bin", "IMAGEKIT_CONTEXT_ROOT": str(root)},
+        )
     assert (root / "etc/hostname").read_text() == "web1\n"
-    assert (root / "root/.ssh/authorized_keys").read_text().splitlines() == \
-        [ED25519, ECDSA.strip()]
+    assert (root / "root/.ssh/authorized_keys").read_text().splitlines() == [ED25519, ECDSA.strip()]
     assert ran.read_text() == "ran\n"
     if scheme in (ContextScheme.OPENNEBULA, ContextScheme.STRATUSLAB):
         assert (root / "etc/motd").read_bytes() == b"welcome\n"
@@ -362,8 +411,9 @@ def test_element_layout() -> None:
 
 
 @pytest.mark.parametrize("scheme", ["nocloud", "configdrive", "opennebula", "stratuslab"])
-def test_context_iso_with_user_data_secrets_is_not_world_readable(scheme: str, tmp_path: Path
-                                                                  ) -> None:
+def test_context_iso_with_user_data_secrets_is_not_world_readable(
+    scheme: str, tmp_path: Path
+) -> None:
     import os
     import stat
 
@@ -376,8 +426,9 @@ def test_context_iso_with_user_data_secrets_is_not_world_readable(scheme: str, t
 
 
 @pytest.mark.parametrize("scheme", list(ContextScheme))
-def test_every_scheme_tells_the_guest_to_enable_the_swap_disk(scheme: ContextScheme,
-                                                             tmp_path: Path) -> None:
+def test_every_scheme_tells_the_guest_to_enable_the_swap_disk(
+    scheme: ContextScheme, tmp_path: Path
+) -> None:
     spec = full_spec(swap_label="imagekit-swap")
     files = render_context(scheme, spec).files
     if scheme is ContextScheme.NOCLOUD:
@@ -386,8 +437,7 @@ def test_every_scheme_tells_the_guest_to_enable_the_swap_disk(scheme: ContextSch
         assert vendor == {"mounts": [["LABEL=imagekit-swap", "none", "swap", "sw", "0", "0"]]}
     elif scheme is ContextScheme.CONFIGDRIVE:
         vendor = json.loads(files["openstack/latest/vendor_data.json"])["cloud-init"]
-        assert yaml.safe_load(vendor)["mounts"][0][:3] == ["LABEL=imagekit-swap", "none",
-                                                           "swap"]  # fmt: skip
+        assert yaml.safe_load(vendor)["mounts"][0][:3] == ["LABEL=imagekit-swap", "none", "swap"]
     else:
         assert b"IMAGEKIT_SWAP='imagekit-swap'\n" in files["context.sh"]
     # no swap disk, no instruction
@@ -396,15 +446,20 @@ def test_every_scheme_tells_the_guest_to_enable_the_swap_disk(scheme: ContextSch
 
 
 @pytest.mark.parametrize("scheme", list(ContextScheme))
-def test_guest_agent_enables_the_swap_the_context_names(scheme: ContextScheme,
-                                                       tmp_path: Path) -> None:
+def test_guest_agent_enables_the_swap_the_context_names(
+    scheme: ContextScheme, tmp_path: Path
+) -> None:
     spec = full_spec(swap_label="imagekit-swap", files=[])
     medium = read_iso(make_context_iso(scheme, spec, tmp_path / "ctx.iso"), tmp_path)
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
     (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
-    subprocess.run(["sh", str(AGENT), "--dir", str(medium)], check=True, capture_output=True,
-                   env={"PATH": "/usr/bin:/bin", "IMAGEKIT_CONTEXT_ROOT": str(root)})
+    subprocess.run(
+        ["sh", str(AGENT), "--dir", str(medium)],
+        check=True,
+        capture_output=True,
+        env={"PATH": "/usr/bin:/bin", "IMAGEKIT_CONTEXT_ROOT": str(root)},
+    )
     # with a test root the agent records what it would hand to swapon -L
     assert (root / "var/lib/imagekit-context/swap").read_text() == "imagekit-swap\n"
 

@@ -17,7 +17,11 @@ def test_demo_story_launches_appliance_that_reads_dog_from_data_disk(tmp_path: P
     env = {**os.environ, "DEMO_FAST": "1", "DEMO_DIR": str(tmp_path / "demo")}
     proc = subprocess.run(
         [sys.executable, "-m", "imagekit.devtools.demo"],
-        env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout

@@ -42,8 +42,7 @@ def test_download_verifies_and_renames(http_files, image_entry, tmp_path: Path):
     entry = image_entry(DATA, locations=[http_files.add("img", DATA)])
     seen: list[int] = []
     dest = tmp_path / "cache" / "image"
-    fetched = fetch_image(entry, dest, algorithms=SHA256, allow_private=True,
-                          progress=seen.append)  # fmt: skip
+    fetched = fetch_image(entry, dest, algorithms=SHA256, allow_private=True, progress=seen.append)
     assert dest.read_bytes() == DATA
     assert fetched.digests.size == len(DATA)
     assert fetched.digests.values[DigestAlgorithm.SHA256] == entry.checksum("SHA-256").hex
@@ -114,16 +113,16 @@ def test_compressed_location_decompressed_while_streaming(
 
 def test_decompression_bomb_stopped(http_files, image_entry, tmp_path: Path):
     bomb = gzip.compress(b"\0" * (256 << 20), compresslevel=9)  # ~250 KB -> 256 MiB
-    entry = image_entry(b"\0" * 1000, locations=[http_files.add("bomb.gz", bomb)],
-                        compression="gz")  # fmt: skip
+    entry = image_entry(b"\0" * 1000, locations=[http_files.add("bomb.gz", bomb)], compression="gz")
     with pytest.raises(SizeMismatch):
         fetch_image(entry, tmp_path / "image", algorithms=SHA256, allow_private=True)
     assert leftovers(tmp_path) == []
 
 
 def test_corrupt_compressed_data_is_a_mismatch(http_files, image_entry, tmp_path: Path):
-    entry = image_entry(DATA[:1000], locations=[http_files.add("x.gz", b"\x1f\x8bnot gzip")],
-                        compression="gz")  # fmt: skip
+    entry = image_entry(
+        DATA[:1000], locations=[http_files.add("x.gz", b"\x1f\x8bnot gzip")], compression="gz"
+    )
     with pytest.raises(ChecksumMismatch, match="gzip"):
         fetch_image(entry, tmp_path / "image", algorithms=SHA256, allow_private=True)
 
@@ -131,8 +130,11 @@ def test_corrupt_compressed_data_is_a_mismatch(http_files, image_entry, tmp_path
 def test_locations_tried_in_order(http_files, image_entry, tmp_path: Path):
     bad = bytearray(DATA)
     bad[0] ^= 0xFF
-    urls = [f"{http_files.base}/missing", http_files.add("bad", bytes(bad)),
-            http_files.add("good", DATA)]  # fmt: skip
+    urls = [
+        f"{http_files.base}/missing",
+        http_files.add("bad", bytes(bad)),
+        http_files.add("good", DATA),
+    ]
     entry = image_entry(DATA, locations=urls)
     fetched = fetch_image(entry, tmp_path / "image", algorithms=SHA256, allow_private=True)
     assert fetched.location == urls[2]
@@ -163,13 +165,22 @@ def test_host_name_resolving_to_loopback_refused():
 @pytest.mark.parametrize(
     "address, public",
     [
-        ("127.0.0.1", False), ("10.1.2.3", False), ("192.168.0.1", False),
-        ("172.16.5.4", False), ("169.254.169.254", False), ("100.64.0.1", False),
-        ("0.0.0.0", False), ("::1", False), ("fe80::1", False), ("fc00::1", False),
-        ("::ffff:127.0.0.1", False), ("224.0.0.1", False),
-        ("8.8.8.8", True), ("2001:4860:4860::8888", True),
+        ("127.0.0.1", False),
+        ("10.1.2.3", False),
+        ("192.168.0.1", False),
+        ("172.16.5.4", False),
+        ("169.254.169.254", False),
+        ("100.64.0.1", False),
+        ("0.0.0.0", False),
+        ("::1", False),
+        ("fe80::1", False),
+        ("fc00::1", False),
+        ("::ffff:127.0.0.1", False),
+        ("224.0.0.1", False),
+        ("8.8.8.8", True),
+        ("2001:4860:4860::8888", True),
     ],
-)  # fmt: skip
+)
 def test_address_classification(address: str, public: bool):
     assert is_public_address(address) is public
 
@@ -248,8 +259,9 @@ def test_denied_sha1_bytes_behind_another_id_refused(http_files, image_entry, tm
         fetch_image(forged, tmp_path / "image", algorithms=SHA256, allow_private=True)
     assert not (tmp_path / "image").exists()
     with pytest.raises(PolicyRefused, match="denied"):
-        rule.check(SimpleNamespace(entry=image_entry(denied), certificate=None),
-                   now=datetime.now(UTC))
+        rule.check(
+            SimpleNamespace(entry=image_entry(denied), certificate=None), now=datetime.now(UTC)
+        )
 
 
 def test_sha1_and_the_policy_digest_hashed_in_one_pass(http_files, image_entry, tmp_path):

@@ -20,8 +20,10 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="needs qemu"),
 ]
 
-ED25519 = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIClId0OLdjcH/9k62qG1qgHApM0qy3FFWUGhG8AJTJi/ "
-           "me@example.org")
+ED25519 = (
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIClId0OLdjcH/9k62qG1qgHApM0qy3FFWUGhG8AJTJi/ "
+    "me@example.org"
+)
 TIMEOUT = 120
 
 
@@ -29,17 +31,28 @@ class Guest:
     """qemu with the tiny appliance and extra raw disks; its serial console in a file."""
 
     def __init__(self, appliance: Path, disks: list[Path], serial: Path) -> None:
-        argv = ["qemu-system-x86_64",
-                "-accel", "tcg",  # KVM guests hang on these hosts
-                "-m", "256", "-nodefaults", "-display", "none", "-no-reboot",
-                "-serial", f"file:{serial}",
-                "-drive", f"file={appliance},if=virtio,format=raw,snapshot=on"]
+        argv = [
+            "qemu-system-x86_64",
+            "-accel",
+            "tcg",  # KVM guests hang on these hosts
+            "-m",
+            "256",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-serial",
+            f"file:{serial}",
+            "-drive",
+            f"file={appliance},if=virtio,format=raw,snapshot=on",
+        ]
         for disk in disks:
             argv += ["-drive", f"file={disk},if=virtio,format=raw,readonly=on"]
         self.serial = serial
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
 
     def output(self) -> str:
         return self.serial.read_text(errors="replace") if self.serial.exists() else ""
@@ -72,8 +85,9 @@ def test_guest_reads_data_disk_and_nocloud_context_then_stays_up(
     (data / "animals" / "dog.txt").write_text("woof woof\n")
     (data / "plants.txt").write_text("fern\nmoss\n")
     data_iso = make_iso(data, tmp_path / "flora.iso", label="FLORA")
-    spec = ContextSpec.build(hostname="web1", ssh_keys=[ED25519],
-                             user_data=b"#!/bin/sh\necho hello from $(hostname)\n")
+    spec = ContextSpec.build(
+        hostname="web1", ssh_keys=[ED25519], user_data=b"#!/bin/sh\necho hello from $(hostname)\n"
+    )
     seed = make_context_iso("nocloud", spec, tmp_path / "seed.iso")
     guest = Guest(tiny_appliance, [data_iso, seed], tmp_path / "serial.log")
     try:
@@ -96,10 +110,15 @@ def test_guest_reads_data_disk_and_nocloud_context_then_stays_up(
 def test_guest_reads_configdrive_opennebula_stratuslab_then_powers_off(
     tiny_appliance: Path, tmp_path: Path
 ) -> None:
-    spec = ContextSpec.build(hostname="ctx-host", ssh_keys=[ED25519],
-                             user_data=b"#!/bin/sh\necho script ran as $(id -u)\n")
-    isos = [make_context_iso(s, spec, tmp_path / f"{s}.iso")
-            for s in ("configdrive", "opennebula", "stratuslab")]
+    spec = ContextSpec.build(
+        hostname="ctx-host",
+        ssh_keys=[ED25519],
+        user_data=b"#!/bin/sh\necho script ran as $(id -u)\n",
+    )
+    isos = [
+        make_context_iso(s, spec, tmp_path / f"{s}.iso")
+        for s in ("configdrive", "opennebula", "stratuslab")
+    ]
     stop = tmp_path / "stop"
     stop.mkdir()
     (stop / "imagekit-poweroff").write_text("")
@@ -110,8 +129,9 @@ def test_guest_reads_configdrive_opennebula_stratuslab_then_powers_off(
         assert guest.proc.wait(timeout=TIMEOUT) == 0  # powered off by itself
         out = lines(guest.output())
         for label in ("config-2", "CONTEXT", "_STRATUSLAB"):
-            assert f"IMAGEKIT-TINY: context scheme={label} hostname=ctx-host key={ED25519}" \
-                in out, label
+            assert (
+                f"IMAGEKIT-TINY: context scheme={label} hostname=ctx-host key={ED25519}" in out
+            ), label
         assert out.count("IMAGEKIT-TINY: user-data: script ran as 0") == 3
         assert "IMAGEKIT-TINY: idle" not in out
     finally:

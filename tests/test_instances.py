@@ -73,10 +73,16 @@ def test_record_round_trip_and_lookup(tmp_path: Path):
 
 def _blank(tmp_path: Path, name: str) -> Instance:
     return Instance(
-        id=name, directory=tmp_path / "instances" / name, image_id="X" * 27,
-        base_image=tmp_path / "b", base_format="raw", machine=machine_type(), accel="tcg",
-        ssh_port=1, drives=(),
-    )  # fmt: skip
+        id=name,
+        directory=tmp_path / "instances" / name,
+        image_id="X" * 27,
+        base_image=tmp_path / "b",
+        base_format="raw",
+        machine=machine_type(),
+        accel="tcg",
+        ssh_port=1,
+        drives=(),
+    )
 
 
 def test_a_boot_volume_is_held_not_owned_and_survives_remove_owned_files(tmp_path: Path):
@@ -84,9 +90,14 @@ def test_a_boot_volume_is_held_not_owned_and_survives_remove_owned_files(tmp_pat
     vol = tmp_path / "volumes" / "web-root.qcow2"
     vol.parent.mkdir()
     vol.write_bytes(b"disk")
-    inst = store.save(dataclasses.replace(_blank(tmp_path, "vm-b00t0001"), drives=(
-        Drive(DriveKind.BOOT_VOLUME, vol, "qcow2", serial="root", identifier="web-root"),
-    )))  # fmt: skip
+    inst = store.save(
+        dataclasses.replace(
+            _blank(tmp_path, "vm-b00t0001"),
+            drives=(
+                Drive(DriveKind.BOOT_VOLUME, vol, "qcow2", serial="root", identifier="web-root"),
+            ),
+        )
+    )
     assert store.load(inst.id) == inst  # the kind round-trips through instance.json
     assert inst.volumes == ["web-root"] and not inst.drives[0].owned
     assert store.remove_owned_files(inst) == [] and vol.exists()
@@ -94,8 +105,9 @@ def test_a_boot_volume_is_held_not_owned_and_survives_remove_owned_files(tmp_pat
 
 def test_vanished_qemu_is_failed(tmp_path: Path):
     store = InstanceStore(tmp_path)
-    inst = store.save(dataclasses.replace(_blank(tmp_path, "vm-dead0001"), state=State.RUNNING,
-                                          pid=2**22 + 7))  # fmt: skip
+    inst = store.save(
+        dataclasses.replace(_blank(tmp_path, "vm-dead0001"), state=State.RUNNING, pid=2**22 + 7)
+    )
     refreshed = store.refresh(inst)
     assert refreshed.state is State.FAILED
     assert "unexpectedly" in refreshed.reason
@@ -153,8 +165,9 @@ def test_instance_directory_holding_secrets_is_owner_only(tmp_path: Path):
     assert stat.S_IMODE(store.directory("vm-bbbb2222").stat().st_mode) == 0o700
 
 
-def test_rm_refuses_a_running_instance_and_kill_rm_forgets_it(tmp_path: Path, cli, no_stray_qemu,
-                                                              monkeypatch):  # fmt: skip
+def test_rm_refuses_a_running_instance_and_kill_rm_forgets_it(
+    tmp_path: Path, cli, no_stray_qemu, monkeypatch
+):
     monkeypatch.setenv("IMAGEKIT_STATE_DIR", str(tmp_path))
     store = InstanceStore(tmp_path)
     inst = make_instance(store, tmp_path, power_off=False, name="vm-00a00003")
@@ -165,7 +178,8 @@ def test_rm_refuses_a_running_instance_and_kill_rm_forgets_it(tmp_path: Path, cl
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
         "imagekit: error: instance web1 is Running: kill it first",
-        "imagekit: hint: imagekit kill --rm web1"]  # fmt: skip
+        "imagekit: hint: imagekit kill --rm web1",
+    ]
     assert store.ids() == ["vm-00a00003"] and no_stray_qemu() == [pid]
     result = cli("kill", "--rm", "web1")
     assert result.exit_code == 0, result.stderr

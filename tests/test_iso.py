@@ -33,7 +33,8 @@ def xorriso_list(iso: Path) -> dict[str, tuple[str, int]]:
     """path -> (mode string, size) as xorriso reads the image (Rock Ridge)."""
     out = subprocess.run(
         ["xorriso", "-indev", str(iso), "-find", "/", "-exec", "lsdl"],
-        capture_output=True, check=True,
+        capture_output=True,
+        check=True,
     ).stdout.decode("utf-8", "surrogateescape")
     result = {}
     for line in out.splitlines():
@@ -48,13 +49,17 @@ def xorriso_list(iso: Path) -> dict[str, tuple[str, int]]:
 
 
 def xorriso_extract(iso: Path, dest: Path) -> None:
-    subprocess.run(["xorriso", "-osirrox", "on", "-indev", str(iso), "-extract", "/",
-                    str(dest)], capture_output=True, check=True)
+    subprocess.run(
+        ["xorriso", "-osirrox", "on", "-indev", str(iso), "-extract", "/", str(dest)],
+        capture_output=True,
+        check=True,
+    )
 
 
 def isoinfo(*args: str) -> str:
-    return subprocess.run(["isoinfo", *args], capture_output=True, check=True
-                          ).stdout.decode("latin-1")
+    return subprocess.run(["isoinfo", *args], capture_output=True, check=True).stdout.decode(
+        "latin-1"
+    )
 
 
 @pytest.fixture
@@ -87,8 +92,10 @@ def test_round_trip_read_by_xorriso(tree: Path, tmp_path: Path) -> None:
     assert listing["/run.sh"][0] == "-rwxr-xr-x"
     assert listing["/link"][0].startswith("l")
     assert listing["/plants/empty"][0].startswith("d")
-    assert "/level0/level1/level2/level3/level4/level5/level6/level7/level8/level9/bottom.txt" \
+    assert (
+        "/level0/level1/level2/level3/level4/level5/level6/level7/level8/level9/bottom.txt"
         in listing
+    )
     out = tmp_path / "xorriso-out"
     xorriso_extract(iso, out)
     for path in tree.rglob("*"):
@@ -101,8 +108,9 @@ def test_round_trip_read_by_xorriso(tree: Path, tmp_path: Path) -> None:
         else:
             assert twin.is_dir()
     # deep trees get a Rock Ridge relocation directory at the root, as with genisoimage
-    assert sorted(p.relative_to(out) for p in out.rglob("*") if p.name != "rr_moved") == \
-        sorted(p.relative_to(tree) for p in tree.rglob("*"))
+    assert sorted(p.relative_to(out) for p in out.rglob("*") if p.name != "rr_moved") == sorted(
+        p.relative_to(tree) for p in tree.rglob("*")
+    )
 
 
 def test_label_and_rock_ridge_joliet_seen_by_isoinfo(tree: Path, tmp_path: Path) -> None:
@@ -118,13 +126,29 @@ def test_label_and_rock_ridge_joliet_seen_by_isoinfo(tree: Path, tmp_path: Path)
 def test_iso9660_and_joliet_names_are_unique_and_legal(tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
-    names = ["a.txt", "A.TXT", "a?txt", "a_txt", "a-txt", "A.txt.", "x" * 40 + ".txt",
-             "x" * 40 + ".txt2", "Same", "same", "SAME.", ".hidden", "..dots"]
+    names = [
+        "a.txt",
+        "A.TXT",
+        "a?txt",
+        "a_txt",
+        "a-txt",
+        "A.txt.",
+        "x" * 40 + ".txt",
+        "x" * 40 + ".txt2",
+        "Same",
+        "same",
+        "SAME.",
+        ".hidden",
+        "..dots",
+    ]
     for n in names:
         (src / n).write_text(n)
     iso = make_iso(src, tmp_path / "n.iso", label="N")
-    plain = [ln.rsplit(None, 1)[-1] for ln in isoinfo("-l", "-i", str(iso)).splitlines()
-             if ln.startswith("-")]
+    plain = [
+        ln.rsplit(None, 1)[-1]
+        for ln in isoinfo("-l", "-i", str(iso)).splitlines()
+        if ln.startswith("-")
+    ]
     assert len(plain) == len(set(plain)) == len(names)
     for ident in plain:
         name = ident.split(";")[0]
@@ -239,12 +263,16 @@ def test_list_and_extract_own_iso(tree: Path, tmp_path: Path) -> None:
         twin = out / path.relative_to(tree)
         if path.is_file() and not path.is_symlink():
             assert twin.read_bytes() == path.read_bytes()
-    assert sorted(p.relative_to(out) for p in out.rglob("*")) == \
-        sorted(p.relative_to(tree) for p in tree.rglob("*"))
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == sorted(
+        p.relative_to(tree) for p in tree.rglob("*")
+    )
 
 
-@pytest.mark.parametrize("flags", [["-R", "-J"], ["-J"], ["-R"], []],
-                         ids=["rock-ridge-joliet", "joliet-only", "rock-ridge-only", "plain"])
+@pytest.mark.parametrize(
+    "flags",
+    [["-R", "-J"], ["-J"], ["-R"], []],
+    ids=["rock-ridge-joliet", "joliet-only", "rock-ridge-only", "plain"],
+)
 def test_reads_genisoimage_iso(flags: list[str], tmp_path: Path) -> None:
     if shutil.which("genisoimage") is None:
         pytest.skip("needs genisoimage")
@@ -254,8 +282,9 @@ def test_reads_genisoimage_iso(flags: list[str], tmp_path: Path) -> None:
     (src / "readme").write_text("hello\n")
     (src / "empty").mkdir()
     iso = tmp_path / "g.iso"
-    subprocess.run(["genisoimage", "-quiet", *flags, "-V", "GENISO", "-o", str(iso),
-                    str(src)], check=True)
+    subprocess.run(
+        ["genisoimage", "-quiet", *flags, "-V", "GENISO", "-o", str(iso), str(src)], check=True
+    )
     names = {m.path.lower() for m in list_iso(iso)}
     assert {"animals", "animals/dog.txt", "readme", "empty"} <= names
     out = tmp_path / "out"
@@ -286,8 +315,11 @@ def test_extract_refuses_dotdot_name(tmp_path: Path) -> None:
     assert not (tmp_path / "pwned").exists()
 
 
-@pytest.mark.parametrize("target", ["/etc/passwd", "../../outside", "a/../../x"],
-                         ids=["absolute", "climbs-out", "climbs-out-late"])
+@pytest.mark.parametrize(
+    "target",
+    ["/etc/passwd", "../../outside", "a/../../x"],
+    ids=["absolute", "climbs-out", "climbs-out-late"],
+)
 def test_extract_refuses_escaping_symlink(target: str, tmp_path: Path) -> None:
     def build(iso: pycdlib.PyCdlib) -> None:
         iso.add_directory("/D", rr_name="d")
@@ -331,8 +363,9 @@ def test_not_an_iso(tmp_path: Path) -> None:
 
 def test_in_memory_tree_with_exact_label(tmp_path: Path) -> None:
     buf = io.BytesIO()
-    write_iso_files({"meta-data": b"instance-id: x\n", "a/b/c.txt": b"c"}, buf,
-                    label="cidata", exact_label=True)
+    write_iso_files(
+        {"meta-data": b"instance-id: x\n", "a/b/c.txt": b"c"}, buf, label="cidata", exact_label=True
+    )
     buf.seek(0)
     assert read_label(buf) == "cidata"
     members = {m.path: m for m in list_iso_fp(buf)}
@@ -357,8 +390,11 @@ def test_file_of_4_5_gib_multi_extent(tmp_path: Path) -> None:
     members = {m.path: m for m in list_iso(iso)}
     assert members["huge.bin"].size == size
     out = tmp_path / "tail.bin"
-    subprocess.run(["xorriso", "-osirrox", "on", "-indev", str(iso), "-extract",
-                    "/after.txt", str(out)], check=True, capture_output=True)
+    subprocess.run(
+        ["xorriso", "-osirrox", "on", "-indev", str(iso), "-extract", "/after.txt", str(out)],
+        check=True,
+        capture_output=True,
+    )
     assert out.read_text() == "after\n"
     extracted = tmp_path / "ex"
     extract_iso(iso, extracted)
@@ -369,8 +405,9 @@ def test_file_of_4_5_gib_multi_extent(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("joliet", [True, False], ids=["joliet", "no-joliet"])
-def test_fast_path_writes_what_pycdlib_add_file_writes(tree: Path, joliet: bool,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fast_path_writes_what_pycdlib_add_file_writes(
+    tree: Path, joliet: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import imagekit.isofs.writer as iso_module
 
     fast = io.BytesIO()
@@ -381,8 +418,9 @@ def test_fast_path_writes_what_pycdlib_add_file_writes(tree: Path, joliet: bool,
     assert fast.getvalue() == slow.getvalue()
 
 
-def test_kernel_copy_to_a_file_writes_what_the_python_copy_writes(tree: Path,
-                                                                  tmp_path: Path) -> None:
+def test_kernel_copy_to_a_file_writes_what_the_python_copy_writes(
+    tree: Path, tmp_path: Path
+) -> None:
     seen: list[int] = []
     on_disk = make_iso(tree, tmp_path / "o.iso", label="SAME", progress=seen.append)
     in_memory = io.BytesIO()  # no file descriptor: pycdlib's own copy loop
@@ -395,16 +433,20 @@ def test_kernel_copy_refuses_a_file_that_shrank(tmp_path: Path) -> None:
     from imagekit.isofs._pycdlib import kernel_copy
 
     (tmp_path / "short").write_bytes(b"0123456789")
-    with (open(tmp_path / "short", "rb") as infp, open(tmp_path / "out", "wb") as outfp,
-          pytest.raises(IsoError, match="short shrank while the ISO was written")):
+    with (
+        open(tmp_path / "short", "rb") as infp,
+        open(tmp_path / "out", "wb") as outfp,
+        pytest.raises(IsoError, match="short shrank while the ISO was written"),
+    ):
         list(kernel_copy(20, 4, infp, outfp))
 
 
 def test_extract_drops_setuid_setgid_sticky_and_world_writable(tmp_path: Path) -> None:
     def build(iso: pycdlib.PyCdlib) -> None:
         iso.add_directory("/D", rr_name="d", file_mode=0o41777)  # sticky, world-writable
-        iso.add_fp(io.BytesIO(b"#!/bin/sh\n"), 10, "/D/ROOT.;1", rr_name="rootshell",
-                   file_mode=0o106755)  # setuid, setgid
+        iso.add_fp(
+            io.BytesIO(b"#!/bin/sh\n"), 10, "/D/ROOT.;1", rr_name="rootshell", file_mode=0o106755
+        )  # setuid, setgid
         iso.add_fp(io.BytesIO(b"x"), 1, "/D/OPEN.;1", rr_name="open", file_mode=0o100666)
 
     evil = _crafted(tmp_path, build)
@@ -417,6 +459,7 @@ def test_extract_drops_setuid_setgid_sticky_and_world_writable(tmp_path: Path) -
 
 def test_extract_stops_at_the_size_bound_iso_bomb(tmp_path: Path) -> None:
     """Fifty directory records sharing one 1 MiB extent: 51 MiB out of a 1 MiB ISO."""
+
     def build(iso: pycdlib.PyCdlib) -> None:
         data = b"\0" * (1 << 20)
         iso.add_fp(io.BytesIO(data), len(data), "/BIG.;1", rr_name="big")
@@ -445,4 +488,5 @@ def test_cdrom_extract_bomb_is_one_line(cli, tmp_path: Path) -> None:
     assert r.exit_code == 2
     assert r.stderr.splitlines()[0] == (
         "imagekit: error: the ISO's files would take 16384 bytes, more than the bound of 8192 "
-        "(records sharing data, or an ISO bomb)")
+        "(records sharing data, or an ISO bomb)"
+    )

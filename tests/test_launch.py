@@ -41,12 +41,20 @@ def env(marketplace, make_endorser, http_files, monkeypatch, isolated_home, no_s
         home = isolated_home
         started = staticmethod(no_stray_qemu)
 
-        def publish(self, data: bytes = IMAGE, *, served: bytes | None = None, ago: float = 0,
-                    endorser=None, **fields) -> str:  # fmt: skip
+        def publish(
+            self,
+            data: bytes = IMAGE,
+            *,
+            served: bytes | None = None,
+            ago: float = 0,
+            endorser=None,
+            **fields,
+        ) -> str:
             name = hashlib.sha1(data).hexdigest()
             url = self.http.add(name, data if served is None else served)
-            xml = sign(draft_entry(data, locations=(url,), **fields), endorser or self.endorser,
-                       ago=ago)  # fmt: skip
+            xml = sign(
+                draft_entry(data, locations=(url,), **fields), endorser or self.endorser, ago=ago
+            )
             self.client.upload(xml)
             return identifier(data)
 
@@ -218,8 +226,22 @@ def test_qcow2_image_naming_a_host_backing_file_refused(env, cli, image_entry, t
     from imagekit.entry import entry_to_bytes
 
     evil = tmp_path / "evil.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", "/etc/hostname",
-                    "-F", "raw", str(evil), "1M"], check=True)  # fmt: skip
+    subprocess.run(
+        [
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "/etc/hostname",
+            "-F",
+            "raw",
+            str(evil),
+            "1M",
+        ],
+        check=True,
+    )
     data = evil.read_bytes()
     url = env.http.add("evil.qcow2", data)
     draft = entry_to_bytes(image_entry(data, locations=[url], format="qcow2"))
@@ -276,30 +298,40 @@ def test_second_endorser_with_other_bytes_under_the_id_refused_before_download(
 
 def test_site_machine_types_from_the_config_file_marked_by_source(cli, tmp_path, monkeypatch):
     config = tmp_path / "config.toml"
-    config.write_text('[types."site.big"]\ncpu = 8\nram = "16G"\nswap = "2G"\n'
-                      '[types."m1.small"]\ncpu = 2\nram = 2048\n')
+    config.write_text(
+        '[types."site.big"]\ncpu = 8\nram = "16G"\nswap = "2G"\n'
+        '[types."m1.small"]\ncpu = 2\nram = 2048\n'
+    )
     monkeypatch.setenv("IMAGEKIT_CONFIG", str(config))
     lines = cli("types").stdout.splitlines()
     assert f"  site.big        8   16384M    2048M  {config}" in lines
     assert f"* m1.small        2    2048M       0M  {config}" in lines  # the site's replaces
     assert any(line.split()[0] == "t1.micro" and line.endswith("built-in") for line in lines)
     rows = {t["name"]: t for t in json.loads(cli("types", "--json").stdout)}
-    assert rows["site.big"] == {"name": "site.big", "cpu": 8, "ram_mib": 16384,
-                                "swap_mib": 2048, "source": str(config)}  # fmt: skip
+    assert rows["site.big"] == {
+        "name": "site.big",
+        "cpu": 8,
+        "ram_mib": 16384,
+        "swap_mib": 2048,
+        "source": str(config),
+    }
     from imagekit.launch.machines import machine_type, site_types
 
     s = load_settings({})
     assert machine_type("site.big", types=site_types(s.types, config)).cpu == 8
 
 
-@pytest.mark.parametrize("table, message", [
-    ('[types.x]\ncpu = 1\n', "type x needs cpu and ram"),
-    ('[types.x]\ncpu = 1\nram = "1G"\ndisk = 3\n', "type x: unknown key 'disk'"),
-    ('[types.x]\ncpu = "two"\nram = "1G"\n', "type x: cpu must be a whole number"),
-    ('types = 3\n', "must be a table of tables"),
-], ids=["no-ram", "unknown-key", "cpu-text", "not-a-table"])  # fmt: skip
-def test_bad_site_machine_types_refused_with_the_reason(cli, tmp_path, monkeypatch, table,
-                                                         message):  # fmt: skip
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        ("[types.x]\ncpu = 1\n", "type x needs cpu and ram"),
+        ('[types.x]\ncpu = 1\nram = "1G"\ndisk = 3\n', "type x: unknown key 'disk'"),
+        ('[types.x]\ncpu = "two"\nram = "1G"\n', "type x: cpu must be a whole number"),
+        ("types = 3\n", "must be a table of tables"),
+    ],
+    ids=["no-ram", "unknown-key", "cpu-text", "not-a-table"],
+)
+def test_bad_site_machine_types_refused_with_the_reason(cli, tmp_path, monkeypatch, table, message):
     config = tmp_path / "config.toml"
     config.write_text(table)
     monkeypatch.setenv("IMAGEKIT_CONFIG", str(config))
@@ -311,10 +343,14 @@ def test_bad_site_machine_types_refused_with_the_reason(cli, tmp_path, monkeypat
 # --- hardware terms, names, ports, local entries: refused before qemu starts -------------
 
 
-@pytest.mark.parametrize("terms, line", [
-    ({"hypervisor": "xen"}, "is made for hypervisor 'xen'; imagekit runs qemu (kvm or tcg)"),
-    ({"disks_bus": "sata"}, "disks-bus 'sata' is not one of ide, scsi, virtio"),
-], ids=["hypervisor-xen", "disks-bus-sata"])  # fmt: skip
+@pytest.mark.parametrize(
+    "terms, line",
+    [
+        ({"hypervisor": "xen"}, "is made for hypervisor 'xen'; imagekit runs qemu (kvm or tcg)"),
+        ({"disks_bus": "sata"}, "disks-bus 'sata' is not one of ide, scsi, virtio"),
+    ],
+    ids=["hypervisor-xen", "disks-bus-sata"],
+)
 def test_hardware_terms_qemu_cannot_give_are_refused_before_qemu(env, cli, terms, line):
     ident = env.publish(os.urandom(4096), **terms)
     result = cli("launch", ident, "--swap", "0")
@@ -324,8 +360,9 @@ def test_hardware_terms_qemu_cannot_give_are_refused_before_qemu(env, cli, terms
 
 def test_ide_disks_beyond_one_controller_are_refused(env, cli):
     ident = env.publish(os.urandom(4096), disks_bus="ide")
-    result = cli("launch", ident, "--volatile-disk", "1", "--volatile-disk", "1",
-                 "--volatile-disk", "1")  # fmt: skip
+    result = cli(
+        "launch", ident, "--volatile-disk", "1", "--volatile-disk", "1", "--volatile-disk", "1"
+    )
     assert_nothing_happened(env, result, 2, "the image wants IDE disks: at most 4")
 
 
@@ -338,10 +375,14 @@ def test_kvm_and_qemu_hypervisors_pass_the_check(image_entry):
     assert str(disk_bus(image_entry(b"x"))) == "virtio"
 
 
-@pytest.mark.parametrize("name, line", [
-    ("Web_1", "instance name 'Web_1': use lower-case letters"),
-    ("vm-1a2b3c4d", "looks like an instance ID"),
-], ids=["bad-characters", "id-shaped"])  # fmt: skip
+@pytest.mark.parametrize(
+    "name, line",
+    [
+        ("Web_1", "instance name 'Web_1': use lower-case letters"),
+        ("vm-1a2b3c4d", "looks like an instance ID"),
+    ],
+    ids=["bad-characters", "id-shaped"],
+)
 def test_bad_instance_names_refused(env, cli, name, line):
     ident = env.publish(os.urandom(1024))
     assert_nothing_happened(env, cli("launch", ident, "--name", name), 2, line)
@@ -366,10 +407,20 @@ def test_a_taken_name_is_refused_until_rm(env, cli, tmp_path):
 def named_record(store, name: str):
     from imagekit.launch.instances import Instance, State
 
-    inst = Instance(id="vm-0badc0de", directory=store.directory("vm-0badc0de"), image_id="",
-                    base_image=Path(), base_format="raw", machine=machine_type("t1.micro"),
-                    accel="tcg", ssh_port=1, drives=(), state=State.DONE, reason="killed",
-                    name=name)  # fmt: skip
+    inst = Instance(
+        id="vm-0badc0de",
+        directory=store.directory("vm-0badc0de"),
+        image_id="",
+        base_image=Path(),
+        base_format="raw",
+        machine=machine_type("t1.micro"),
+        accel="tcg",
+        ssh_port=1,
+        drives=(),
+        state=State.DONE,
+        reason="killed",
+        name=name,
+    )
     return store.save(inst)
 
 
@@ -391,11 +442,15 @@ def test_a_host_port_in_use_is_refused_before_qemu(env, cli):
     assert_nothing_happened(env, result, 2, f"host port 127.0.0.1:{port} is in use")
 
 
-@pytest.mark.parametrize("text, line", [
-    ("http", "expected GUEST or HOST:GUEST"),
-    ("8080:0", "ports are 1..65535"),
-    ("70000", "ports are 1..65535"),
-], ids=["word", "zero", "too-big"])  # fmt: skip
+@pytest.mark.parametrize(
+    "text, line",
+    [
+        ("http", "expected GUEST or HOST:GUEST"),
+        ("8080:0", "ports are 1..65535"),
+        ("70000", "ports are 1..65535"),
+    ],
+    ids=["word", "zero", "too-big"],
+)
 def test_bad_port_options_refused(env, cli, text, line):
     ident = env.publish(os.urandom(1024))
     assert_nothing_happened(env, cli("launch", ident, "--port", text), 2, line)
@@ -407,12 +462,17 @@ def test_entry_ports_and_user_ports_become_forwards():
     requests = (PortRequest(80, 8080), PortRequest(9000))
     fwd = forwards(requests, (22, 80, 443), address="127.0.0.1", taken=set())
     assert [(p.host_port, p.guest_port, p.source, p.fixed) for p in fwd][:1] == [
-        (8080, 80, "option", True)]
+        (8080, 80, "option", True)
+    ]
     assert [(p.guest_port, p.source, p.fixed) for p in fwd[1:]] == [
-        (9000, "option", False), (443, "entry", False)]  # 22 is ssh's, 80 the user mapped
+        (9000, "option", False),
+        (443, "entry", False),
+    ]  # 22 is ssh's, 80 the user mapped
     assert len({p.host_port for p in fwd}) == 3
-    assert [p.guest_port for p in forwards(requests, (), address="127.0.0.1", taken=set())] \
-        == [80, 9000]  # fmt: skip
+    assert [p.guest_port for p in forwards(requests, (), address="127.0.0.1", taken=set())] == [
+        80,
+        9000,
+    ]
 
 
 def test_launch_entry_file_refuses_an_untrusted_entry(env, cli, tmp_path, make_endorser):
@@ -460,8 +520,9 @@ def test_launch_entry_file_goes_through_the_policy_and_rollback_memory(env, cli,
     # a plan (every check, no side effect) of the newer endorsement is remembered: the older
     # one is then a rollback, refused as from a marketplace
     (tmp_path / "image").write_bytes(data)
-    request = LaunchRequest(image="newer.xml", machine=machine_type(), entry_xml=newer,
-                            image_file=tmp_path / "image")  # fmt: skip
+    request = LaunchRequest(
+        image="newer.xml", machine=machine_type(), entry_xml=newer, image_file=tmp_path / "image"
+    )
     plan = plan_launch(request, load_settings({}))
     assert plan.root is not None and plan.root.entry.identifier == identifier(data)
     result = cli("launch", "--entry", tmp_path / "older.xml")
@@ -475,14 +536,14 @@ def test_image_file_needs_an_entry_file(env, cli, tmp_path):
     assert_nothing_happened(env, result, 2, "--image FILE goes with --entry FILE")
 
 
-@pytest.mark.parametrize("os_name, swap", [("debian", True), ("windows", False),
-                                           ("none", False)])  # fmt: skip
+@pytest.mark.parametrize("os_name, swap", [("debian", True), ("windows", False), ("none", False)])
 def test_swap_is_attached_only_to_images_that_can_use_it(env, os_name, swap):
     from imagekit.launch.launcher import plan_launch
 
     ident = env.publish(os.urandom(2048), os_name=os_name)
-    plan = plan_launch(LaunchRequest(image=ident, machine=machine_type("t1.micro")),
-                       load_settings({}))  # fmt: skip
+    plan = plan_launch(
+        LaunchRequest(image=ident, machine=machine_type("t1.micro")), load_settings({})
+    )
     assert plan.swap is swap
     assert (plan.context.swap_label == "imagekit-swap") is swap
     assert env.started() == [] and env.cache_files() == []  # a plan does nothing

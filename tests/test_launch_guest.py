@@ -29,8 +29,9 @@ def ident(data: bytes) -> str:
 
 
 @pytest.fixture
-def world(marketplace, make_endorser, http_files, tiny_appliance, monkeypatch, tmp_path,
-          no_stray_qemu):  # fmt: skip
+def world(
+    marketplace, make_endorser, http_files, tiny_appliance, monkeypatch, tmp_path, no_stray_qemu
+):
     endorser = make_endorser()
     client = MarketplaceClient(marketplace.url)
     monkeypatch.setenv("IMAGEKIT_MARKETPLACE", marketplace.url)
@@ -43,8 +44,21 @@ def world(marketplace, make_endorser, http_files, tiny_appliance, monkeypatch, t
         client.upload(sign(draft_entry(data, locations=(url,), **fields), endorser))
         return ident(data)
 
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "tester@imagekit",
-                    "-f", str(tmp_path / "id")], check=True)  # fmt: skip
+    subprocess.run(
+        [
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "tester@imagekit",
+            "-f",
+            str(tmp_path / "id"),
+        ],
+        check=True,
+    )
     image = tiny_appliance.read_bytes()
     yield {
         "publish": publish,
@@ -76,14 +90,28 @@ def console_lines(inst) -> list[str]:
 
 
 def test_guest_boots_verified_image_sees_context_and_reads_data_disk(world, cli, tmp_path):
-    disk = data_disk({"hello.txt": b"data-disk-content-42\n", "imagekit-poweroff": b""},
-                     "DATA42")  # fmt: skip
+    disk = data_disk({"hello.txt": b"data-disk-content-42\n", "imagekit-poweroff": b""}, "DATA42")
     disk_id = world["publish"](disk, "data.iso", kind="disk", os_name="none")
     script = tmp_path / "setup.sh"
     script.write_text("#!/bin/sh\necho hello-from-user-data\n")
-    result = cli("launch", world["image_id"], "--type", "t1.micro", "--swap", "0",
-                 "--ssh-key", world["pubkey"], "--user-data", script, "--hostname", "tiny1",
-                 "--readonly-disk", disk_id, "--volatile-disk", "1")  # fmt: skip
+    result = cli(
+        "launch",
+        world["image_id"],
+        "--type",
+        "t1.micro",
+        "--swap",
+        "0",
+        "--ssh-key",
+        world["pubkey"],
+        "--user-data",
+        script,
+        "--hostname",
+        "tiny1",
+        "--readonly-disk",
+        disk_id,
+        "--volatile-disk",
+        "1",
+    )
     assert result.exit_code == 0, result.stderr
     instance_id = result.stdout.strip()
     store: InstanceStore = world["store"]
@@ -103,15 +131,21 @@ def test_guest_boots_verified_image_sees_context_and_reads_data_disk(world, cli,
     # it booted from the verified image: the overlay's backing file is the cache file named
     # by the SHA-256 of the published bytes, and those bytes are the tiny appliance's
     overlay = inst.directory / "overlay.qcow2"
-    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", "-U", str(overlay)],
-                                     check=True, capture_output=True).stdout)  # fmt: skip
+    info = json.loads(
+        subprocess.run(
+            ["qemu-img", "info", "--output=json", "-U", str(overlay)],
+            check=True,
+            capture_output=True,
+        ).stdout
+    )
     backing = Path(info["backing-filename"])
     assert backing.name == "SHA-256-" + hashlib.sha256(world["image"]).hexdigest()
     assert backing.read_bytes() == world["image"]
 
     listing = cli("instances")
-    assert any(line.startswith(instance_id) and " Done " in line
-               for line in listing.stdout.splitlines())  # fmt: skip
+    assert any(
+        line.startswith(instance_id) and " Done " in line for line in listing.stdout.splitlines()
+    )
 
     owned = [overlay, inst.directory / "context.iso", inst.directory / "volatile-0.qcow2"]
     assert all(p.exists() for p in owned)
@@ -124,8 +158,18 @@ def test_guest_boots_verified_image_sees_context_and_reads_data_disk(world, cli,
 def test_running_instance_volume_lock_cache_hit_and_kill(world, cli):
     assert cli("volume", "create", "data", "1").exit_code == 0
     ref = f"{world['email']}:tiny"  # by tag this time
-    result = cli("launch", ref, "--type", "t1.micro", "--swap", "64M", "--persistent-disk",
-                 "data", "--ssh-key", world["pubkey"])  # fmt: skip
+    result = cli(
+        "launch",
+        ref,
+        "--type",
+        "t1.micro",
+        "--swap",
+        "64M",
+        "--persistent-disk",
+        "data",
+        "--ssh-key",
+        world["pubkey"],
+    )
     assert result.exit_code == 0, result.stderr
     first_id = result.stdout.strip()
     store: InstanceStore = world["store"]
@@ -174,8 +218,16 @@ def test_running_instance_volume_lock_cache_hit_and_kill(world, cli):
 
     # a warm launch: the image comes from the cache, no download
     image_requests = [p for p, _ in world["http"].requests if p == "tiny.raw"]
-    result = cli("launch", world["image_id"], "--persistent-disk", "data", "--swap", "0",
-                 "--type", "t1.micro")  # fmt: skip
+    result = cli(
+        "launch",
+        world["image_id"],
+        "--persistent-disk",
+        "data",
+        "--swap",
+        "0",
+        "--type",
+        "t1.micro",
+    )
     assert result.exit_code == 0, result.stderr
     assert [p for p, _ in world["http"].requests if p == "tiny.raw"] == image_requests
     second = result.stdout.strip()
@@ -231,16 +283,29 @@ echo http-ready
 """
 
 
-def test_default_key_name_and_ports_reach_a_web_server_in_the_guest(world, cli, tmp_path,
-                                                                    isolated_home):  # fmt: skip
+def test_default_key_name_and_ports_reach_a_web_server_in_the_guest(
+    world, cli, tmp_path, isolated_home
+):
     (isolated_home / ".ssh").mkdir()
     default_key = isolated_home / ".ssh" / "id_ed25519.pub"
     default_key.write_bytes(world["pubkey"].read_bytes())
     image_id = world["publish"](padded(world["image"], 1), "web.raw", inbound_ports=(8081,))
     script = tmp_path / "http.sh"
     script.write_text(HTTP_SCRIPT)
-    result = cli("launch", image_id, "--name", "web1", "--port", "80", "--user-data", script,
-                 "--type", "t1.micro", "--swap", "0")  # fmt: skip
+    result = cli(
+        "launch",
+        image_id,
+        "--name",
+        "web1",
+        "--port",
+        "80",
+        "--user-data",
+        script,
+        "--type",
+        "t1.micro",
+        "--swap",
+        "0",
+    )
     assert result.exit_code == 0, result.stderr
     assert f"ssh key: {default_key}" in result.stderr.splitlines()
     assert "warning" not in result.stderr
@@ -276,14 +341,25 @@ def test_default_key_name_and_ports_reach_a_web_server_in_the_guest(world, cli, 
     assert store.ids() == [] and world["started"]() == []
 
 
-def test_count_launches_named_instances_over_one_cached_image_and_warns_without_a_key(
-        world, cli):  # fmt: skip
-    result = cli("launch", world["image_id"], "--count", "2", "--name", "worker",
-                 "--type", "t1.micro", "--swap", "0")  # fmt: skip
+def test_count_launches_named_instances_over_one_cached_image_and_warns_without_a_key(world, cli):
+    result = cli(
+        "launch",
+        world["image_id"],
+        "--count",
+        "2",
+        "--name",
+        "worker",
+        "--type",
+        "t1.micro",
+        "--swap",
+        "0",
+    )
     assert result.exit_code == 0, result.stderr
     warning = [x for x in result.stderr.splitlines() if x.startswith("imagekit: warning:")]
-    assert warning == ["imagekit: warning: no ssh key injected (no --ssh-key, no ssh_key "
-                       "setting, no ~/.ssh/id_*.pub): imagekit ssh will not get in"]
+    assert warning == [
+        "imagekit: warning: no ssh key injected (no --ssh-key, no ssh_key "
+        "setting, no ~/.ssh/id_*.pub): imagekit ssh will not get in"
+    ]
     store: InstanceStore = world["store"]
     workers = [store.find(f"worker-{i}") for i in (1, 2)]
     assert [w.id for w in workers] == result.stdout.split()
@@ -300,8 +376,18 @@ def test_count_launches_named_instances_over_one_cached_image_and_warns_without_
 def test_swap_is_formatted_and_enabled_through_the_context(world, cli, tmp_path, scheme):
     script = tmp_path / "off.sh"
     script.write_text("#!/bin/sh\n/bin/busybox poweroff -f\n")
-    result = cli("launch", world["image_id"], "--type", "t1.micro", "--swap", "64M",
-                 "--context-scheme", scheme, "--user-data", script)  # fmt: skip
+    result = cli(
+        "launch",
+        world["image_id"],
+        "--type",
+        "t1.micro",
+        "--swap",
+        "64M",
+        "--context-scheme",
+        scheme,
+        "--user-data",
+        script,
+    )
     assert result.exit_code == 0, result.stderr
     store: InstanceStore = world["store"]
     inst = store.wait(store.load(result.stdout.strip()), {State.DONE}, timeout=BOOT_TIMEOUT)
@@ -315,11 +401,12 @@ def test_swap_is_formatted_and_enabled_through_the_context(world, cli, tmp_path,
 def test_tiny_appliance_boots_from_an_ide_root_disk(world, cli, tmp_path):
     image_id = world["publish"](padded(world["image"], 2), "ide.raw", disks_bus="ide")
     script = tmp_path / "disks.sh"
-    script.write_text("#!/bin/sh\necho blocks: $(ls /sys/block | tr '\\n' ' ')\n"
-                      "echo vendor: $(cat /sys/block/sda/device/vendor)\n"
-                      "/bin/busybox poweroff -f\n")
-    result = cli("launch", image_id, "--type", "t1.micro", "--swap", "0",
-                 "--user-data", script)  # fmt: skip
+    script.write_text(
+        "#!/bin/sh\necho blocks: $(ls /sys/block | tr '\\n' ' ')\n"
+        "echo vendor: $(cat /sys/block/sda/device/vendor)\n"
+        "/bin/busybox poweroff -f\n"
+    )
+    result = cli("launch", image_id, "--type", "t1.micro", "--swap", "0", "--user-data", script)
     assert result.exit_code == 0, result.stderr
     store: InstanceStore = world["store"]
     inst = store.wait(store.load(result.stdout.strip()), {State.DONE}, timeout=BOOT_TIMEOUT)
@@ -352,8 +439,18 @@ def test_console_attach_types_into_the_guest_shell_through_a_pty(world, cli, tmp
 
     script = tmp_path / "shell.sh"
     script.write_text(SHELL_SCRIPT)
-    result = cli("launch", world["image_id"], "--name", "con1", "--type", "t1.micro",
-                 "--swap", "0", "--user-data", script)  # fmt: skip
+    result = cli(
+        "launch",
+        world["image_id"],
+        "--name",
+        "con1",
+        "--type",
+        "t1.micro",
+        "--swap",
+        "0",
+        "--user-data",
+        script,
+    )
     assert result.exit_code == 0, result.stderr
     store: InstanceStore = world["store"]
     inst = store.find("con1")
@@ -406,7 +503,8 @@ def test_console_attach_types_into_the_guest_shell_through_a_pty(world, cli, tmp
 
 
 def test_launch_entry_file_boots_a_local_signed_image_without_a_marketplace(
-        world, cli, tmp_path, make_endorser, monkeypatch):  # fmt: skip
+    world, cli, tmp_path, make_endorser, monkeypatch
+):
     from tests.plugins.market import draft_entry, sign
 
     data = padded(world["image"], 3)
@@ -417,9 +515,21 @@ def test_launch_entry_file_boots_a_local_signed_image_without_a_marketplace(
     (tmp_path / "local.raw").write_bytes(data)
     script = tmp_path / "off.sh"
     script.write_text("#!/bin/sh\necho local-image-up\n/bin/busybox poweroff -f\n")
-    result = cli("launch", "--entry", tmp_path / "local.xml", "--image", tmp_path / "local.raw",
-                 "--name", "local1", "--type", "t1.micro", "--swap", "0",
-                 "--user-data", script)  # fmt: skip
+    result = cli(
+        "launch",
+        "--entry",
+        tmp_path / "local.xml",
+        "--image",
+        tmp_path / "local.raw",
+        "--name",
+        "local1",
+        "--type",
+        "t1.micro",
+        "--swap",
+        "0",
+        "--user-data",
+        script,
+    )
     assert result.exit_code == 0, result.stderr
     store: InstanceStore = world["store"]
     inst = store.wait(store.find("local1"), {State.DONE}, timeout=BOOT_TIMEOUT)

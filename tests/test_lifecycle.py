@@ -32,8 +32,9 @@ def booted(inst, times: int = 1, timeout: float = 20) -> None:
 
 
 def qemu_io(path: Path, command: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["qemu-io", "-f", "qcow2", "-c", command, str(path)],
-                          capture_output=True, text=True)  # fmt: skip
+    return subprocess.run(
+        ["qemu-io", "-f", "qcow2", "-c", command, str(path)], capture_output=True, text=True
+    )
 
 
 def has_pattern(path: Path, byte: int, offset: int = 512 << 10, length: int = 65536) -> bool:
@@ -43,8 +44,11 @@ def has_pattern(path: Path, byte: int, offset: int = 512 << 10, length: int = 65
 
 
 def info(path: Path) -> dict:
-    return json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json", str(path)],
-                                     check=True, capture_output=True).stdout)  # fmt: skip
+    return json.loads(
+        subprocess.run(
+            ["qemu-img", "info", "-U", "--output=json", str(path)], check=True, capture_output=True
+        ).stdout
+    )
 
 
 def store_of(settings) -> InstanceStore:
@@ -54,8 +58,9 @@ def store_of(settings) -> InstanceStore:
 # --- stop -------------------------------------------------------------------------------
 
 
-def test_stop_powers_the_guest_off_cleanly_and_keeps_the_disks(sector_vm, lifecycle_settings,
-                                                               no_stray_qemu):  # fmt: skip
+def test_stop_powers_the_guest_off_cleanly_and_keeps_the_disks(
+    sector_vm, lifecycle_settings, no_stray_qemu
+):
     inst = sector_vm("vm-clean")
     booted(inst)
     (pid,) = no_stray_qemu()
@@ -69,9 +74,9 @@ def test_stop_powers_the_guest_off_cleanly_and_keeps_the_disks(sector_vm, lifecy
     assert store_of(lifecycle_settings).load("vm-clean").state is State.STOPPED
 
 
-def test_stop_refuses_a_guest_that_ignores_the_button_unless_forced(sector_vm,
-                                                                    lifecycle_settings,
-                                                                    no_stray_qemu):  # fmt: skip
+def test_stop_refuses_a_guest_that_ignores_the_button_unless_forced(
+    sector_vm, lifecycle_settings, no_stray_qemu
+):
     inst = sector_vm("vm-hung", acpi=False)
     booted(inst)
     with pytest.raises(lifecycle.StopTimeout, match="did not power off within 1s") as e:
@@ -107,8 +112,7 @@ def test_unknown_instance_is_not_found(lifecycle_settings):
 # --- start ------------------------------------------------------------------------------
 
 
-def test_start_rebuilds_qemu_from_the_saved_instance(sector_vm, lifecycle_settings,
-                                                     no_stray_qemu):  # fmt: skip
+def test_start_rebuilds_qemu_from_the_saved_instance(sector_vm, lifecycle_settings, no_stray_qemu):
     inst = sector_vm("vm-again")
     booted(inst)
     lifecycle.stop(lifecycle_settings, "vm-again", timeout=20)
@@ -166,8 +170,11 @@ def test_grow_root_disk_and_refuse_to_shrink(tmp_path: Path):
     prepare_root_disk(disk, persistent=True, size_mib=20)
     meta = info(disk)
     assert meta["virtual-size"] == 20 << 20 and "backing-filename" not in meta
-    out = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "qcow2", str(base),
-                          str(disk)], capture_output=True, text=True)  # fmt: skip
+    out = subprocess.run(
+        ["qemu-img", "compare", "-f", "raw", "-F", "qcow2", str(base), str(disk)],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stdout  # the image's bytes, zeros beyond
     with pytest.raises(InputError, match="disks only grow"):
         prepare_root_disk(disk, persistent=False, size_mib=4)
@@ -176,9 +183,9 @@ def test_grow_root_disk_and_refuse_to_shrink(tmp_path: Path):
 # --- reboot -----------------------------------------------------------------------------
 
 
-def test_reboot_clean_and_hard_boot_the_guest_again_in_the_same_qemu(sector_vm,
-                                                                     lifecycle_settings,
-                                                                     no_stray_qemu):  # fmt: skip
+def test_reboot_clean_and_hard_boot_the_guest_again_in_the_same_qemu(
+    sector_vm, lifecycle_settings, no_stray_qemu
+):
     inst = sector_vm("vm-reboot")
     booted(inst)
     (pid,) = no_stray_qemu()
@@ -266,8 +273,9 @@ def test_cli_stop_start_and_errors(sector_vm, lifecycle_settings, cli):
     running = cli("start", "vm-cli", env=env)
     assert running.exit_code == 2 and "already Running" in running.stderr
     listing = cli("instances", env=env)
-    assert any(line.startswith("vm-cli") and "ephemeral" in line
-               for line in listing.stdout.splitlines())  # fmt: skip
+    assert any(
+        line.startswith("vm-cli") and "ephemeral" in line for line in listing.stdout.splitlines()
+    )
     assert cli("stop", "--force", "--timeout", "5", "vm-cli", env=env).exit_code == 0
 
 
@@ -308,8 +316,9 @@ def test_bootable_volume_from_a_verified_image(published, tmp_path):
     image = boot_sector(acpi=True, payload=os.urandom(4096))
     image_id = published(image)
     states: list[str] = []
-    vol = lifecycle.create_boot_volume(settings, "web-root", image_id, size_mib=16,
-                                       on_state=states.append)  # fmt: skip
+    vol = lifecycle.create_boot_volume(
+        settings, "web-root", image_id, size_mib=16, on_state=states.append
+    )
     assert states == ["Downloading", "Available"]
     assert [v.name for v in VolumeStore(settings.state_dir).list()] == ["web-root"]
     meta = info(vol.path)
@@ -317,8 +326,12 @@ def test_bootable_volume_from_a_verified_image(published, tmp_path):
     assert meta["virtual-size"] == 16 << 20
     raw = tmp_path / "image.raw"
     raw.write_bytes(image)
-    assert subprocess.run(["qemu-img", "compare", "-f", "raw", str(raw), str(vol.path)],
-                          capture_output=True).returncode == 0  # fmt: skip
+    assert (
+        subprocess.run(
+            ["qemu-img", "compare", "-f", "raw", str(raw), str(vol.path)], capture_output=True
+        ).returncode
+        == 0
+    )
     with pytest.raises(InputError, match="already exists"):
         lifecycle.create_boot_volume(settings, "web-root", image_id)
 
@@ -327,9 +340,9 @@ def test_bootable_volume_from_a_verified_image(published, tmp_path):
     with pytest.raises(ChecksumMismatch):
         lifecycle.create_boot_volume(settings, "bad-root", bad_id)
     assert [v.name for v in VolumeStore(settings.state_dir).list()] == ["web-root"]
-    assert sorted(p.name for p in (settings.state_dir / "volumes").iterdir()
-                  if not p.name.startswith(".lock")) == [
-        "web-root.json", "web-root.origin", "web-root.qcow2"]  # fmt: skip
+    assert sorted(
+        p.name for p in (settings.state_dir / "volumes").iterdir() if not p.name.startswith(".lock")
+    ) == ["web-root.json", "web-root.origin", "web-root.qcow2"]
 
 
 # --- boot volumes: volume create --from-image, launch --boot-volume ---------------------
@@ -416,21 +429,35 @@ def test_cli_boot_volume_outlives_kill_and_boots_the_next_launch(boot_env, cli, 
     [
         (("--boot-volume", "nope"), "no volume 'nope'"),
         (("--boot-volume", "data"), "volume data is not bootable (it was not made from an image)"),
-        (("IMAGE", "--boot-volume", "web-root"),
-         "give either an image (ID or endorser:tag), --entry FILE or --boot-volume NAME"),
+        (
+            ("IMAGE", "--boot-volume", "web-root"),
+            "give either an image (ID or endorser:tag), --entry FILE or --boot-volume NAME",
+        ),
         ((), "give either an image (ID or endorser:tag), --entry FILE or --boot-volume NAME"),
-        (("--boot-volume", "web-root", "--persistent"),
-         "--persistent does not apply to a boot volume: it always keeps its data"),
-        (("--boot-volume", "web-root", "--disk-size", "1G"),
-         "--disk-size does not apply to a boot volume"),
-        (("--boot-volume", "web-root", "--persistent-disk", "web-root"),
-         "a persistent disk is given twice"),
+        (
+            ("--boot-volume", "web-root", "--persistent"),
+            "--persistent does not apply to a boot volume: it always keeps its data",
+        ),
+        (
+            ("--boot-volume", "web-root", "--disk-size", "1G"),
+            "--disk-size does not apply to a boot volume",
+        ),
+        (
+            ("--boot-volume", "web-root", "--persistent-disk", "web-root"),
+            "a persistent disk is given twice",
+        ),
     ],
-    ids=["unknown-volume", "blank-volume", "image-and-volume", "neither", "persistent",
-         "disk-size", "twice"],
-)  # fmt: skip
-def test_launch_boot_volume_refusals_leave_nothing_behind(boot_env, cli, no_stray_qemu, args,
-                                                          line):  # fmt: skip
+    ids=[
+        "unknown-volume",
+        "blank-volume",
+        "image-and-volume",
+        "neither",
+        "persistent",
+        "disk-size",
+        "twice",
+    ],
+)
+def test_launch_boot_volume_refusals_leave_nothing_behind(boot_env, cli, no_stray_qemu, args, line):
     from imagekit.launch.volumes import VolumeStore
 
     settings, publish = boot_env
@@ -446,14 +473,16 @@ def test_launch_boot_volume_refusals_leave_nothing_behind(boot_env, cli, no_stra
     assert all(v.attached_to is None for v in VolumeStore(settings.state_dir).list())
 
 
-def test_shrinking_disk_size_is_refused_before_any_download(boot_env, cli, http_files,
-                                                            no_stray_qemu):  # fmt: skip
+def test_shrinking_disk_size_is_refused_before_any_download(
+    boot_env, cli, http_files, no_stray_qemu
+):
     settings, publish = boot_env
     image_id = publish(4 << 20)
     result = cli("launch", image_id, "--disk-size", "2M", *TINY)
     assert result.exit_code == 2
     assert result.stderr.splitlines()[0] == (
-        "imagekit: error: disk size 2 MiB is smaller than the image (4 MiB): disks only grow")
+        "imagekit: error: disk size 2 MiB is smaller than the image (4 MiB): disks only grow"
+    )
     assert http_files.requests == []  # nothing fetched
     assert not settings.cache_dir.exists()  # refused before the cache was even made
     assert store_of(settings).ids() == [] and no_stray_qemu() == []
@@ -464,18 +493,31 @@ def test_shrinking_disk_size_is_refused_before_any_download(boot_env, cli, http_
     [
         (("--from-image", "X"), "give the volume a name (--name NAME)"),
         (("--from-image", "X", "--name", "a", "b"), "two names given: 'b' and --name 'a'"),
-        (("--from-image", "X", "--name", "a", "--size", "lots"),
-         "not a size: 'lots' (use e.g. 512M or 2G)"),
-        (("--name", "a", "--size", "1G"),
-         "--size goes with --from-image; a blank volume takes SIZE_GB"),
+        (
+            ("--from-image", "X", "--name", "a", "--size", "lots"),
+            "not a size: 'lots' (use e.g. 512M or 2G)",
+        ),
+        (
+            ("--name", "a", "--size", "1G"),
+            "--size goes with --from-image; a blank volume takes SIZE_GB",
+        ),
         (("a",), "give the size in GB (imagekit volume create NAME SIZE_GB) or --from-image ID"),
         (("--from-image", "X", "a", "3"), "a volume made --from-image takes --size, not SIZE_GB"),
-        (("--from-image", "X", "--name", "bad/name"),
-         "volume name 'bad/name': use letters, digits, . _ - (max 64)"),
+        (
+            ("--from-image", "X", "--name", "bad/name"),
+            "volume name 'bad/name': use letters, digits, . _ - (max 64)",
+        ),
     ],
-    ids=["no-name", "two-names", "bad-size", "size-without-image", "no-size", "size-gb",
-         "bad-name"],
-)  # fmt: skip
+    ids=[
+        "no-name",
+        "two-names",
+        "bad-size",
+        "size-without-image",
+        "no-size",
+        "size-gb",
+        "bad-name",
+    ],
+)
 def test_cli_volume_create_usage_errors_are_one_line(cli, tmp_path, args, line):
     env = {"IMAGEKIT_STATE_DIR": str(tmp_path / "state")}
     result = cli("volume", "create", *args, env=env)
@@ -501,9 +543,16 @@ def test_cache_prune_keeps_the_readonly_disk_a_done_instance_starts_with(
     images.mkdir(parents=True)
     data = images / ("SHA-256-" + "ab" * 32)
     data.write_bytes(b"data disk")
-    (images / (data.name + ".json")).write_text(json.dumps(
-        {"size": 9, "verified": {"SHA-256": "ab" * 32}, "identifiers": [],
-         "last_used": "2020-01-01T00:00:00Z"}))  # fmt: skip
+    (images / (data.name + ".json")).write_text(
+        json.dumps(
+            {
+                "size": 9,
+                "verified": {"SHA-256": "ab" * 32},
+                "identifiers": [],
+                "last_used": "2020-01-01T00:00:00Z",
+            }
+        )
+    )
     inst = sector_vm("vm-ro", start=False)
     store = InstanceStore(lifecycle_settings.state_dir)
     drive = Drive(DriveKind.READONLY, data, "raw", readonly=True, serial="data")
@@ -513,9 +562,7 @@ def test_cache_prune_keeps_the_readonly_disk_a_done_instance_starts_with(
     assert data.exists()
 
 
-def test_volume_held_by_an_instance_whose_qemu_is_gone_is_free_again(
-    sector_vm, lifecycle_settings
-):
+def test_volume_held_by_an_instance_whose_qemu_is_gone_is_free_again(sector_vm, lifecycle_settings):
     """A record saying Running is not a holder once its qemu has died (the one liveness
     rule: state re-derived from the process)."""
     from imagekit.launch.volumes import VolumeStore
@@ -533,7 +580,8 @@ def test_volume_held_by_an_instance_whose_qemu_is_gone_is_free_again(
 
 
 def test_start_keeps_a_chosen_host_port_or_refuses_and_moves_a_picked_one(
-        sector_vm, lifecycle_settings, no_stray_qemu):  # fmt: skip
+    sector_vm, lifecycle_settings, no_stray_qemu
+):
     import socket
 
     from imagekit.errors import InvalidState
@@ -546,9 +594,15 @@ def test_start_keeps_a_chosen_host_port_or_refuses_and_moves_a_picked_one(
             s.bind(("127.0.0.1", 0))
             s.listen()
         chosen, picked = a.getsockname()[1], b.getsockname()[1]
-        store.save(dataclasses_replace(inst, ports=(
-            PortForward(chosen, 80, source="option", fixed=True),
-            PortForward(picked, 8081, source="entry", fixed=False))))  # fmt: skip
+        store.save(
+            dataclasses_replace(
+                inst,
+                ports=(
+                    PortForward(chosen, 80, source="option", fixed=True),
+                    PortForward(picked, 8081, source="entry", fixed=False),
+                ),
+            )
+        )
         with pytest.raises(InvalidState, match=f"host port 127.0.0.1:{chosen} .*is in use"):
             lifecycle.start(lifecycle_settings, "vm-ports")
         assert no_stray_qemu() == []  # refused before qemu started

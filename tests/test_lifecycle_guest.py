@@ -89,8 +89,16 @@ echo "agent=${port:-none}"
 
 
 @pytest.fixture
-def world(marketplace, make_endorser, http_files, tiny_appliance, monkeypatch, tmp_path,
-          no_stray_qemu, cli):  # fmt: skip
+def world(
+    marketplace,
+    make_endorser,
+    http_files,
+    tiny_appliance,
+    monkeypatch,
+    tmp_path,
+    no_stray_qemu,
+    cli,
+):
     endorser = make_endorser()
     client = MarketplaceClient(marketplace.url)
     monkeypatch.setenv("IMAGEKIT_MARKETPLACE", marketplace.url)
@@ -99,8 +107,17 @@ def world(marketplace, make_endorser, http_files, tiny_appliance, monkeypatch, t
     monkeypatch.setenv("IMAGEKIT_ALLOW_PRIVATE_LOCATIONS", "1")
     image = tiny_appliance.read_bytes()
     url = http_files.add("tiny.raw", image)
-    client.upload(sign(draft_entry(image, locations=(url,), title="tiny appliance",
-                                   description="busybox test appliance"), endorser))  # fmt: skip
+    client.upload(
+        sign(
+            draft_entry(
+                image,
+                locations=(url,),
+                title="tiny appliance",
+                description="busybox test appliance",
+            ),
+            endorser,
+        )
+    )
     script = tmp_path / "counter.sh"
     script.write_text(COUNTER_SCRIPT)
     with_agent = tmp_path / "counter-agent.sh"
@@ -109,8 +126,17 @@ def world(marketplace, make_endorser, http_files, tiny_appliance, monkeypatch, t
 
     def launch(image_id: str, *extra: object, agent: bool = False) -> str:
         user_data = with_agent if agent else script
-        result = cli("launch", image_id, "--type", "t1.micro", "--swap", "0",
-                     "--user-data", user_data, *extra)  # fmt: skip
+        result = cli(
+            "launch",
+            image_id,
+            "--type",
+            "t1.micro",
+            "--swap",
+            "0",
+            "--user-data",
+            user_data,
+            *extra,
+        )
         assert result.exit_code == 0, result.stderr
         launched.append(result.stdout.strip())
         return launched[-1]
@@ -179,9 +205,13 @@ def test_persistent_root_keeps_it_across_stop_start_and_a_snapshot_carries_it(wo
     assert any(line.startswith(vm) and " persistent " in line for line in listing)
     assert wait_counter(store, vm) == 0
     # its root disk stands alone (no backing file in the cache) and was grown to 64M
-    root = json.loads(subprocess.run(
-        ["qemu-img", "info", "-U", "--output=json", str(store.load(vm).drives[0].path)],
-        check=True, capture_output=True).stdout)  # fmt: skip
+    root = json.loads(
+        subprocess.run(
+            ["qemu-img", "info", "-U", "--output=json", str(store.load(vm).drives[0].path)],
+            check=True,
+            capture_output=True,
+        ).stdout
+    )
     assert "backing-filename" not in root and root["virtual-size"] == 64 << 20
 
     t0 = time.monotonic()
@@ -212,15 +242,26 @@ def test_persistent_root_keeps_it_across_stop_start_and_a_snapshot_carries_it(wo
     assert entry.identifier == new_id != world["image_id"]
     assert entry.replaces == world["image_id"] and entry.version == "1.1"
     assert entry.description == "busybox test appliance"  # carried from the base
-    print(f"\nTIMING stop={t_stop:.2f}s start={t_start:.2f}s (boot to marker {t_boot:.1f}s) "
-          f"snapshot={t_snap:.2f}s image={out.stat().st_size} bytes\n"
-          f"ENTRY\n{entry_path.read_text()}")  # fmt: skip
+    print(
+        f"\nTIMING stop={t_stop:.2f}s start={t_start:.2f}s (boot to marker {t_boot:.1f}s) "
+        f"snapshot={t_snap:.2f}s image={out.stat().st_size} bytes\n"
+        f"ENTRY\n{entry_path.read_text()}"
+    )
 
     # sign and publish the new appliance the documented way, then launch it by its ID
     market = world["marketplace"]
     endorser = world["endorser"]
-    prepared = cli("publish", entry_path, "--image", out, "--to", market.files_dir,
-                   "--url-base", f"{market.url}/files", "--prepare")  # fmt: skip
+    prepared = cli(
+        "publish",
+        entry_path,
+        "--image",
+        out,
+        "--to",
+        market.files_dir,
+        "--url-base",
+        f"{market.url}/files",
+        "--prepare",
+    )
     assert prepared.exit_code == 0, prepared.stderr
     signed = cli("sign", entry_path, "--key", endorser.key_path, "--cert", endorser.cert_path)
     assert signed.exit_code == 0, signed.stderr
@@ -258,7 +299,11 @@ def test_snapshot_of_a_running_guest_with_an_agent_freezes_instead_of_stopping(
     # the copy holds what the guest wrote: read the FAT partition of the new image
     raw = tmp_path / "frozen.raw"
     subprocess.run(["qemu-img", "convert", "-O", "raw", str(out), str(raw)], check=True)
-    marker = subprocess.run(["mtype", "-i", f"{raw}@@1M", "::marker.txt"], check=True,
-                            capture_output=True, text=True,
-                            env={**os.environ, "MTOOLS_SKIP_CHECK": "1"}).stdout  # fmt: skip
+    marker = subprocess.run(
+        ["mtype", "-i", f"{raw}@@1M", "::marker.txt"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MTOOLS_SKIP_CHECK": "1"},
+    ).stdout
     assert marker.strip() == "1"

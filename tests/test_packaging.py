@@ -20,10 +20,18 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
-def run(argv: list[str | Path], *, cwd: Path, env: dict[str, str] | None = None,
-        timeout: float = 600) -> subprocess.CompletedProcess[str]:  # fmt: skip
-    done = subprocess.run([str(a) for a in argv], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)  # fmt: skip
+def run(
+    argv: list[str | Path], *, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [str(a) for a in argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, f"{argv}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
     return done
 
@@ -39,16 +47,20 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     bin_dir = env_dir / "bin"
     run([bin_dir / "pip", "install", "-q", wheel], cwd=work)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IMAGEKIT_", "PYTHON"))}
-    env.update(HOME=str(work / "home"), PATH=f"{bin_dir}:{env['PATH']}",
-               IMAGEKIT_P12_PASSPHRASE="smoke-test")  # fmt: skip
+    env.update(
+        HOME=str(work / "home"),
+        PATH=f"{bin_dir}:{env['PATH']}",
+        IMAGEKIT_P12_PASSPHRASE="smoke-test",
+    )
     return bin_dir, env
 
 
 def test_every_command_answers_help(installed, tmp_path: Path):
     bin_dir, env = installed
     listing = run([bin_dir / "imagekit", "--help"], cwd=tmp_path, env=env).stdout
-    commands = [line.split()[0] for line in listing.split("Commands:")[1].splitlines()
-                if line.strip()]  # fmt: skip
+    commands = [
+        line.split()[0] for line in listing.split("Commands:")[1].splitlines() if line.strip()
+    ]
     assert {"build", "launch", "sign", "verify", "serve"} <= set(commands)
     for command in commands:
         run([bin_dir / "imagekit", command, "--help"], cwd=tmp_path, env=env)
@@ -57,14 +69,37 @@ def test_every_command_answers_help(installed, tmp_path: Path):
 def test_keygen_metadata_sign_verify_and_cdrom_from_the_wheel(installed, tmp_path: Path):
     bin_dir, env = installed
     ik = bin_dir / "imagekit"
-    run([ik, "keygen", "--email", "smoke@example.org", "--name", "Smoke", "-o", "me"],
-        cwd=tmp_path, env=env)  # fmt: skip
+    run(
+        [ik, "keygen", "--email", "smoke@example.org", "--name", "Smoke", "-o", "me"],
+        cwd=tmp_path,
+        env=env,
+    )
     (tmp_path / "disk.img").write_bytes(os.urandom(1 << 16))
-    run([ik, "metadata", "disk.img", "--os", "none", "--os-version", "none", "--os-arch",
-         "none", "--kind", "disk", "-o", "entry.xml"], cwd=tmp_path, env=env)  # fmt: skip
+    run(
+        [
+            ik,
+            "metadata",
+            "disk.img",
+            "--os",
+            "none",
+            "--os-version",
+            "none",
+            "--os-arch",
+            "none",
+            "--kind",
+            "disk",
+            "-o",
+            "entry.xml",
+        ],
+        cwd=tmp_path,
+        env=env,
+    )
     run([ik, "sign", "entry.xml", "--key", "me.key", "--cert", "me.crt"], cwd=tmp_path, env=env)
-    run([ik, "verify", "entry.xml", "--trust", "me.crt", "--image", "disk.img"],
-        cwd=tmp_path, env=env)  # fmt: skip
+    run(
+        [ik, "verify", "entry.xml", "--trust", "me.crt", "--image", "disk.img"],
+        cwd=tmp_path,
+        env=env,
+    )
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "README").write_text("hello\n")
     run([ik, "cdrom", "data", "--label", "SMOKE", "-o", "data.iso"], cwd=tmp_path, env=env)

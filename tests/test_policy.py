@@ -225,17 +225,24 @@ def test_stratuslab_policy_cfg_imported(asset):
     listed = make(sha1="c319bbd5afc0a22ba3eaed0507c39383ec28eeff")  # MMZu9WvwKIro-rtBQfDk4PsKO7_
     policy.check(listed, now=NOW)
     # a whitelisted endorser with trailing spaces in the file still matches
-    policy.check(make(sha1="c319bbd5afc0a22ba3eaed0507c39383ec28eeff",
-                      email="Konstantin.Skaburskas@cern.ch"), now=NOW)  # fmt: skip
+    policy.check(
+        make(
+            sha1="c319bbd5afc0a22ba3eaed0507c39383ec28eeff", email="Konstantin.Skaburskas@cern.ch"
+        ),
+        now=NOW,
+    )
     with pytest.raises(PolicyRefused, match="not on the allowed list"):
-        policy.check(make(sha1="c319bbd5afc0a22ba3eaed0507c39383ec28eeff",
-                          email="someone@else.org"), now=NOW)  # fmt: skip
+        policy.check(
+            make(sha1="c319bbd5afc0a22ba3eaed0507c39383ec28eeff", email="someone@else.org"), now=NOW
+        )
     with pytest.raises(PolicyRefused, match=r"image .* is not on the allowed list"):
         policy.check(make(), now=NOW)
     # imagekit's additions apply to imported policies too
     with pytest.raises(Expired):
-        policy.check(make(sha1="c319bbd5afc0a22ba3eaed0507c39383ec28eeff",
-                          valid=NOW - timedelta(days=1)), now=NOW)  # fmt: skip
+        policy.check(
+            make(sha1="c319bbd5afc0a22ba3eaed0507c39383ec28eeff", valid=NOW - timedelta(days=1)),
+            now=NOW,
+        )
 
 
 def test_stratuslab_blacklists(asset):
@@ -308,8 +315,12 @@ def test_trusted_cert_for_endorser_refuses_another_certificate(
     genuine = verify_entry(sign_xml(draft), trust, now=now)
     forged = verify_entry(sign_xml(draft, signer=impostor), trust, now=now)
     assert genuine.entry.endorser_email == forged.entry.endorser_email
-    policy = Policy(AllOf(TrustedCertFor(signer.email, [signer.cert_path.read_bytes()]),
-                          *default_policy().rule.rules))  # fmt: skip
+    policy = Policy(
+        AllOf(
+            TrustedCertFor(signer.email, [signer.cert_path.read_bytes()]),
+            *default_policy().rule.rules,
+        )
+    )
     policy.check(genuine)
     with pytest.raises(PolicyRefused, match="not signed with a certificate the policy trusts"):
         policy.check(forged)

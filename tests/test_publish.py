@@ -85,8 +85,9 @@ def _image_and_draft(tmp_path: Path) -> tuple[Path, Path, bytes]:
     return image, entry, data
 
 
-def test_prepare_sign_publish_with_s3(cli, tmp_path, s3_endpoint, bucket, marketplace,
-                                      make_endorser):
+def test_prepare_sign_publish_with_s3(
+    cli, tmp_path, s3_endpoint, bucket, marketplace, make_endorser
+):
     from imagekit.entry import parse_entry_bytes
     from tests.plugins.market import sign
 
@@ -109,9 +110,22 @@ def test_prepare_sign_publish_with_s3(cli, tmp_path, s3_endpoint, bucket, market
 def test_one_shot_publish_to_the_servers_files_dir(cli, tmp_path, marketplace, make_endorser):
     image, entry, data = _image_and_draft(tmp_path)
     me = make_endorser()
-    r = cli("publish", entry, "--image", image, "--to", marketplace.files_dir,
-            "--url-base", marketplace.url + "/files", "--key", me.key_path, "--cert",
-            me.cert_path, "--marketplace", marketplace.url)
+    r = cli(
+        "publish",
+        entry,
+        "--image",
+        image,
+        "--to",
+        marketplace.files_dir,
+        "--url-base",
+        marketplace.url + "/files",
+        "--key",
+        me.key_path,
+        "--cert",
+        me.cert_path,
+        "--marketplace",
+        marketplace.url,
+    )
     assert r.exit_code == 0, r.stderr
     stored = httpx.get(r.stdout.strip())
     assert stored.content == entry.read_bytes()
@@ -140,8 +154,9 @@ def test_publish_refuses_an_unsigned_entry(cli, tmp_path, marketplace):
     assert error.startswith("imagekit: error:")
 
 
-def test_publish_asks_for_the_bundle_passphrase_like_sign(cli, tmp_path, marketplace,
-                                                          make_endorser, monkeypatch):
+def test_publish_asks_for_the_bundle_passphrase_like_sign(
+    cli, tmp_path, marketplace, make_endorser, monkeypatch
+):
     """``publish`` loads its signer as ``sign`` does: a PKCS#12 bundle's passphrase comes
     from IMAGEKIT_P12_PASSPHRASE or the prompt."""
     from imagekit.signing.keys import load_signer, make_p12
@@ -151,8 +166,20 @@ def test_publish_asks_for_the_bundle_passphrase_like_sign(cli, tmp_path, marketp
     bundle = tmp_path / "me.p12"
     bundle.write_bytes(make_p12(load_signer(key=me.key_path, cert=me.cert_path), "s3cret"))
     monkeypatch.delenv("IMAGEKIT_P12_PASSPHRASE", raising=False)
-    r = cli("publish", entry, "--image", image, "--to", marketplace.files_dir, "--url-base",
-            marketplace.url + "/files", "--p12", bundle, "--marketplace", marketplace.url,
-            input="s3cret\n")  # fmt: skip
+    r = cli(
+        "publish",
+        entry,
+        "--image",
+        image,
+        "--to",
+        marketplace.files_dir,
+        "--url-base",
+        marketplace.url + "/files",
+        "--p12",
+        bundle,
+        "--marketplace",
+        marketplace.url,
+        input="s3cret\n",
+    )
     assert r.exit_code == 0, r.stderr
     assert r.stdout.strip().startswith(marketplace.url + "/metadata/")

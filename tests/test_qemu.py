@@ -26,11 +26,16 @@ def instance(tmp_path: Path, **changes) -> Instance:
         drives=(
             Drive(DriveKind.ROOT, d / "overlay.qcow2", "qcow2", serial="root"),
             Drive(DriveKind.CONTEXT, d / "context.iso", "raw", readonly=True, serial="context"),
-            Drive(DriveKind.READONLY, tmp_path / "cache" / "data,1", "raw", readonly=True,
-                  serial="ro0"),
+            Drive(
+                DriveKind.READONLY,
+                tmp_path / "cache" / "data,1",
+                "raw",
+                readonly=True,
+                serial="ro0",
+            ),
             Drive(DriveKind.VOLATILE, d / "volatile-0.qcow2", "qcow2", serial="volatile0"),
         ),
-    )  # fmt: skip
+    )
     fields.update(changes)
     return Instance(**fields)  # type: ignore[arg-type]
 
@@ -76,11 +81,15 @@ def test_drives_in_order_readonly_flags_and_escaped_commas(tmp_path: Path):
 
 def test_a_boot_volume_is_the_boot_disk(tmp_path: Path):
     vol = tmp_path / "volumes" / "web-root.qcow2"
-    inst = instance(tmp_path, drives=(
-        Drive(DriveKind.BOOT_VOLUME, vol, "qcow2", serial="root", identifier="web-root"),
-        Drive(DriveKind.CONTEXT, tmp_path / "context.iso", "raw", readonly=True,
-              serial="context"),
-    ))  # fmt: skip
+    inst = instance(
+        tmp_path,
+        drives=(
+            Drive(DriveKind.BOOT_VOLUME, vol, "qcow2", serial="root", identifier="web-root"),
+            Drive(
+                DriveKind.CONTEXT, tmp_path / "context.iso", "raw", readonly=True, serial="context"
+            ),
+        ),
+    )
     argv = q.qemu_argv(inst)
     assert opt(argv, "-drive")[0].startswith(f"file={vol},format=qcow2,")
     devices = [d for d in opt(argv, "-device") if d.startswith("virtio-blk-pci")]
@@ -121,10 +130,13 @@ def test_probe_without_a_readable_kernel_boots_its_boot_sector(monkeypatch):
     assert q.probe_accel("tcg", timeout=20) is True
 
 
-@pytest.mark.parametrize(("prints", "ok"), [
-    ("Probing EDD (edd=off to disable)... ok", False),  # real mode ran, then the hang
-    ("Probing EDD (edd=off to disable)... ok\n[    0.000000] Linux version 6.1.0", True),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("prints", "ok"),
+    [
+        ("Probing EDD (edd=off to disable)... ok", False),  # real mode ran, then the hang
+        ("Probing EDD (edd=off to disable)... ok\n[    0.000000] Linux version 6.1.0", True),
+    ],
+)
 def test_probe_wants_the_kernel_to_start_not_only_its_real_mode_setup(
     prints: str, ok: bool, tmp_path: Path, monkeypatch
 ):
@@ -166,34 +178,52 @@ def test_free_loopback_port_is_bindable():
 def test_forwarded_ports_each_get_a_hostfwd_on_their_address(tmp_path: Path):
     from imagekit.launch.instances import PortForward
 
-    inst = instance(tmp_path, ports=(PortForward(8080, 80), PortForward(41000, 443,
-                                                                          source="entry")))
+    inst = instance(
+        tmp_path, ports=(PortForward(8080, 80), PortForward(41000, 443, source="entry"))
+    )
     (netdev,) = opt(q.qemu_argv(inst), "-netdev")
-    assert netdev.split(",")[2:] == ["hostfwd=tcp:127.0.0.1:40022-:22",
-                                     "hostfwd=tcp:127.0.0.1:8080-:80",
-                                     "hostfwd=tcp:127.0.0.1:41000-:443"]  # fmt: skip
+    assert netdev.split(",")[2:] == [
+        "hostfwd=tcp:127.0.0.1:40022-:22",
+        "hostfwd=tcp:127.0.0.1:8080-:80",
+        "hostfwd=tcp:127.0.0.1:41000-:443",
+    ]
 
 
-@pytest.mark.parametrize("bus, controller, devices", [
-    ("ide", ["piix3-ide,id=pide"],
-     ["ide-hd,drive=root0,bus=pide.0,unit=0,serial=root,bootindex=0",
-      "ide-cd,drive=context1,bus=pide.0,unit=1,serial=context",  # read-only: a CD-ROM
-      "ide-cd,drive=readonly2,bus=pide.1,unit=0,serial=ro0",
-      "ide-hd,drive=volatile3,bus=pide.1,unit=1,serial=volatile0"]),
-    ("scsi", ["virtio-scsi-pci,id=scsi0"],
-     ["scsi-hd,drive=root0,bus=scsi0.0,serial=root,bootindex=0",
-      "scsi-hd,drive=context1,bus=scsi0.0,serial=context",
-      "scsi-hd,drive=readonly2,bus=scsi0.0,serial=ro0",
-      "scsi-hd,drive=volatile3,bus=scsi0.0,serial=volatile0"]),
-], ids=["ide", "scsi"])  # fmt: skip
+@pytest.mark.parametrize(
+    "bus, controller, devices",
+    [
+        (
+            "ide",
+            ["piix3-ide,id=pide"],
+            [
+                "ide-hd,drive=root0,bus=pide.0,unit=0,serial=root,bootindex=0",
+                "ide-cd,drive=context1,bus=pide.0,unit=1,serial=context",  # read-only: a CD-ROM
+                "ide-cd,drive=readonly2,bus=pide.1,unit=0,serial=ro0",
+                "ide-hd,drive=volatile3,bus=pide.1,unit=1,serial=volatile0",
+            ],
+        ),
+        (
+            "scsi",
+            ["virtio-scsi-pci,id=scsi0"],
+            [
+                "scsi-hd,drive=root0,bus=scsi0.0,serial=root,bootindex=0",
+                "scsi-hd,drive=context1,bus=scsi0.0,serial=context",
+                "scsi-hd,drive=readonly2,bus=scsi0.0,serial=ro0",
+                "scsi-hd,drive=volatile3,bus=scsi0.0,serial=volatile0",
+            ],
+        ),
+    ],
+    ids=["ide", "scsi"],
+)
 def test_disks_bus_puts_every_disk_on_that_controller(tmp_path: Path, bus, controller, devices):
     import dataclasses
 
     from imagekit.launch.instances import DiskBus
 
     base = instance(tmp_path)
-    inst = dataclasses.replace(base, drives=tuple(
-        dataclasses.replace(d, bus=DiskBus(bus)) for d in base.drives))  # fmt: skip
+    inst = dataclasses.replace(
+        base, drives=tuple(dataclasses.replace(d, bus=DiskBus(bus)) for d in base.drives)
+    )
     argv = q.qemu_argv(inst)
     devs = opt(argv, "-device")
     assert [d for d in devs if d in controller] == controller
@@ -206,8 +236,10 @@ def test_an_attachable_console_is_a_socket_that_still_logs(tmp_path: Path):
     argv = q.qemu_argv(inst)
     assert opt(argv, "-serial") == ["chardev:ser0"]
     chardevs = opt(argv, "-chardev")
-    assert (f"socket,id=ser0,path=console.sock,server=on,wait=off,"
-            f"logfile={inst.console_log},logappend=off") in chardevs  # fmt: skip
+    assert (
+        f"socket,id=ser0,path=console.sock,server=on,wait=off,"
+        f"logfile={inst.console_log},logappend=off"
+    ) in chardevs
 
 
 def test_swap_disk_is_formatted_with_the_label_the_context_names(tmp_path: Path):

@@ -151,39 +151,53 @@ def test_tampered_entry_from_server_refused(endorsers, trust, sign_xml, image_en
     entry = image_entry(data, title="Original")
     tampered = xml.replace(b"Original", b"Tampered")
     assert tampered != xml
-    resolver = Resolver(LyingClient(tampered, identifier=entry.identifier), trust,
-                        default_policy(), state_dir=tmp_path)  # fmt: skip
+    resolver = Resolver(
+        LyingClient(tampered, identifier=entry.identifier),
+        trust,
+        default_policy(),
+        state_dir=tmp_path,
+    )
     with pytest.raises(SignatureInvalid):
         resolver.resolve(entry.identifier)
 
 
-def test_server_substituting_another_entry_refused(endorsers, trust, sign_xml, image_entry,
-                                                   tmp_path):  # fmt: skip
+def test_server_substituting_another_entry_refused(
+    endorsers, trust, sign_xml, image_entry, tmp_path
+):
     a, _ = endorsers
     other = signed(sign_xml, image_entry, b"other image", a, at=BASE)
     wanted = image_entry(b"wanted image").identifier
-    resolver = Resolver(LyingClient(other, identifier=wanted), trust, default_policy(),
-                        state_dir=tmp_path)  # fmt: skip
+    resolver = Resolver(
+        LyingClient(other, identifier=wanted), trust, default_policy(), state_dir=tmp_path
+    )
     with pytest.raises(SignatureInvalid, match="different entry"):
         resolver.resolve(wanted)
     with pytest.raises(SignatureInvalid, match="different entry"):
         resolver.resolve(f"{a.email}:some-tag")
 
 
-def test_expired_and_deprecated_refused_with_reason(endorsers, trust, sign_xml, image_entry,
-                                                    tmp_path):  # fmt: skip
+def test_expired_and_deprecated_refused_with_reason(
+    endorsers, trust, sign_xml, image_entry, tmp_path
+):
     a, _ = endorsers
     data = os.urandom(50)
     ident = image_entry(data).identifier
-    expired = signed(sign_xml, image_entry, data, a, at=BASE,
-                     valid=BASE + timedelta(minutes=1))  # fmt: skip
+    expired = signed(sign_xml, image_entry, data, a, at=BASE, valid=BASE + timedelta(minutes=1))
     with pytest.raises(Expired):
-        Resolver(LyingClient(expired, identifier=ident), trust, default_policy(),
-                 state_dir=tmp_path / "e").resolve(ident)  # fmt: skip
+        Resolver(
+            LyingClient(expired, identifier=ident),
+            trust,
+            default_policy(),
+            state_dir=tmp_path / "e",
+        ).resolve(ident)
     deprecated = signed(sign_xml, image_entry, data, a, at=BASE, deprecated="CVE-2026-0001")
     with pytest.raises(Deprecated, match="CVE-2026-0001"):
-        Resolver(LyingClient(deprecated, identifier=ident), trust, default_policy(),
-                 state_dir=tmp_path / "d").resolve(ident)  # fmt: skip
+        Resolver(
+            LyingClient(deprecated, identifier=ident),
+            trust,
+            default_policy(),
+            state_dir=tmp_path / "d",
+        ).resolve(ident)
 
 
 def test_rollback_to_older_created_refused(endorsers, trust, sign_xml, image_entry, tmp_path):
@@ -192,29 +206,34 @@ def test_rollback_to_older_created_refused(endorsers, trust, sign_xml, image_ent
     data = os.urandom(64)
     ident = image_entry(data).identifier
     old = signed(sign_xml, image_entry, data, a, at=BASE)
-    new = signed(sign_xml, image_entry, data, a, at=BASE + timedelta(minutes=10),
-                 deprecated="superseded")  # fmt: skip
+    new = signed(
+        sign_xml, image_entry, data, a, at=BASE + timedelta(minutes=10), deprecated="superseded"
+    )
     state = tmp_path / "state"
-    assert Resolver(LyingClient(old, identifier=ident), trust, default_policy(),
-                    state_dir=state).resolve(ident)  # fmt: skip
+    assert Resolver(
+        LyingClient(old, identifier=ident), trust, default_policy(), state_dir=state
+    ).resolve(ident)
     with pytest.raises(Deprecated):
-        Resolver(LyingClient(new, identifier=ident), trust, default_policy(),
-                 state_dir=state).resolve(ident)  # fmt: skip
+        Resolver(
+            LyingClient(new, identifier=ident), trust, default_policy(), state_dir=state
+        ).resolve(ident)
     with pytest.raises(Rollback, match="older than"):
-        Resolver(LyingClient(old, identifier=ident), trust, default_policy(),
-                 state_dir=state).resolve(ident)  # fmt: skip
+        Resolver(
+            LyingClient(old, identifier=ident), trust, default_policy(), state_dir=state
+        ).resolve(ident)
     # the memory is persisted: a fresh state directory knows nothing
     assert (state / "rollback.json").is_file()
-    assert Resolver(LyingClient(old, identifier=ident), trust, default_policy(),
-                    state_dir=tmp_path / "fresh").resolve(ident)  # fmt: skip
+    assert Resolver(
+        LyingClient(old, identifier=ident), trust, default_policy(), state_dir=tmp_path / "fresh"
+    ).resolve(ident)
 
 
-def test_rollback_of_a_tag_to_an_older_image_refused(endorsers, trust, sign_xml, image_entry,
-                                                     tmp_path):  # fmt: skip
+def test_rollback_of_a_tag_to_an_older_image_refused(
+    endorsers, trust, sign_xml, image_entry, tmp_path
+):
     a, _ = endorsers
     v1 = signed(sign_xml, image_entry, b"v1", a, at=BASE, alternative="base")
-    v2 = signed(sign_xml, image_entry, b"v2", a, at=BASE + timedelta(minutes=1),
-                alternative="base")  # fmt: skip
+    v2 = signed(sign_xml, image_entry, b"v2", a, at=BASE + timedelta(minutes=1), alternative="base")
     ref = f"{a.email}:base"
     assert Resolver(LyingClient(v2), trust, default_policy(), state_dir=tmp_path).resolve(ref)
     with pytest.raises(Rollback):

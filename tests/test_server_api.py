@@ -79,14 +79,28 @@ def test_list_is_xml_wrapped_in_metadata(http, make_endorser, make_signed):
 def test_filters(http, make_endorser, make_signed):
     me = make_endorser()
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    upload(http, make_signed(me, ago=60, title="deb box", os_name="debian", arch="x86_64",
-                             locations=("http://files.example.org/deb.img",)))
-    upload(http, make_signed(me, ago=60, title="alpine box", os_name="alpine",
-                             arch="aarch64", kind="disk"))
-    upload(http, make_signed(me, ago=60, title="old box", os_name="debian",
-                             valid=now - dt.timedelta(days=1)))
-    upload(http, make_signed(me, ago=60, title="bad box", os_name="debian",
-                             deprecated="broken"))
+    upload(
+        http,
+        make_signed(
+            me,
+            ago=60,
+            title="deb box",
+            os_name="debian",
+            arch="x86_64",
+            locations=("http://files.example.org/deb.img",),
+        ),
+    )
+    upload(
+        http,
+        make_signed(me, ago=60, title="alpine box", os_name="alpine", arch="aarch64", kind="disk"),
+    )
+    upload(
+        http,
+        make_signed(
+            me, ago=60, title="old box", os_name="debian", valid=now - dt.timedelta(days=1)
+        ),
+    )
+    upload(http, make_signed(me, ago=60, title="bad box", os_name="debian", deprecated="broken"))
 
     def titles(**params):
         r = http.get("/api/entries", params={"email": me.email, **params})
@@ -113,7 +127,11 @@ def test_filters(http, make_endorser, make_signed):
     assert counted.json()["total"] == 4
     assert len(page1["entries"]) == 3 and len(page2["entries"]) == 1
     assert {e["title"] for e in page1["entries"] + page2["entries"]} == {
-        "alpine box", "bad box", "deb box", "old box"}
+        "alpine box",
+        "bad box",
+        "deb box",
+        "old box",
+    }
     # path parts are classified: e-mail, then ID + e-mail
     r = http.get(f"/metadata/{me.email}", params={"media": "json", "os": "alpine"})
     assert [e["title"] for e in r.json()["entries"]] == ["alpine box"]
@@ -174,8 +192,9 @@ def test_tag_is_the_newest_non_deprecated(http, make_endorser, make_signed):
     me = make_endorser()
     old = make_signed(me, ago=600, tag="debian-base", title="old")
     new = make_signed(me, ago=300, tag="debian-base", title="new")
-    newest_deprecated = make_signed(me, ago=100, tag="debian-base", title="broken",
-                                    deprecated="oops")
+    newest_deprecated = make_signed(
+        me, ago=100, tag="debian-base", title="broken", deprecated="oops"
+    )
     for data in (old, new, newest_deprecated):
         upload(http, data)
     r = http.get(f"/tag/{me.email}/debian-base")
@@ -191,7 +210,8 @@ def test_endorsers(http, make_endorser, make_signed):
     upload(http, make_signed(me, ago=60))
     everyone = http.get("/endorsers").json()
     assert {"email": me.email, "entries": 2}.items() <= next(
-        e for e in everyone if e["email"] == me.email).items()
+        e for e in everyone if e["email"] == me.email
+    ).items()
     detail = http.get(f"/endorsers/{me.email}").json()
     assert detail["entries"] == 2 and len(detail["history"]) == 2
     assert http.get("/endorsers/nobody@example.org").status_code == 404
@@ -214,9 +234,21 @@ def test_endorsers(http, make_endorser, make_signed):
         "/endorsers/x%00@y.org",
         "/metadata/AAAAAAAAAAAAAAAAAAAAAAAAAAA/a%00@b.org/2024-01-01T00:00:00Z",
     ],
-    ids=["limit-text", "limit-zero", "limit-huge", "offset-negative", "status", "created",
-         "media", "history-bool", "two-emails", "nul-email", "nul-os", "nul-endorser",
-         "nul-key"],
+    ids=[
+        "limit-text",
+        "limit-zero",
+        "limit-huge",
+        "offset-negative",
+        "status",
+        "created",
+        "media",
+        "history-bool",
+        "two-emails",
+        "nul-email",
+        "nul-os",
+        "nul-endorser",
+        "nul-key",
+    ],
 )
 def test_bad_query_values_are_400_one_line(http, path):
     r = http.get(path)
@@ -227,8 +259,13 @@ def test_bad_query_values_are_400_one_line(http, path):
 
 def test_openapi_documents_the_json_routes(http):
     doc = http.get("/openapi.json").json()
-    for path in ("/api/entries", "/api/entries/{identifier}/{email}/{created}",
-                 "/api/tag/{email}/{tag}", "/api/endorsers", "/metadata"):
+    for path in (
+        "/api/entries",
+        "/api/entries/{identifier}/{email}/{created}",
+        "/api/tag/{email}/{tag}",
+        "/api/endorsers",
+        "/metadata",
+    ):
         assert path in doc["paths"]
     summary = doc["components"]["schemas"]["EntrySummary"]  # one declaration, both sides
     fields = set(summary["properties"])
@@ -258,15 +295,17 @@ def test_racing_uploads_of_one_key_store_one(market_server, make_endorser):
     versions = [sign(draft_entry(image, title=f"r{i}"), me, ago=100 + i) for i in range(8)]
 
     def post(data: bytes) -> int:
-        return httpx.post(market_server.url + "/metadata", content=data, headers=XML,
-                          timeout=30).status_code
+        return httpx.post(
+            market_server.url + "/metadata", content=data, headers=XML, timeout=30
+        ).status_code
 
     with ThreadPoolExecutor(8) as pool:
         codes = list(pool.map(post, versions))
     assert set(codes) <= {201, 409} and 201 in codes
     ident = sha1_to_id(hashlib.sha1(image).hexdigest())
-    history = httpx.get(market_server.url + f"/api/entries/{ident}",
-                        params={"history": "true"}).json()
+    history = httpx.get(
+        market_server.url + f"/api/entries/{ident}", params={"history": "true"}
+    ).json()
     assert len(history) == codes.count(201)
     assert [e["latest"] for e in history] == [True] + [False] * (len(history) - 1)
     created = [e["created"] for e in history]

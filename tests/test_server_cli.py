@@ -24,8 +24,9 @@ def market(marketplace, monkeypatch):
 def test_serve_command_runs_the_registry(start_marketplace, make_endorser, make_signed):
     server = start_marketplace(via_cli=True)
     data = make_signed(make_endorser(), ago=60)
-    r = httpx.post(server.url + "/metadata", content=data,
-                   headers={"Content-Type": "application/xml"})
+    r = httpx.post(
+        server.url + "/metadata", content=data, headers={"Content-Type": "application/xml"}
+    )
     assert r.status_code == 201
     assert (server.data_dir / "marketplace.sqlite3").exists()
     assert httpx.get(server.url + r.headers["Location"]).content == data
@@ -72,8 +73,16 @@ def test_deprecate_publishes_a_newer_signed_entry(cli, market, make_endorser, ma
     original = make_signed(me, ago=60, title="to deprecate")
     path = market.upload(original)
     ident = path.split("/")[2]
-    r = cli("deprecate", ident, "--reason", "CVE-2024-0001", "--key", me.key_path,
-            "--cert", me.cert_path)
+    r = cli(
+        "deprecate",
+        ident,
+        "--reason",
+        "CVE-2024-0001",
+        "--key",
+        me.key_path,
+        "--cert",
+        me.cert_path,
+    )
     assert r.exit_code == 0, r.stderr
     current = market.current(ident)
     assert len(current) == 1 and current[0].deprecated == "CVE-2024-0001"
@@ -86,15 +95,22 @@ def test_deprecate_publishes_a_newer_signed_entry(cli, market, make_endorser, ma
     assert verified.entry.deprecated == "CVE-2024-0001"
     assert verified.entry.title == "to deprecate"
     assert parse_entry_bytes(market.get_path(path)).deprecated is None  # history kept
-    r = cli("deprecate", ident, "--reason", "again", "--key", me.key_path, "--cert",
-            me.cert_path)
+    r = cli("deprecate", ident, "--reason", "again", "--key", me.key_path, "--cert", me.cert_path)
     assert r.exit_code == 2 and "already deprecated" in r.stderr
 
 
 def test_deprecate_refuses_someone_elses_entry(cli, market, make_endorser, make_signed):
     owner, other = make_endorser(), make_endorser()
     ident = market.upload(make_signed(owner, ago=60)).split("/")[2]
-    r = cli("deprecate", ident, "--reason", "mine now", "--key", other.key_path, "--cert",
-            other.cert_path)
+    r = cli(
+        "deprecate",
+        ident,
+        "--reason",
+        "mine now",
+        "--key",
+        other.key_path,
+        "--cert",
+        other.cert_path,
+    )
     assert r.exit_code == 2
     assert f"endorsed by {other.email}" in r.stderr

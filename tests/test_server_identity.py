@@ -34,8 +34,9 @@ def http(market_server):
 def impostor_of(victim: Endorser, tmp_path, *, days: int = 30) -> Endorser:
     """A fresh self-signed certificate that claims ``victim``'s e-mail."""
     key = make_private_key("ec")
-    cert = make_certificate(key, victim.email, "Not Really", days,
-                            now=dt.datetime.now(dt.UTC) - dt.timedelta(days=2))
+    cert = make_certificate(
+        key, victim.email, "Not Really", days, now=dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
+    )
     signer = Signer(key, cert)
     cert_path = tmp_path / "impostor.crt"
     cert_path.write_bytes(signer.cert_pem())
@@ -57,8 +58,7 @@ def test_impostor_cannot_repoint_a_tag(http, make_endorser, tmp_path):
     victim = make_endorser()
     genuine = sign(draft_entry(tag="debian-base", title="genuine"), victim, ago=120)
     assert post(http, genuine).status_code == 201
-    evil = sign(draft_entry(tag="debian-base", title="evil"), impostor_of(victim, tmp_path),
-                ago=60)
+    evil = sign(draft_entry(tag="debian-base", title="evil"), impostor_of(victim, tmp_path), ago=60)
     refused_as_not_bound(post(http, evil), victim)
     assert http.get(f"/tag/{victim.email}/debian-base").content == genuine
 
@@ -67,8 +67,9 @@ def test_impostor_cannot_deprecate_an_image(http, make_endorser, tmp_path):
     victim = make_endorser()
     image = os.urandom(64)
     assert post(http, sign(draft_entry(image), victim, ago=120)).status_code == 201
-    deprecation = sign(draft_entry(image, deprecated="withdrawn"), impostor_of(victim, tmp_path),
-                       ago=60)
+    deprecation = sign(
+        draft_entry(image, deprecated="withdrawn"), impostor_of(victim, tmp_path), ago=60
+    )
     refused_as_not_bound(post(http, deprecation), victim)
     (summary,) = http.get("/api/entries", params={"email": victim.email}).json()["entries"]
     assert summary["status"] == "valid"
@@ -79,8 +80,11 @@ def test_impostor_entry_dated_2099_does_not_lock_out_the_endorser(http, make_end
     image = os.urandom(64)
     assert post(http, sign(draft_entry(image), victim, ago=300)).status_code == 201
     impostor = impostor_of(victim, tmp_path, days=30_000)  # valid in 2099
-    future = sign_entry(draft_entry(image, valid=dt.datetime(2100, 1, 1, tzinfo=dt.UTC)),
-                        impostor.signer, now=dt.datetime(2099, 1, 1, tzinfo=dt.UTC))
+    future = sign_entry(
+        draft_entry(image, valid=dt.datetime(2100, 1, 1, tzinfo=dt.UTC)),
+        impostor.signer,
+        now=dt.datetime(2099, 1, 1, tzinfo=dt.UTC),
+    )
     r = post(http, future)
     assert r.status_code in (400, 403), r.text  # not bound (or dated beyond the clock skew)
     assert post(http, sign(draft_entry(image), victim, ago=60)).status_code == 201
@@ -105,8 +109,11 @@ def test_admin_rebind_moves_the_binding(http, market_server, cli, make_endorser,
     assert post(http, sign(draft_entry(), old, ago=120)).status_code == 201
     new = impostor_of(old, tmp_path)  # say the endorser lost their key
     refused_as_not_bound(post(http, sign(draft_entry(), new, ago=60)), old)
-    where = (["--db", market_server.db_url] if market_server.db_url
-             else ["--data-dir", market_server.data_dir])
+    where = (
+        ["--db", market_server.db_url]
+        if market_server.db_url
+        else ["--data-dir", market_server.data_dir]
+    )
     r = cli("serve-admin", "rebind", old.email, "--cert", new.cert_path, *where)
     assert r.exit_code == 0, r.stderr
     fingerprint = certificate_fingerprint(new.signer.certificate)
@@ -119,17 +126,33 @@ def test_admin_rebind_moves_the_binding(http, market_server, cli, make_endorser,
 def test_rebind_bad_input_is_one_line(cli, tmp_path):
     (tmp_path / "marketplace.sqlite3").touch()
     (tmp_path / "x.crt").write_text("not a certificate")
-    r = cli("serve-admin", "rebind", "a@example.org", "--cert", tmp_path / "x.crt",
-            "--data-dir", tmp_path)
+    r = cli(
+        "serve-admin",
+        "rebind",
+        "a@example.org",
+        "--cert",
+        tmp_path / "x.crt",
+        "--data-dir",
+        tmp_path,
+    )
     assert r.exit_code == 2
     assert r.stderr.splitlines()[0].startswith("imagekit: error: not a certificate")
     me = new_endorser(tmp_path / "keys")
-    r = cli("serve-admin", "rebind", me.email, "--cert", me.cert_path,
-            "--data-dir", tmp_path / "nowhere")
+    r = cli(
+        "serve-admin",
+        "rebind",
+        me.email,
+        "--cert",
+        me.cert_path,
+        "--data-dir",
+        tmp_path / "nowhere",
+    )
     assert r.stderr.splitlines()[0] == (
-        f"imagekit: error: no marketplace database in {tmp_path}/nowhere")
-    r = cli("serve-admin", "rebind", "not an address", "--cert", me.cert_path,
-            "--data-dir", tmp_path)
+        f"imagekit: error: no marketplace database in {tmp_path}/nowhere"
+    )
+    r = cli(
+        "serve-admin", "rebind", "not an address", "--cert", me.cert_path, "--data-dir", tmp_path
+    )
     assert r.stderr.splitlines() == ["imagekit: error: not an e-mail address: 'not an address'"]
 
 
@@ -177,8 +200,9 @@ def test_endorsers_stored_before_bindings_are_bound_at_start(tmp_path):
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_racing_first_uploads_by_different_certificates_bind_one(start_marketplace, backend,
-                                                                  tmp_path):
+def test_racing_first_uploads_by_different_certificates_bind_one(
+    start_marketplace, backend, tmp_path
+):
     """Eight certificates claim one new e-mail at once, through two worker processes: one
     binds it, the others are refused."""
     from concurrent.futures import ThreadPoolExecutor
@@ -189,8 +213,9 @@ def test_racing_first_uploads_by_different_certificates_bind_one(start_marketpla
     uploads = [sign(draft_entry(), c, ago=60) for c in claimants]
 
     def post_one(data: bytes) -> int:
-        return httpx.post(server.url + "/metadata", content=data, headers=XML,
-                          timeout=30).status_code
+        return httpx.post(
+            server.url + "/metadata", content=data, headers=XML, timeout=30
+        ).status_code
 
     with ThreadPoolExecutor(8) as pool:
         codes = sorted(pool.map(post_one, uploads))
@@ -207,9 +232,16 @@ def test_bulk_load_binds_like_uploads(tmp_path):
     now = dt.datetime.now(dt.UTC)
 
     def row(i: int, fingerprint: str) -> NewEntry:
-        return NewEntry(identifier=f"B{i:026d}", email="bulk@example.org",
-                        created="2026-01-01T00:00:00Z", xml=b"<x/>", etag="0" * 64,
-                        sha1="0" * 40, bytes=1, signer=SignerCert(fingerprint, "CN=x"))
+        return NewEntry(
+            identifier=f"B{i:026d}",
+            email="bulk@example.org",
+            created="2026-01-01T00:00:00Z",
+            xml=b"<x/>",
+            etag="0" * 64,
+            sha1="0" * 40,
+            bytes=1,
+            signer=SignerCert(fingerprint, "CN=x"),
+        )
 
     with pytest.raises(CertificateNotBound):
         storage.add_many([row(1, "a" * 64), row(2, "b" * 64)], now=now)
@@ -228,10 +260,20 @@ def test_start_survives_stored_rows_without_a_certificate(tmp_path):
 
     config = ServerConfig(data_dir=tmp_path)
     app = create_app(config)
-    app.storage.add_many([NewEntry(identifier="C" * 27, email="bare@example.org",
-                                   created="2026-01-01T00:00:00Z", xml=b"<x>no children</x>",
-                                   etag="0" * 64, sha1="0" * 40, bytes=1)],
-                         now=dt.datetime.now(dt.UTC))
+    app.storage.add_many(
+        [
+            NewEntry(
+                identifier="C" * 27,
+                email="bare@example.org",
+                created="2026-01-01T00:00:00Z",
+                xml=b"<x>no children</x>",
+                etag="0" * 64,
+                sha1="0" * 40,
+                bytes=1,
+            )
+        ],
+        now=dt.datetime.now(dt.UTC),
+    )
     app.storage.close()
     again = create_app(config)
     assert again.storage.binding("bare@example.org") is None
@@ -245,8 +287,11 @@ def test_client_reports_an_unbound_certificate_as_untrusted(marketplace, make_en
     victim = make_endorser()
     client = MarketplaceClient(marketplace.url)
     client.upload(sign(draft_entry(), victim, ago=120))
-    with pytest.raises(Untrusted, match=f"^marketplace refused the entry: endorser {victim.email} "
-                                        "is bound to another certificate"):
+    with pytest.raises(
+        Untrusted,
+        match=f"^marketplace refused the entry: endorser {victim.email} "
+        "is bound to another certificate",
+    ):
         client.upload(sign(draft_entry(), impostor_of(victim, tmp_path), ago=60))
 
 
@@ -268,7 +313,7 @@ def test_open_mode_vouching_ca_takes_back_a_squatted_email(start_marketplace, tm
         # an unrelated self-signed certificate is not vouched for: open mode still binds
         other = new_endorser(tmp_path / "others")
         assert post(http, sign(draft_entry(), other, ago=100)).status_code == 201
-        assert post(http, sign(draft_entry(), impostor_of(other, tmp_path),
-                               ago=50)).status_code == 403
-    assert (doc["fingerprint"], doc["bound_via"]) == (
-        certificate_fingerprint(cert), "trusted")
+        assert (
+            post(http, sign(draft_entry(), impostor_of(other, tmp_path), ago=50)).status_code == 403
+        )
+    assert (doc["fingerprint"], doc["bound_via"]) == (certificate_fingerprint(cert), "trusted")

@@ -112,8 +112,9 @@ def test_trusted_mode_refuses_unknown_endorsers(start_marketplace, make_endorser
     with httpx.Client(base_url=server.url, timeout=30) as http:
         r = http.post("/metadata", headers=XML, content=make_signed(trusted, ago=60))
         assert r.status_code == 201
-        message = refused(http.post("/metadata", headers=XML,
-                                    content=make_signed(stranger, ago=60)))
+        message = refused(
+            http.post("/metadata", headers=XML, content=make_signed(stranger, ago=60))
+        )
         assert message.startswith("invalid metadata: ")
 
 
@@ -124,7 +125,8 @@ def test_unknown_routes_and_methods_are_plain_errors(http):
 
 def test_overlong_indexed_term_is_refused_not_truncated(http, make_endorser, make_signed):
     me = make_endorser()
-    data = resign(make_signed(me, ago=60, os_name="debian"), me, b">debian<",
-                  b">" + b"x" * 300 + b"<")
+    data = resign(
+        make_signed(me, ago=60, os_name="debian"), me, b">debian<", b">" + b"x" * 300 + b"<"
+    )
     message = refused(http.post("/metadata", headers=XML, content=data))
     assert message == "invalid metadata: too-long: slterms:os is longer than 200 characters"

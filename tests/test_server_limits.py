@@ -68,8 +68,10 @@ def trickle(s: socket.socket, pieces: list[bytes], *, every: float = 0.25) -> tu
 def bounded(tmp_path_factory):
     from tests.plugins.market import _start_server
 
-    server = _start_server(tmp_path_factory.mktemp("bounded"), extra=(
-        "--header-timeout", str(BOUND), "--body-timeout", str(BOUND)))
+    server = _start_server(
+        tmp_path_factory.mktemp("bounded"),
+        extra=("--header-timeout", str(BOUND), "--body-timeout", str(BOUND)),
+    )
     yield server
     server.stop()
 
@@ -90,8 +92,10 @@ def test_idle_connection_is_cut_off(bounded):
 
 def test_slow_body_is_cut_off(bounded):
     with connect(bounded) as s:
-        s.sendall(b"POST /metadata HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                  b"Content-Type: application/xml\r\nContent-Length: 100000\r\n\r\n<")
+        s.sendall(
+            b"POST /metadata HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/xml\r\nContent-Length: 100000\r\n\r\n<"
+        )
         took, _ = trickle(s, [b"x"] * 40)
     assert took < BOUND + SLACK
 
@@ -110,8 +114,9 @@ def test_next_request_on_a_kept_alive_connection_has_the_same_bound(bounded):
 def test_header_flood_is_refused(bounded):
     with connect(bounded) as s:
         s.sendall(b"GET /browse HTTP/1.1\r\nHost: 127.0.0.1\r\n")
-        _, answer = trickle(s, [b"X-Flood-%d: %s\r\n" % (i, b"a" * 8000) for i in range(40)],
-                            every=0)
+        _, answer = trickle(
+            s, [b"X-Flood-%d: %s\r\n" % (i, b"a" * 8000) for i in range(40)], every=0
+        )
     assert answer.startswith(b"HTTP/1.1 431")
 
 
@@ -136,9 +141,14 @@ def fake_rows(n: int, *, xml_bytes: int = 0, endorsers: int = 1):
         sha1 = hashlib.sha1(b"%d" % i).hexdigest()
         xml = b"<rdf:RDF>" + b"x" * xml_bytes + b"</rdf:RDF>"
         yield NewEntry(
-            identifier=f"A{i:026d}", email=f"bulk{i % endorsers}@example.org",
-            created="2026-01-01T00:00:00Z", xml=xml, etag=hashlib.sha256(xml).hexdigest(),
-            sha1=sha1, bytes=1, title=f"bulk {i}",
+            identifier=f"A{i:026d}",
+            email=f"bulk{i % endorsers}@example.org",
+            created="2026-01-01T00:00:00Z",
+            xml=xml,
+            etag=hashlib.sha256(xml).hexdigest(),
+            sha1=sha1,
+            bytes=1,
+            title=f"bulk {i}",
         )
 
 
@@ -166,8 +176,7 @@ def test_a_list_of_a_thousand_entries_is_streamed(tmp_path):
 
 def test_list_response_is_chunked(marketplace, make_endorser):
     me = make_endorser()
-    httpx.post(marketplace.url + "/metadata", content=sign(draft_entry(), me, ago=60),
-               headers=XML)
+    httpx.post(marketplace.url + "/metadata", content=sign(draft_entry(), me, ago=60), headers=XML)
     r = httpx.get(marketplace.url + "/metadata", params={"limit": 1000, "email": me.email})
     assert r.status_code == 200
     assert r.headers.get("transfer-encoding") == "chunked"
@@ -178,11 +187,14 @@ def test_overlong_title_is_refused(marketplace, make_endorser):
     me = make_endorser()
     # longer than the model's 200, shorter than the parser's cost limit on one text (which
     # would refuse it first, as unsafe-xml)
-    data = resign(sign(draft_entry(title="short"), me, ago=60), me, b">short<",
-                  b">" + b"t" * 10_000 + b"<")
+    data = resign(
+        sign(draft_entry(title="short"), me, ago=60), me, b">short<", b">" + b"t" * 10_000 + b"<"
+    )
     r = httpx.post(marketplace.url + "/metadata", content=data, headers=XML)
     assert (r.status_code, r.text) == (
-        400, "invalid metadata: too-long: dcterms:title is longer than 200 characters\n")
+        400,
+        "invalid metadata: too-long: dcterms:title is longer than 200 characters\n",
+    )
 
 
 def test_overlong_description_is_refused_by_the_model():
@@ -198,8 +210,9 @@ def test_endorsers_are_paged(start_marketplace, make_endorser):
     for _ in range(3):
         me = make_endorser()
         emails.append(me.email)
-        r = httpx.post(server.url + "/metadata", content=sign(draft_entry(), me, ago=60),
-                       headers=XML)
+        r = httpx.post(
+            server.url + "/metadata", content=sign(draft_entry(), me, ago=60), headers=XML
+        )
         assert r.status_code == 201
     for route in ("/endorsers", "/api/endorsers"):
         first = httpx.get(server.url + route, params={"limit": 2})
@@ -219,8 +232,9 @@ def test_catalogue_does_not_load_every_endorser(start_marketplace):
 
     server = start_marketplace()
     storage = Storage(f"sqlite:///{server.data_dir / 'marketplace.sqlite3'}")
-    storage.add_many(fake_rows(MENU_ENDORSERS + 50, endorsers=MENU_ENDORSERS + 50),
-                     now=dt.datetime.now(dt.UTC))
+    storage.add_many(
+        fake_rows(MENU_ENDORSERS + 50, endorsers=MENU_ENDORSERS + 50), now=dt.datetime.now(dt.UTC)
+    )
     storage.close()
     page = httpx.get(server.url + "/browse").text
     menu = page.split('<select name="email">', 1)[1].split("</select>", 1)[0]
@@ -236,14 +250,23 @@ def test_entry_page_shows_a_bounded_history(start_marketplace, make_endorser):
     server = start_marketplace()
     me = make_endorser()
     image = b"one image, many endorsements"
-    path = httpx.post(server.url + "/metadata", headers=XML,
-                      content=sign(draft_entry(image), me, ago=60)).headers["Location"]
+    path = httpx.post(
+        server.url + "/metadata", headers=XML, content=sign(draft_entry(image), me, ago=60)
+    ).headers["Location"]
     identifier = path.split("/")[2]
     storage = Storage(f"sqlite:///{server.data_dir / 'marketplace.sqlite3'}")
-    rows = (NewEntry(identifier=identifier, email=f"e{i}@example.org",
-                     created="2026-01-01T00:00:00Z", xml=b"<x/>", etag="0" * 64,
-                     sha1=hashlib.sha1(image).hexdigest(), bytes=len(image))
-            for i in range(HISTORY_ROWS + 20))
+    rows = (
+        NewEntry(
+            identifier=identifier,
+            email=f"e{i}@example.org",
+            created="2026-01-01T00:00:00Z",
+            xml=b"<x/>",
+            etag="0" * 64,
+            sha1=hashlib.sha1(image).hexdigest(),
+            bytes=len(image),
+        )
+        for i in range(HISTORY_ROWS + 20)
+    )
     storage.add_many(rows, now=dt.datetime.now(dt.UTC))
     storage.close()
     page = httpx.get(server.url + path, params={"media": "html"}).text

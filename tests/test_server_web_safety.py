@@ -40,8 +40,12 @@ HOSTILE_LOCATIONS = [
 
 
 def entry_with(location: str) -> Entry:
-    return Entry(identifier=ID, bytes=1, checksums=(Checksum("SHA-1", SHA1),),  # type: ignore[arg-type]
-                 locations=(location,))
+    return Entry(
+        identifier=ID,
+        bytes=1,
+        checksums=(Checksum("SHA-1", SHA1),),  # type: ignore[arg-type]
+        locations=(location,),
+    )
 
 
 @pytest.mark.parametrize("location", HOSTILE_LOCATIONS)
@@ -51,10 +55,16 @@ def test_entry_model_refuses_hostile_location(location):
     assert caught.value.rule == "bad-location"
 
 
-@pytest.mark.parametrize("location, scheme", [
-    ("http://10.0.0.1:8080/x.img", "http"), (GOOD, "https"), ("s3://images/debian/x.img", "s3"),
-    ("file:///srv/images/x.img", "file"), ("file://localhost/srv/x.img", "file"),
-])
+@pytest.mark.parametrize(
+    "location, scheme",
+    [
+        ("http://10.0.0.1:8080/x.img", "http"),
+        (GOOD, "https"),
+        ("s3://images/debian/x.img", "s3"),
+        ("file:///srv/images/x.img", "file"),
+        ("file://localhost/srv/x.img", "file"),
+    ],
+)
 def test_entry_model_accepts_http_https_s3_file(location, scheme):
     assert entry_with(location).locations == (location,)
     assert check_location(location) is LocationScheme(scheme)
@@ -80,13 +90,14 @@ def test_upload_with_hostile_location_refused(http, make_endorser, location):
     assert r.text.startswith("invalid metadata: bad-location: ") and r.text.count("\n") == 1
 
 
-def test_file_location_refused_unless_the_server_allows_it(http, start_marketplace,
-                                                          make_endorser):
+def test_file_location_refused_unless_the_server_allows_it(http, start_marketplace, make_endorser):
     me = make_endorser()
     data = sign(draft_entry(locations=("file:///srv/images/x.img",)), me, ago=60)
     r = http.post("/metadata", content=data, headers=XML)
     assert (r.status_code, r.text) == (
-        400, "invalid metadata: file-location: this registry does not accept file: locations\n")
+        400,
+        "invalid metadata: file-location: this registry does not accept file: locations\n",
+    )
     local = start_marketplace(extra=("--allow-file-locations",))
     assert httpx.post(local.url + "/metadata", content=data, headers=XML).status_code == 201
 
@@ -102,7 +113,8 @@ def test_entry_page_links_only_http(marketplace, http, make_endorser):
     me = make_endorser()
     now = dt.datetime.now(dt.UTC)
     row = Ingestor(ServerConfig(data_dir=marketplace.data_dir)).ingest(
-        sign(draft_entry(locations=(GOOD,)), me, ago=60), now=now)
+        sign(draft_entry(locations=(GOOD,)), me, ago=60), now=now
+    )
     legacy = ("javascript:alert(document.cookie)", "data:text/html,x", GOOD)
     storage = Storage(f"sqlite:///{marketplace.data_dir / 'marketplace.sqlite3'}")
     stored = storage.add(dataclasses.replace(row, locations=legacy), now=now)
@@ -122,9 +134,13 @@ def test_pages_carry_a_strict_content_security_policy(http, make_endorser):
     me = make_endorser()
     loc = http.post("/metadata", content=sign(draft_entry(), me, ago=60), headers=XML)
     path = loc.headers["Location"]
-    pages = [http.get("/browse"), http.get("/upload"), http.get("/endorsers?media=html"),
-             http.get(path, params={"media": "html"}),
-             http.get("/no/such/page", headers={"Accept": "text/html"})]
+    pages = [
+        http.get("/browse"),
+        http.get("/upload"),
+        http.get("/endorsers?media=html"),
+        http.get(path, params={"media": "html"}),
+        http.get("/no/such/page", headers={"Accept": "text/html"}),
+    ]
     for r in pages:
         h = header_names(r)
         assert r.headers["content-type"].startswith("text/html"), r.url
@@ -149,10 +165,16 @@ def test_signed_xml_and_json_are_sandboxed(http, make_endorser):
     """Foreign-namespace elements are kept in entries: opened in a browser, the raw XML must
     not run an XHTML script hidden in one."""
     me = make_endorser()
-    path = http.post("/metadata", content=sign(draft_entry(), me, ago=60),
-                     headers=XML).headers["Location"]
-    for r in (http.get(path), http.get(path), http.get(path, params={"media": "json"}),
-              http.get("/metadata"), http.get("/api/entries")):
+    path = http.post("/metadata", content=sign(draft_entry(), me, ago=60), headers=XML).headers[
+        "Location"
+    ]
+    for r in (
+        http.get(path),
+        http.get(path),
+        http.get(path, params={"media": "json"}),
+        http.get("/metadata"),
+        http.get("/api/entries"),
+    ):
         h = header_names(r)
         assert r.status_code == 200
         assert "sandbox" in h["content-security-policy"]
@@ -166,9 +188,12 @@ def test_text_plain_upload_from_any_origin_refused(http, make_endorser, route):
     preflight, so the type itself must be refused, with or without an Origin."""
     me = make_endorser()
     data = sign(draft_entry(), me, ago=60)
-    for headers in ({"Content-Type": "text/plain;charset=UTF-8"},
-                    {"Content-Type": "text/plain", "Origin": http.base_url.__str__().rstrip("/")},
-                    {"Content-Type": "application/x-www-form-urlencoded"}, {}):
+    for headers in (
+        {"Content-Type": "text/plain;charset=UTF-8"},
+        {"Content-Type": "text/plain", "Origin": http.base_url.__str__().rstrip("/")},
+        {"Content-Type": "application/x-www-form-urlencoded"},
+        {},
+    ):
         r = http.post(route, content=data, headers=headers)
         assert r.status_code == 415, (headers, r.text)
         assert r.text.startswith("unsupported media type") and r.text.count("\n") == 1
@@ -182,9 +207,14 @@ def test_cross_origin_form_post_refused(http, make_endorser, route):
     data = sign(draft_entry(), me, ago=60)
     files = {"metadata": ("entry.xml", data, "application/xml")}
     own = str(http.base_url).rstrip("/")
-    for extra in ({"Origin": "http://evil.example"}, {"Origin": "null"},
-                  {"Origin": own + ".evil.example"}, {"Origin": own + "/"},
-                  {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"}):
+    for extra in (
+        {"Origin": "http://evil.example"},
+        {"Origin": "null"},
+        {"Origin": own + ".evil.example"},
+        {"Origin": own + "/"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
+    ):
         r = http.post(route, files=files, headers=extra)
         assert r.status_code == 403, (extra, r.text)
         assert r.text.startswith("refused: cross-origin upload") and r.text.count("\n") == 1
@@ -204,9 +234,15 @@ def test_same_origin_form_and_programs_still_upload(http, make_endorser):
     files = {"metadata": ("entry.xml", sign(draft_entry(image), me, ago=250), "application/xml")}
     r = http.post("/upload", files=files, headers={"Origin": behind_tls_proxy})
     assert r.status_code == 303, r.text
-    r = http.post("/metadata", content=sign(draft_entry(image), me, ago=200),
-                  headers={"Content-Type": "text/xml"})
+    r = http.post(
+        "/metadata",
+        content=sign(draft_entry(image), me, ago=200),
+        headers={"Content-Type": "text/xml"},
+    )
     assert r.status_code == 201, r.text
-    r = http.post("/metadata", content=sign(draft_entry(image), me, ago=100),
-                  headers={"Content-Type": "application/xml; charset=utf-8"})
+    r = http.post(
+        "/metadata",
+        content=sign(draft_entry(image), me, ago=100),
+        headers={"Content-Type": "application/xml; charset=utf-8"},
+    )
     assert r.status_code == 201, r.text

@@ -53,8 +53,9 @@ def test_ssh_key_setting_then_the_default_key_under_home(tmp_path: Path):
     mine.write_text("ssh-ed25519 AAAA\n")
     s = load_settings({}, env={"IMAGEKIT_SSH_KEY": str(mine)}, path=tmp_path / "none.toml")
     assert find_default_ssh_key(s, home=home) == mine
-    s = load_settings({}, env={"IMAGEKIT_SSH_KEY": str(tmp_path / "gone.pub")},
-                      path=tmp_path / "none.toml")  # fmt: skip
+    s = load_settings(
+        {}, env={"IMAGEKIT_SSH_KEY": str(tmp_path / "gone.pub")}, path=tmp_path / "none.toml"
+    )
     with pytest.raises(InputError, match=r"gone\.pub: no such file"):
         find_default_ssh_key(s, home=home)
 
@@ -62,13 +63,16 @@ def test_ssh_key_setting_then_the_default_key_under_home(tmp_path: Path):
 def test_port_address_must_be_an_address(tmp_path: Path):
     none = tmp_path / "none.toml"
     assert load_settings({}, env={}, path=none).port_address == "127.0.0.1"
-    assert load_settings({}, env={"IMAGEKIT_PORT_ADDRESS": "0.0.0.0"}, path=none).port_address \
-        == "0.0.0.0"  # fmt: skip
+    assert (
+        load_settings({}, env={"IMAGEKIT_PORT_ADDRESS": "0.0.0.0"}, path=none).port_address
+        == "0.0.0.0"
+    )
     with pytest.raises(InputError, match="port_address must be an IP address"):
         load_settings({}, env={"IMAGEKIT_PORT_ADDRESS": "localhost"}, path=none)
 
 
 def test_types_come_from_the_config_file_only(tmp_path: Path):
-    with pytest.raises(InputError, match="IMAGEKIT_TYPES: setting 'types' is read from the "
-                                         "config file only"):  # fmt: skip
+    with pytest.raises(
+        InputError, match="IMAGEKIT_TYPES: setting 'types' is read from the config file only"
+    ):
         load_settings({}, env={"IMAGEKIT_TYPES": "x"}, path=tmp_path / "none.toml")

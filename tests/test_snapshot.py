@@ -37,18 +37,28 @@ def booted(inst, timeout: float = 20) -> None:
 
 
 def info(path: Path) -> dict:
-    return json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json", str(path)],
-                                     check=True, capture_output=True).stdout)  # fmt: skip
+    return json.loads(
+        subprocess.run(
+            ["qemu-img", "info", "-U", "--output=json", str(path)], check=True, capture_output=True
+        ).stdout
+    )
 
 
 def same_content(a: Path, b: Path) -> bool:
-    return subprocess.run(["qemu-img", "compare", "-U", str(a), str(b)],
-                          capture_output=True).returncode == 0  # fmt: skip
+    return (
+        subprocess.run(
+            ["qemu-img", "compare", "-U", str(a), str(b)], capture_output=True
+        ).returncode
+        == 0
+    )
 
 
 def write_pattern(disk: Path, byte: int = 0x5A) -> None:
-    subprocess.run(["qemu-io", "-f", "qcow2", "-c", f"write -P {byte:#x} 512k 64k", str(disk)],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        ["qemu-io", "-f", "qcow2", "-c", f"write -P {byte:#x} 512k 64k", str(disk)],
+        check=True,
+        capture_output=True,
+    )
 
 
 @pytest.fixture
@@ -56,15 +66,30 @@ def base_entry(tmp_path: Path):
     """The entry the instances were 'launched' from (terms to carry over)."""
     img = tmp_path / "base-entry.img"
     img.write_bytes(b"base")
-    return describe_image(img, title="Web server", description="nginx on Debian",
-                          version="1.0", os="debian", os_version="12", os_arch="x86_64",
-                          tag="web", inbound_ports=(22, 80))  # fmt: skip
+    return describe_image(
+        img,
+        title="Web server",
+        description="nginx on Debian",
+        version="1.0",
+        os="debian",
+        os_version="12",
+        os_arch="x86_64",
+        tag="web",
+        inbound_ports=(22, 80),
+    )
 
 
-@pytest.mark.parametrize(("before", "after"), [
-    ("1.0", "1.1"), ("1.9", "1.10"), ("2.3.4", "2.3.5"), ("2", "2.1"), (None, "1.1"),
-    ("beta", "beta.1"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ("1.0", "1.1"),
+        ("1.9", "1.10"),
+        ("2.3.4", "2.3.5"),
+        ("2", "2.1"),
+        (None, "1.1"),
+        ("beta", "beta.1"),
+    ],
+)
 def test_bump_version(before, after):
     assert bump_version(before) == after
 
@@ -77,8 +102,9 @@ def test_stopped_instance_becomes_a_standalone_compressed_image_with_a_fresh_ent
     write_pattern(root)
     out = tmp_path / "out" / "web-v2.qcow2"
     out.parent.mkdir()
-    snap = snapshot(lifecycle_settings, "vm-snap", out, base=base_entry,
-                    fields={"title": "Web server v2"})  # fmt: skip
+    snap = snapshot(
+        lifecycle_settings, "vm-snap", out, base=base_entry, fields={"title": "Web server v2"}
+    )
     assert snap.method == "instance not running" and snap.image == out
     meta = info(out)
     assert meta["format"] == "qcow2" and "backing-filename" not in meta  # flattened
@@ -135,8 +161,9 @@ def test_hung_guest_is_not_snapshotted_without_force_and_nothing_changes(
         snapshot(lifecycle_settings, "vm-hung", out, base=base_entry, stop_timeout=1)
     assert not out.exists() and not out.with_name("hung.qcow2.xml").exists()
     assert no_stray_qemu() == [pid] and store_state(lifecycle_settings, "vm-hung") is State.RUNNING
-    snap = snapshot(lifecycle_settings, "vm-hung", out, base=base_entry, stop_timeout=1,
-                    force_stop=True)  # fmt: skip
+    snap = snapshot(
+        lifecycle_settings, "vm-hung", out, base=base_entry, stop_timeout=1, force_stop=True
+    )
     assert snap.image.exists() and store_state(lifecycle_settings, "vm-hung") is State.RUNNING
 
 
@@ -195,13 +222,25 @@ def test_full_disk_during_snapshot_leaves_nothing_and_the_instance_running(
     assert inst.drives[0].path.exists() and inst.base_image.exists()  # nothing lost
 
 
-def test_cli_snapshot_then_sign_and_verify(sector_vm, lifecycle_settings, tmp_path, cli,
-                                           sign_xml, trust_store):  # fmt: skip
+def test_cli_snapshot_then_sign_and_verify(
+    sector_vm, lifecycle_settings, tmp_path, cli, sign_xml, trust_store
+):
     sector_vm("vm-cli", start=False)
     env = {"IMAGEKIT_STATE_DIR": str(lifecycle_settings.state_dir)}
     out = tmp_path / "cli.qcow2"
-    result = cli("snapshot", "vm-cli", "-o", out, "--no-base", "--title", "CLI snap",
-                 "--version", "3.0", "--json", env=env)  # fmt: skip
+    result = cli(
+        "snapshot",
+        "vm-cli",
+        "-o",
+        out,
+        "--no-base",
+        "--title",
+        "CLI snap",
+        "--version",
+        "3.0",
+        "--json",
+        env=env,
+    )
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["image"] == str(out) and doc["version"] == "3.0"

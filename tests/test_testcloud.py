@@ -47,8 +47,12 @@ def glance_tiny(openstack_cloud: RunningCloud, tiny_appliance: Path) -> Iterator
     """The tiny appliance in Glance, uploaded by the demo user (private to project demo)."""
     conn = openstack_cloud.connect(demo=True)
     image = conn.image.create_image(
-        name=f"tiny-{uuid.uuid4().hex[:8]}", filename=str(tiny_appliance),
-        disk_format="raw", container_format="bare", validate_checksum=False)
+        name=f"tiny-{uuid.uuid4().hex[:8]}",
+        filename=str(tiny_appliance),
+        disk_format="raw",
+        container_format="bare",
+        validate_checksum=False,
+    )
     try:
         yield conn.image.wait_for_status(image, "active", wait=120, interval=0.5)
     finally:
@@ -85,8 +89,13 @@ def test_server_reads_config_drive_and_user_data(
     started = time.monotonic()
     # networks="none" needs compute microversion >= 2.37; the SDK negotiates the newest
     server = conn.compute.create_server(
-        name=f"tc-{word}", image_id=glance_tiny.id, flavor_id=flavor.id, networks="none",
-        config_drive=True, user_data=base64.b64encode(script.encode()).decode())
+        name=f"tc-{word}",
+        image_id=glance_tiny.id,
+        flavor_id=flavor.id,
+        networks="none",
+        config_drive=True,
+        user_data=base64.b64encode(script.encode()).decode(),
+    )
     try:
         server = conn.compute.wait_for_server(server, status="ACTIVE", wait=180, interval=0.5)
         active = time.monotonic() - started
@@ -106,5 +115,7 @@ def test_server_reads_config_drive_and_user_data(
                 break
             assert time.monotonic() < deadline, "server not gone within 120s"
             time.sleep(0.5)
-    print(f"create→ACTIVE {active:.1f}s, user-data on console {printed:.1f}s, "
-          f"delete→404 {time.monotonic() - deleting:.1f}s")
+    print(
+        f"create→ACTIVE {active:.1f}s, user-data on console {printed:.1f}s, "
+        f"delete→404 {time.monotonic() - deleting:.1f}s"
+    )

@@ -19,9 +19,12 @@ pytestmark = pytest.mark.skipif(
 
 
 def mdir(disk: Path) -> str:
-    return subprocess.run(["mdir", "-a", "-b", "-i", f"{disk}@@{PART_START * 512}", "::"],
-                          capture_output=True, check=True,
-                          env={"MTOOLS_SKIP_CHECK": "1", "PATH": "/usr/bin:/bin"}).stdout.decode()
+    return subprocess.run(
+        ["mdir", "-a", "-b", "-i", f"{disk}@@{PART_START * 512}", "::"],
+        capture_output=True,
+        check=True,
+        env={"MTOOLS_SKIP_CHECK": "1", "PATH": "/usr/bin:/bin"},
+    ).stdout.decode()
 
 
 def test_disk_layout(tiny_appliance: Path) -> None:
@@ -37,11 +40,21 @@ def test_disk_layout(tiny_appliance: Path) -> None:
 
 def test_initramfs_contents(tiny_appliance: Path, tmp_path: Path) -> None:
     initrd = tmp_path / "initrd.gz"
-    subprocess.run(["mcopy", "-i", f"{tiny_appliance}@@{PART_START * 512}", "::initrd.gz",
-                    str(initrd)], check=True, env={"MTOOLS_SKIP_CHECK": "1",
-                                                   "PATH": "/usr/bin:/bin"})
-    listing = subprocess.run(["cpio", "-t", "--quiet"], input=gzip.decompress(
-        initrd.read_bytes()), capture_output=True, check=True).stdout.decode().split()
+    subprocess.run(
+        ["mcopy", "-i", f"{tiny_appliance}@@{PART_START * 512}", "::initrd.gz", str(initrd)],
+        check=True,
+        env={"MTOOLS_SKIP_CHECK": "1", "PATH": "/usr/bin:/bin"},
+    )
+    listing = (
+        subprocess.run(
+            ["cpio", "-t", "--quiet"],
+            input=gzip.decompress(initrd.read_bytes()),
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split()
+    )
     assert "init" in listing
     assert "bin/busybox" in listing
     mods = [p for p in listing if p.endswith(".ko")]

@@ -242,9 +242,9 @@ def test_issuer_name_written_in_another_case_and_string_type_chains(tmp_path):
     from cryptography.x509.oid import NameOID
 
     root_key, root = make_cert("Root CA", ca=True)
-    written = x509.Name([
-        x509.NameAttribute(NameOID.COMMON_NAME, "ROOT  ca", _type=_ASN1Type.PrintableString)
-    ])
+    written = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, "ROOT  ca", _type=_ASN1Type.PrintableString)]
+    )
     key = ec.generate_private_key(ec.SECP256R1())
     leaf = (
         x509.CertificateBuilder()

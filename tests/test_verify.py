@@ -378,38 +378,77 @@ def _keyinfo_certificates(signed: bytes, n: int) -> bytes:
 
 
 HOSTILE = [
-    pytest.param(lambda s: _flood_namespaces(s, 65), "namespace declarations",
-                 id="namespace-declarations-on-root"),
-    pytest.param(lambda s: _inside_description(
-        s, "".join(f'<x{i}:e xmlns:x{i}="urn:x:{i}"/>' for i in range(65))),
-        "namespace declarations", id="namespace-declarations-spread-over-elements"),
-    pytest.param(lambda s: _inside_description(
-        s, '<ex:list xmlns:ex="urn:ex">' + "<ex:e/>" * 2100 + "</ex:list>"),
-        "elements", id="many-elements"),
-    pytest.param(lambda s: _inside_description(
-        s, "<!---->" * 2100), "elements", id="many-comments"),
-    pytest.param(lambda s: _inside_description(
-        s, '<ex:list xmlns:ex="urn:ex">'
-        + ("<ex:e " + " ".join(f'a{i}="v"' for i in range(30)) + "/>") * 80 + "</ex:list>"),
-        "attributes", id="many-attributes"),
-    pytest.param(lambda s: _inside_description(
-        s, '<ex:e xmlns:ex="urn:ex" ' + " ".join(f'a{i}="v"' for i in range(33)) + "/>"),
-        "attributes", id="many-attributes-on-one-element"),
-    pytest.param(lambda s: _inside_description(
-        s, '<ex:d xmlns:ex="urn:ex">' + "<ex:d>" * 40 + "</ex:d>" * 41),
-        "nested deeper", id="deep-nesting"),
-    pytest.param(lambda s: _inside_description(
-        s, f"<dcterms:description>{'x' * 70_000}</dcterms:description>"),
-        "a text of", id="long-text"),
-    pytest.param(lambda s: _inside_description(
-        s, f'<ex:e xmlns:ex="urn:ex" ex:a="{"x" * 70_000}"/>'),
-        "an attribute value", id="long-attribute-value"),
-    pytest.param(lambda s: _inside_description(s, f"<!--{'x' * 70_000}-->"),
-                 "a comment", id="long-comment"),
-    pytest.param(lambda s: _inside_description(
-        s, f'<ex:e xmlns:ex="urn:{"x" * 70_000}"/>'), "a namespace URI", id="long-namespace-uri"),
-    pytest.param(lambda s: _keyinfo_certificates(s, 9), "KeyInfo carries 9 certificates",
-                 id="many-keyinfo-certificates"),
+    pytest.param(
+        lambda s: _flood_namespaces(s, 65),
+        "namespace declarations",
+        id="namespace-declarations-on-root",
+    ),
+    pytest.param(
+        lambda s: _inside_description(
+            s, "".join(f'<x{i}:e xmlns:x{i}="urn:x:{i}"/>' for i in range(65))
+        ),
+        "namespace declarations",
+        id="namespace-declarations-spread-over-elements",
+    ),
+    pytest.param(
+        lambda s: _inside_description(
+            s, '<ex:list xmlns:ex="urn:ex">' + "<ex:e/>" * 2100 + "</ex:list>"
+        ),
+        "elements",
+        id="many-elements",
+    ),
+    pytest.param(
+        lambda s: _inside_description(s, "<!---->" * 2100), "elements", id="many-comments"
+    ),
+    pytest.param(
+        lambda s: _inside_description(
+            s,
+            '<ex:list xmlns:ex="urn:ex">'
+            + ("<ex:e " + " ".join(f'a{i}="v"' for i in range(30)) + "/>") * 80
+            + "</ex:list>",
+        ),
+        "attributes",
+        id="many-attributes",
+    ),
+    pytest.param(
+        lambda s: _inside_description(
+            s, '<ex:e xmlns:ex="urn:ex" ' + " ".join(f'a{i}="v"' for i in range(33)) + "/>"
+        ),
+        "attributes",
+        id="many-attributes-on-one-element",
+    ),
+    pytest.param(
+        lambda s: _inside_description(
+            s, '<ex:d xmlns:ex="urn:ex">' + "<ex:d>" * 40 + "</ex:d>" * 41
+        ),
+        "nested deeper",
+        id="deep-nesting",
+    ),
+    pytest.param(
+        lambda s: _inside_description(
+            s, f"<dcterms:description>{'x' * 70_000}</dcterms:description>"
+        ),
+        "a text of",
+        id="long-text",
+    ),
+    pytest.param(
+        lambda s: _inside_description(s, f'<ex:e xmlns:ex="urn:ex" ex:a="{"x" * 70_000}"/>'),
+        "an attribute value",
+        id="long-attribute-value",
+    ),
+    pytest.param(
+        lambda s: _inside_description(s, f"<!--{'x' * 70_000}-->"), "a comment", id="long-comment"
+    ),
+    pytest.param(
+        lambda s: _inside_description(s, f'<ex:e xmlns:ex="urn:{"x" * 70_000}"/>'),
+        "a namespace URI",
+        id="long-namespace-uri",
+    ),
+    pytest.param(
+        lambda s: _keyinfo_certificates(s, 9),
+        "KeyInfo carries 9 certificates",
+        id="many-keyinfo-certificates",
+    ),
 ]
 
 
@@ -495,10 +534,12 @@ def test_ca_issued_certificate_without_email_claiming_any_email_refused(draft, t
 
 def test_ca_issued_certificate_with_subject_email_address_accepted(draft, tmp_path):
     root_ca = make_cert("Root CA", ca=True)
-    name = x509.Name([
-        x509.NameAttribute(NameOID.COMMON_NAME, "Jane"),
-        x509.NameAttribute(NameOID.EMAIL_ADDRESS, "jane@example.org"),
-    ])
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, "Jane"),
+            x509.NameAttribute(NameOID.EMAIL_ADDRESS, "jane@example.org"),
+        ]
+    )
     key, leaf = make_cert(name, issuer=root_ca)
     data = sign_entry(draft, signer_from(key, leaf), now=NOW)
     verified = verify_entry(data, _ca_store(tmp_path, root_ca), now=NOW)
@@ -513,14 +554,21 @@ def test_ca_issued_certificate_with_subject_email_address_accepted(draft, tmp_pa
         pytest.param([ExtendedKeyUsageOID.EMAIL_PROTECTION], True, id="email-protection"),
         pytest.param([ExtendedKeyUsageOID.CLIENT_AUTH], True, id="client-auth"),
         pytest.param([ExtendedKeyUsageOID.CODE_SIGNING], True, id="code-signing"),
-        pytest.param([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE],
-                     True, id="any"),
+        pytest.param(
+            [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE],
+            True,
+            id="any",
+        ),
     ],
 )
 def test_ca_issued_certificate_for_tls_servers_refused(draft, tmp_path, usages, ok):
     root_ca = make_cert("Root CA", ca=True)
-    key, leaf = make_cert("host.example.org", issuer=root_ca, email="host@example.org",
-                          extensions=((x509.ExtendedKeyUsage(usages), False),))
+    key, leaf = make_cert(
+        "host.example.org",
+        issuer=root_ca,
+        email="host@example.org",
+        extensions=((x509.ExtendedKeyUsage(usages), False),),
+    )
     data = sign_entry(draft, signer_from(key, leaf), now=NOW)
     if ok:
         verify_entry(data, _ca_store(tmp_path, root_ca), now=NOW)
@@ -532,8 +580,9 @@ def test_ca_issued_certificate_for_tls_servers_refused(draft, tmp_path, usages, 
 def test_ca_issued_certificate_with_unknown_critical_extension_refused(draft, tmp_path):
     root_ca = make_cert("Root CA", ca=True)
     odd = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.55555.1"), b"\x05\x00")
-    key, leaf = make_cert("Endorser", issuer=root_ca, email="e@example.org",
-                          extensions=((odd, True),))
+    key, leaf = make_cert(
+        "Endorser", issuer=root_ca, email="e@example.org", extensions=((odd, True),)
+    )
     data = sign_entry(draft, signer_from(key, leaf), now=NOW)
     with pytest.raises(Untrusted, match=r"critical extension .*1\.3\.6\.1\.4\.1\.55555\.1"):
         verify_entry(data, _ca_store(tmp_path, root_ca), now=NOW)
@@ -553,10 +602,27 @@ def test_pinned_openssl_req_x509_certificate_trusted(draft, tmp_path):
     if openssl is None:
         pytest.skip("openssl is not installed")
     subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-         "-nodes", "-keyout", str(tmp_path / "k.pem"), "-out", str(tmp_path / "c.pem"),
-         "-days", "30", "-subj", "/CN=Jane Tester/emailAddress=jane@example.org"],
-        check=True, capture_output=True, stdin=subprocess.DEVNULL,
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            str(tmp_path / "k.pem"),
+            "-out",
+            str(tmp_path / "c.pem"),
+            "-days",
+            "30",
+            "-subj",
+            "/CN=Jane Tester/emailAddress=jane@example.org",
+        ],
+        check=True,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
     )
     signer = load_signer(key=tmp_path / "k.pem", cert=tmp_path / "c.pem")
     bc = signer.certificate.extensions.get_extension_for_class(x509.BasicConstraints).value

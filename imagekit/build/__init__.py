@@ -149,8 +149,16 @@ def build_image(
                 _customize(recipe, disk, workdir, log_fp, phases)
             with phases(f"convert to {recipe.format}"):
                 run(
-                    [find_tool("qemu-img"), "convert", "-f", "raw", "-O", str(recipe.format),
-                     disk, part],
+                    [
+                        find_tool("qemu-img"),
+                        "convert",
+                        "-f",
+                        "raw",
+                        "-O",
+                        str(recipe.format),
+                        disk,
+                        part,
+                    ],
                     timeout=3600,
                 )
             with phases("describe"):
@@ -344,7 +352,13 @@ def _customize(
 def _run_hook(root: Path, hook: str, log_fp: IO[bytes]) -> None:
     # Both output streams into the build log, in order: 'exec "$@" 2>&1' inside the chroot.
     argv: list[str | Path] = [
-        find_tool("chroot"), root, "/bin/sh", "-c", 'exec "$@" 2>&1', "sh", hook
+        find_tool("chroot"),
+        root,
+        "/bin/sh",
+        "-c",
+        'exec "$@" 2>&1',
+        "sh",
+        hook,
     ]
     try:
         run(argv, env=_CHROOT_ENV, stdout=log_fp.fileno(), timeout=HOOK_TIMEOUT)
@@ -412,4 +426,3 @@ def _identifier(image: Path) -> str | None:
         return None
     digests = digest_file(image, [DigestAlgorithm.SHA1], compression="")
     return sha1_to_id(digests.values[DigestAlgorithm.SHA1])
-

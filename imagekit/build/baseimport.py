@@ -226,8 +226,9 @@ def chroot_mounts(root: Path) -> Iterator[None]:
         sbin = resolve_in_root(root, "/usr/sbin")
         policy = sbin / "policy-rc.d"
         if sbin.is_dir() and not os.path.lexists(policy):
-            _create_new(policy, b"#!/bin/sh\n# imagekit build: no service starts here\nexit 101\n",
-                        0o755)
+            _create_new(
+                policy, b"#!/bin/sh\n# imagekit build: no service starts here\nexit 101\n", 0o755
+            )
             restore.append((policy, None))
         yield
     finally:

@@ -190,7 +190,6 @@ def _log_tail(path: Path, lines: int = 3) -> str:
         return ""
     # The useful reason is usually just above DIB's own cleanup trace.
     interesting = [
-        ln for ln in text
-        if "error" in ln.lower() or ln.lstrip(" 0123456789-:.|").startswith("E:")
+        ln for ln in text if "error" in ln.lower() or ln.lstrip(" 0123456789-:.|").startswith("E:")
     ]
     return "\n".join((interesting or text)[-lines:])

@@ -82,9 +82,9 @@ class LayerCache:
             return []
         layers = sorted(
             self.root.glob("*.raw"),
-            key=lambda p: p.with_suffix(".json").stat().st_mtime
-            if p.with_suffix(".json").exists()
-            else 0,
+            key=lambda p: (
+                p.with_suffix(".json").stat().st_mtime if p.with_suffix(".json").exists() else 0
+            ),
             reverse=True,
         )
         gone = layers[keep:]

@@ -125,7 +125,8 @@ class Recipe:
             if distro != "debian" or release not in DEBIAN_RELEASES:
                 raise InputError(
                     f"unknown base {self.base!r}",
-                    hint="use debian:" + "|debian:".join(DEBIAN_RELEASES)
+                    hint="use debian:"
+                    + "|debian:".join(DEBIAN_RELEASES)
                     + ", an image file or a Marketplace ID",
                 )
         if self.base_kind is BaseKind.IMAGE and not Path(self.base).is_file():
@@ -226,9 +227,7 @@ class Recipe:
             if name == "partitions":
                 name = "partition_table"
             values[name] = value
-        values.update(
-            {k: v for k, v in overrides.items() if v is not None and v != () and v != []}
-        )
+        values.update({k: v for k, v in overrides.items() if v is not None and v != () and v != []})
         files = values.pop("files", None) or []
         specs: list[str | FileSpec] = []
         if isinstance(files, Mapping):
@@ -279,7 +278,14 @@ class Recipe:
 
 
 _TEXT_FIELDS = {
-    "title", "description", "version", "tag", "creator", "os", "os_version", "os_arch",
+    "title",
+    "description",
+    "version",
+    "tag",
+    "creator",
+    "os",
+    "os_version",
+    "os_arch",
 }
 
 

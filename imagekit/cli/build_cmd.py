@@ -51,15 +51,31 @@ def _marketplace_resolver(current: Any) -> Callable[[str, Path], Path]:
 
 
 @cli.command("build")
-@click.option("-f", "--recipe", "recipe_file", type=click.Path(exists=True, dir_okay=False,
-              path_type=Path), help="recipe file (YAML); options given here override it")
+@click.option(
+    "-f",
+    "--recipe",
+    "recipe_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="recipe file (YAML); options given here override it",
+)
 @click.option("--base", help="debian:bookworm, an image file (raw/qcow2), or a Marketplace ID")
-@click.option("--package", "packages", multiple=True, metavar="NAME",
-              help="Debian package (repeat)")
-@click.option("--script", "scripts", multiple=True, type=click.Path(path_type=Path),
-              help="script run as root in the image, in order (repeat)")
-@click.option("--file", "files", multiple=True, metavar="DEST=SRC[:MODE]",
-              help="file to place in the image (repeat)")
+@click.option(
+    "--package", "packages", multiple=True, metavar="NAME", help="Debian package (repeat)"
+)
+@click.option(
+    "--script",
+    "scripts",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="script run as root in the image, in order (repeat)",
+)
+@click.option(
+    "--file",
+    "files",
+    multiple=True,
+    metavar="DEST=SRC[:MODE]",
+    help="file to place in the image (repeat)",
+)
 @click.option("--size", help="disk size, e.g. 4G (default 2G)")
 @click.option("--format", "fmt", type=click.Choice(["qcow2", "raw"]), help="image format")
 @click.option("--partition-table", type=click.Choice(["mbr", "gpt"]), help="default mbr")
@@ -71,11 +87,19 @@ def _marketplace_resolver(current: Any) -> Callable[[str, Path], Path]:
 @click.option("--os", "os_", help="slterms:os (default from the base)")
 @click.option("--os-version", help="slterms:os-version")
 @click.option("--os-arch", help="slterms:os-arch (x86_64)")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="image to write; the entry goes to OUTPUT.xml, the log to OUTPUT.build.log")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="image to write; the entry goes to OUTPUT.xml, the log to OUTPUT.build.log",
+)
 @click.option("--no-cache", is_flag=True, help="rebuild every layer")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="layer cache (default: the cache_dir setting)")
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="layer cache (default: the cache_dir setting)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 def build(
     recipe_file: Path | None,
@@ -112,12 +136,23 @@ def build(
       imagekit build -f appliance.yaml -o appliance.qcow2
     """
     fields = {
-        "title": title, "description": description, "version": image_version, "tag": tag,
-        "creator": creator, "os": os_, "os_version": os_version, "os_arch": os_arch,
+        "title": title,
+        "description": description,
+        "version": image_version,
+        "tag": tag,
+        "creator": creator,
+        "os": os_,
+        "os_version": os_version,
+        "os_arch": os_arch,
     }
     loose: dict[str, Any] = {
-        "base": base, "packages": packages, "scripts": [str(s) for s in scripts],
-        "files": list(files), "size": size, "format": fmt, "partition_table": partition_table,
+        "base": base,
+        "packages": packages,
+        "scripts": [str(s) for s in scripts],
+        "files": list(files),
+        "size": size,
+        "format": fmt,
+        "partition_table": partition_table,
         **fields,
     }
     if recipe_file is not None:
@@ -141,16 +176,20 @@ def build(
             resolve_base=resolver,
         )
     total = sum(seconds for _, seconds in result.phases)
-    info(f"imagekit: build: {result.image} in {total:.1f}s"
-         + (f", entry {result.entry_path}" if result.entry_path else ""))
+    info(
+        f"imagekit: build: {result.image} in {total:.1f}s"
+        + (f", entry {result.entry_path}" if result.entry_path else "")
+    )
     if as_json:
-        emit_json({
-            "image": str(result.image),
-            "identifier": result.identifier,
-            "entry": str(result.entry_path) if result.entry_path else None,
-            "log": str(result.log_path),
-            "phases": [{"name": n, "seconds": round(s, 1)} for n, s in result.phases],
-            "layer_cached": result.layer_cached,
-        })
+        emit_json(
+            {
+                "image": str(result.image),
+                "identifier": result.identifier,
+                "entry": str(result.entry_path) if result.entry_path else None,
+                "log": str(result.log_path),
+                "phases": [{"name": n, "seconds": round(s, 1)} for n, s in result.phases],
+                "layer_cached": result.layer_cached,
+            }
+        )
     else:
         click.echo(result.identifier or "")

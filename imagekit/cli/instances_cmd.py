@@ -60,11 +60,18 @@ def instances_cmd(instance: str | None, as_json: bool, cloud: str | None = None)
     if as_json:
         emit_json([dict(i.to_dict(), uptime=i.uptime()) for i in items])
         return
-    click.echo(f"{'ID':<12} {'NAME':<16} {'STATE':<8} {'ROOT':<10} {'CPU':>3} {'MEMORY':>7} "
-               f"{'SSH':>5}  {'PORTS':<14} {'IMAGE':<27} {'UPTIME':>8}  REASON")  # fmt: skip
+    click.echo(
+        f"{'ID':<12} {'NAME':<16} {'STATE':<8} {'ROOT':<10} {'CPU':>3} {'MEMORY':>7} "
+        f"{'SSH':>5}  {'PORTS':<14} {'IMAGE':<27} {'UPTIME':>8}  REASON"
+    )
     for i in items:
-        root = "volume" if any(d.kind is DriveKind.BOOT_VOLUME for d in i.drives) \
-            else "persistent" if i.persistent else "ephemeral"  # fmt: skip
+        root = (
+            "volume"
+            if any(d.kind is DriveKind.BOOT_VOLUME for d in i.drives)
+            else "persistent"
+            if i.persistent
+            else "ephemeral"
+        )
         click.echo(
             f"{i.id:<12} {i.name or '-':<16} {i.state:<8} {root:<10} "
             f"{i.machine.cpu:>3} {i.machine.ram_mib:>6}M "
@@ -108,8 +115,12 @@ def _describe(inst: Any) -> None:
     row("console log", inst.console_log)
     if inst.previous_console_log.exists():
         row("previous log", inst.previous_console_log)
-    row("console", f"imagekit console {inst.label} --attach" if inst.console == "socket"
-        else "read-only (started before console attach existed)")  # fmt: skip
+    row(
+        "console",
+        f"imagekit console {inst.label} --attach"
+        if inst.console == "socket"
+        else "read-only (started before console attach existed)",
+    )
 
 
 @cli.command("ssh", context_settings={"ignore_unknown_options": True})
@@ -135,10 +146,18 @@ def ssh_cmd(instance: str, user: str, identity: Path | None, command: tuple[str,
         identity = identity_for(s.ssh_key)  # the private half of the key launch injected
     if inst.state is not State.RUNNING:
         raise InputError(f"instance {inst.id} is {inst.state}, not Running")
-    argv = [find_tool("ssh"), "-p", str(inst.ssh_port),
-            # the guest's host key is new for every instance and the port is reused
-            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "LogLevel=ERROR"]  # fmt: skip
+    argv = [
+        find_tool("ssh"),
+        "-p",
+        str(inst.ssh_port),
+        # the guest's host key is new for every instance and the port is reused
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+    ]
     if identity:
         argv += ["-i", str(identity)]
     argv += [f"{user}@127.0.0.1", *command]
@@ -151,11 +170,18 @@ def ssh_cmd(instance: str, user: str, identity: Path | None, command: tuple[str,
 @click.option("-f", "--follow", is_flag=True, help="keep printing while the VM runs")
 @click.option("--previous", is_flag=True, help="the log of the boot before the last start")
 @click.option("--tail", type=click.IntRange(1), metavar="N", help="begin with the last N lines")
-@click.option("-a", "--attach", is_flag=True,
-              help="type into the serial console (detach: Ctrl-] then q)")
+@click.option(
+    "-a", "--attach", is_flag=True, help="type into the serial console (detach: Ctrl-] then q)"
+)
 @cloud_option
-def console_cmd(instance: str, follow: bool, previous: bool, tail: int | None,
-                attach: bool, cloud: str | None = None) -> None:  # fmt: skip
+def console_cmd(
+    instance: str,
+    follow: bool,
+    previous: bool,
+    tail: int | None,
+    attach: bool,
+    cloud: str | None = None,
+) -> None:
     """Print INSTANCE's serial console log (what the guest wrote on ttyS0), or attach to it.
 
     --attach connects your terminal to the guest's serial console: what you type goes to
@@ -186,9 +212,12 @@ def console_cmd(instance: str, follow: bool, previous: bool, tail: int | None,
     if attach:
         from ..launch.console import attach_console
 
-        attach_console(store.refresh(inst), sys.stdin.fileno(), sys.stdout.fileno(),
-                       on_attach=lambda: info(f"attached to {inst.label}'s console; "
-                                              "detach: Ctrl-] then q"))  # fmt: skip
+        attach_console(
+            store.refresh(inst),
+            sys.stdin.fileno(),
+            sys.stdout.fileno(),
+            on_attach=lambda: info(f"attached to {inst.label}'s console; detach: Ctrl-] then q"),
+        )
         info(f"detached from {inst.label}")
         return
     path = inst.previous_console_log if previous else inst.console_log

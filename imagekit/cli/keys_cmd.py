@@ -35,12 +35,22 @@ NO_PASSPHRASE_HINT = f"set {PASSPHRASE_ENV}, or use --no-p12 to skip the bundle"
     show_default=True,
     help="RSA 3072 or EC P-256",
 )
-@click.option("--no-p12", "no_p12", is_flag=True,
-              help="write only PREFIX.key and PREFIX.crt (no bundle, no passphrase)")
+@click.option(
+    "--no-p12",
+    "no_p12",
+    is_flag=True,
+    help="write only PREFIX.key and PREFIX.crt (no bundle, no passphrase)",
+)
 @click.option("--force", is_flag=True, help="overwrite existing files")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def keygen(
-    email: str, name: str, prefix: Path, days: int, key_type: str, no_p12: bool, force: bool,
+    email: str,
+    name: str,
+    prefix: Path,
+    days: int,
+    key_type: str,
+    no_p12: bool,
+    force: bool,
     as_json: bool,
 ) -> None:
     """Make an endorser key, a self-signed certificate and a PKCS#12 bundle.
@@ -68,8 +78,12 @@ def keygen(
     private_key = make_private_key(key_type)
     cert = make_certificate(private_key, email, name, days)
     signer = Signer(private_key, cert)
-    p12 = None if no_p12 else make_p12(
-        signer, p12_passphrase(confirm=True, hint=NO_PASSPHRASE_HINT), friendly_name=name
+    p12 = (
+        None
+        if no_p12
+        else make_p12(
+            signer, p12_passphrase(confirm=True, hint=NO_PASSPHRASE_HINT), friendly_name=name
+        )
     )
     atomic_write(paths[".key"], signer.key_pem(), mode=0o600)
     atomic_write(paths[".crt"], signer.cert_pem(), mode=0o644)

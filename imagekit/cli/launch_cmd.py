@@ -46,63 +46,138 @@ def common(f: Any) -> Any:
 @cli.command("launch")
 @click.argument("image", required=False, default="")
 @click.option("--name", metavar="NAME", help="name the instance (with --count: NAME-1..N)")
-@click.option("--count", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="launch N instances over one cached image")
-@click.option("--entry", "entry_file", type=click.Path(path_type=Path, dir_okay=False),
-              help="a signed entry file instead of a marketplace ID (verified the same way)")
-@click.option("--image", "image_file", type=click.Path(path_type=Path, dir_okay=False),
-              help="with --entry: the image file (else fetched from the entry's locations)")
+@click.option(
+    "--count",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="launch N instances over one cached image",
+)
+@click.option(
+    "--entry",
+    "entry_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="a signed entry file instead of a marketplace ID (verified the same way)",
+)
+@click.option(
+    "--image",
+    "image_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="with --entry: the image file (else fetched from the entry's locations)",
+)
 @click.option("--type", "type_", default="m1.small", show_default=True, help="machine type")
 @click.option("--cpu", type=int, help="override the type's CPU count")
 @click.option("--ram", help="override the type's memory (e.g. 2G, 512M)")
 @click.option("--swap", help="override the type's swap disk (0 for none)")
-@click.option("--ssh-key", "ssh_keys", multiple=True, type=click.Path(path_type=Path),
-              help="public key file (repeatable; default: the ssh_key setting, else "
-                   "~/.ssh/id_ed25519.pub, id_ecdsa.pub or id_rsa.pub)")
-@click.option("--port", "ports", multiple=True, metavar="[HOST:]GUEST",
-              help="forward a guest TCP port (repeatable; host side on port_address, "
-                   "loopback by default; no HOST: a free port)")
-@click.option("--no-entry-ports", is_flag=True, default=False,
-              help="do not forward the entry's inbound ports")
+@click.option(
+    "--ssh-key",
+    "ssh_keys",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="public key file (repeatable; default: the ssh_key setting, else "
+    "~/.ssh/id_ed25519.pub, id_ecdsa.pub or id_rsa.pub)",
+)
+@click.option(
+    "--port",
+    "ports",
+    multiple=True,
+    metavar="[HOST:]GUEST",
+    help="forward a guest TCP port (repeatable; host side on port_address, "
+    "loopback by default; no HOST: a free port)",
+)
+@click.option(
+    "--no-entry-ports", is_flag=True, default=False, help="do not forward the entry's inbound ports"
+)
 @click.option("--user-data", type=click.Path(path_type=Path), help="script or cloud-config")
 @click.option("--hostname", help="guest host name (default: the instance name)")
 @click.option("--var", "variables", multiple=True, metavar="K=V", help="context variable")
 @click.option("--file", "files", multiple=True, metavar="DST=SRC", help="file for the guest")
-@click.option("--context-scheme", default="nocloud", show_default=True,
-              type=click.Choice([s.value for s in ContextScheme]))
-@click.option("--readonly-disk", "readonly", multiple=True, metavar="ID|ENDORSER:TAG",
-              help="verified data disk from the marketplace, attached read-only")
-@click.option("--volatile-disk", "volatile", multiple=True, type=int, metavar="GB",
-              help="blank disk deleted on kill")
-@click.option("--persistent-disk", "persistent", multiple=True, metavar="NAME",
-              help="persistent volume (imagekit volume create)")
-@click.option("--persistent", "persistent_root", is_flag=True, default=False,
-              help="root disk kept across stop/start (a standalone copy of the image)")
+@click.option(
+    "--context-scheme",
+    default="nocloud",
+    show_default=True,
+    type=click.Choice([s.value for s in ContextScheme]),
+)
+@click.option(
+    "--readonly-disk",
+    "readonly",
+    multiple=True,
+    metavar="ID|ENDORSER:TAG",
+    help="verified data disk from the marketplace, attached read-only",
+)
+@click.option(
+    "--volatile-disk",
+    "volatile",
+    multiple=True,
+    type=int,
+    metavar="GB",
+    help="blank disk deleted on kill",
+)
+@click.option(
+    "--persistent-disk",
+    "persistent",
+    multiple=True,
+    metavar="NAME",
+    help="persistent volume (imagekit volume create)",
+)
+@click.option(
+    "--persistent",
+    "persistent_root",
+    is_flag=True,
+    default=False,
+    help="root disk kept across stop/start (a standalone copy of the image)",
+)
 @click.option("--disk-size", metavar="SIZE", help="grow the root disk to SIZE (e.g. 20G)")
-@click.option("--boot-volume", metavar="NAME",
-              help="boot from this volume (volume create --from-image) instead of an image")
+@click.option(
+    "--boot-volume",
+    metavar="NAME",
+    help="boot from this volume (volume create --from-image) instead of an image",
+)
 @setting_option("accel")
 @setting_option("allow_private_locations")
-@click.option("--endorser", metavar="EMAIL",
-              help="use this endorser's entry of the ID (when endorsers disagree on its bytes)")
+@click.option(
+    "--endorser",
+    metavar="EMAIL",
+    help="use this endorser's entry of the ID (when endorsers disagree on its bytes)",
+)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @cloud_option
 @click.option("--key-name", help="with --cloud: an existing key pair instead of --ssh-key")
 @common
 def launch_cmd(
-    image: str, type_: str, cpu: int | None, ram: str | None, swap: str | None,
-    ssh_keys: tuple[Path, ...], user_data: Path | None, hostname: str | None,
-    variables: tuple[str, ...], files: tuple[str, ...], context_scheme: str,
-    readonly: tuple[str, ...], volatile: tuple[int, ...], persistent: tuple[str, ...],
-    accel: str | None, allow_private_locations: bool | None, as_json: bool,
-    marketplace: str | None, trust: str | None, policy_path: Path | None,
-    persistent_root: bool = False, disk_size: str | None = None,
-    boot_volume: str | None = None, endorser: str | None = None,
-    name: str | None = None, count: int = 1,
-    entry_file: Path | None = None, image_file: Path | None = None,
-    ports: tuple[str, ...] = (), no_entry_ports: bool = False,
-    cloud: str | None = None, key_name: str | None = None,
-) -> None:  # fmt: skip
+    image: str,
+    type_: str,
+    cpu: int | None,
+    ram: str | None,
+    swap: str | None,
+    ssh_keys: tuple[Path, ...],
+    user_data: Path | None,
+    hostname: str | None,
+    variables: tuple[str, ...],
+    files: tuple[str, ...],
+    context_scheme: str,
+    readonly: tuple[str, ...],
+    volatile: tuple[int, ...],
+    persistent: tuple[str, ...],
+    accel: str | None,
+    allow_private_locations: bool | None,
+    as_json: bool,
+    marketplace: str | None,
+    trust: str | None,
+    policy_path: Path | None,
+    persistent_root: bool = False,
+    disk_size: str | None = None,
+    boot_volume: str | None = None,
+    endorser: str | None = None,
+    name: str | None = None,
+    count: int = 1,
+    entry_file: Path | None = None,
+    image_file: Path | None = None,
+    ports: tuple[str, ...] = (),
+    no_entry_ports: bool = False,
+    cloud: str | None = None,
+    key_name: str | None = None,
+) -> None:
     """Run an appliance by its Marketplace ID (or endorser:tag) in a qemu VM.
 
     The entry is verified locally against your trust store and site policy, the image is
@@ -132,8 +207,13 @@ def launch_cmd(
     from ..launch.sshkeys import find_default_ssh_key, read_ssh_keys
     from ..progress import ProgressBar
 
-    s = settings(marketplace=marketplace, trust=trust, policy=policy_path, accel=accel,
-                 allow_private_locations=allow_private_locations)  # fmt: skip
+    s = settings(
+        marketplace=marketplace,
+        trust=trust,
+        policy=policy_path,
+        accel=accel,
+        allow_private_locations=allow_private_locations,
+    )
     if image and entry_file:
         raise InputError("give either IMAGE or --entry FILE")
     keys: list[str] = []
@@ -146,18 +226,39 @@ def launch_cmd(
     if cloud:
         from . import cloud_cmd
 
-        cloud_cmd.refuse_local_options(swap=swap, files=files, volatile=volatile,
-                                       persistent=persistent, persistent_root=persistent_root,
-                                       disk_size=disk_size, boot_volume=boot_volume,
-                                       hostname=hostname, context_scheme=context_scheme,
-                                       accel=accel, count=count if count != 1 else None,
-                                       entry_file=entry_file, image_file=image_file,
-                                       ports=ports, no_entry_ports=no_entry_ports)  # fmt: skip
-        return cloud_cmd.launch(cloud, image=image, name=name, type_=type_, cpu=cpu, ram=ram,
-                                ssh_keys=keys, key_name=key_name, variables=pairs,
-                                user_data=_read(user_data, "--user-data") if user_data else None,
-                                readonly=readonly, as_json=as_json, s=s,
-                                endorser=endorser)  # fmt: skip
+        cloud_cmd.refuse_local_options(
+            swap=swap,
+            files=files,
+            volatile=volatile,
+            persistent=persistent,
+            persistent_root=persistent_root,
+            disk_size=disk_size,
+            boot_volume=boot_volume,
+            hostname=hostname,
+            context_scheme=context_scheme,
+            accel=accel,
+            count=count if count != 1 else None,
+            entry_file=entry_file,
+            image_file=image_file,
+            ports=ports,
+            no_entry_ports=no_entry_ports,
+        )
+        return cloud_cmd.launch(
+            cloud,
+            image=image,
+            name=name,
+            type_=type_,
+            cpu=cpu,
+            ram=ram,
+            ssh_keys=keys,
+            key_name=key_name,
+            variables=pairs,
+            user_data=_read(user_data, "--user-data") if user_data else None,
+            readonly=readonly,
+            as_json=as_json,
+            s=s,
+            endorser=endorser,
+        )
     if key_name:
         raise InputError("--key-name goes with --cloud")
     types = _machine_types(s)
@@ -188,8 +289,11 @@ def launch_cmd(
         info(f"ssh key: {default}")
     elif not keys:
         # after the checks: a refused launch says only why it was refused
-        click.echo("imagekit: warning: no ssh key injected (no --ssh-key, no ssh_key "
-                   "setting, no ~/.ssh/id_*.pub): imagekit ssh will not get in", err=True)
+        click.echo(
+            "imagekit: warning: no ssh key injected (no --ssh-key, no ssh_key "
+            "setting, no ~/.ssh/id_*.pub): imagekit ssh will not get in",
+            err=True,
+        )
     bars: list[ProgressBar] = []
 
     def progress(label: str, total: int) -> Any:
@@ -199,8 +303,9 @@ def launch_cmd(
         return bar
 
     try:
-        launched = execute_all(plans, s, progress=progress,
-                               on_state=lambda i: info(f"{i.label}: {i.state}"))  # fmt: skip
+        launched = execute_all(
+            plans, s, progress=progress, on_state=lambda i: info(f"{i.label}: {i.state}")
+        )
     finally:
         for bar in bars:
             bar.__exit__(None, None, None)
@@ -213,8 +318,10 @@ def launch_cmd(
     for inst in launched:
         click.echo(inst.id)
         forwards = "".join(f", {p}" for p in inst.ports)
-        info(f"{inst.label}: ssh: imagekit ssh {inst.label}  (127.0.0.1 port "
-             f"{inst.ssh_port}{forwards}); console: imagekit console {inst.label}")  # fmt: skip
+        info(
+            f"{inst.label}: ssh: imagekit ssh {inst.label}  (127.0.0.1 port "
+            f"{inst.ssh_port}{forwards}); console: imagekit console {inst.label}"
+        )
 
 
 @cli.command("types")
@@ -237,8 +344,7 @@ def types_cmd(as_json: bool) -> None:
     click.echo(f"  {'TYPE':<12} {'CPU':>4} {'RAM':>8} {'SWAP':>8}  SOURCE")
     for t in types.values():
         flag = "*" if t.name == DEFAULT_TYPE else " "
-        click.echo(f"{flag} {t.name:<12} {t.cpu:>4} {t.ram_mib:>7}M {t.swap_mib:>7}M  "
-                   f"{t.source}")  # fmt: skip
+        click.echo(f"{flag} {t.name:<12} {t.cpu:>4} {t.ram_mib:>7}M {t.swap_mib:>7}M  {t.source}")
 
 
 # --- volumes ----------------------------------------------------------------------------
@@ -265,16 +371,27 @@ def volume_group() -> None:
 @volume_group.command("create")
 @click.argument("name", required=False)
 @click.argument("size_gb", type=int, required=False)
-@click.option("--from-image", "reference", metavar="ID|ENDORSER:TAG",
-              help="a bootable volume: a copy of this verified image")
+@click.option(
+    "--from-image",
+    "reference",
+    metavar="ID|ENDORSER:TAG",
+    help="a bootable volume: a copy of this verified image",
+)
 @click.option("--name", "name_option", metavar="NAME", help="the volume's name")
 @click.option("--size", metavar="SIZE", help="with --from-image: grow the disk to SIZE (e.g. 20G)")
 @setting_option("allow_private_locations")
 @common
-def volume_create(name: str | None, size_gb: int | None, reference: str | None,
-                  name_option: str | None, size: str | None,
-                  allow_private_locations: bool | None, marketplace: str | None,
-                  trust: str | None, policy_path: Path | None) -> None:  # fmt: skip
+def volume_create(
+    name: str | None,
+    size_gb: int | None,
+    reference: str | None,
+    name_option: str | None,
+    size: str | None,
+    allow_private_locations: bool | None,
+    marketplace: str | None,
+    trust: str | None,
+    policy_path: Path | None,
+) -> None:
     """Create a blank volume of SIZE_GB gigabytes, or a bootable one from an image.
 
     --from-image resolves, verifies and policy-checks the image as launch does, fetches it
@@ -295,8 +412,9 @@ def volume_create(name: str | None, size_gb: int | None, reference: str | None,
         if size is not None:
             raise InputError("--size goes with --from-image; a blank volume takes SIZE_GB")
         if size_gb is None:
-            raise InputError("give the size in GB (imagekit volume create NAME SIZE_GB) "
-                             "or --from-image ID")  # fmt: skip
+            raise InputError(
+                "give the size in GB (imagekit volume create NAME SIZE_GB) or --from-image ID"
+            )
         v = _volumes().create(name, size_gb)
         click.echo(v.name)
         return
@@ -306,12 +424,22 @@ def volume_create(name: str | None, size_gb: int | None, reference: str | None,
     from ..launch.machines import parse_size_mib
     from ..progress import ProgressBar
 
-    s = settings(marketplace=marketplace, trust=trust, policy=policy_path,
-                 allow_private_locations=allow_private_locations)  # fmt: skip
+    s = settings(
+        marketplace=marketplace,
+        trust=trust,
+        policy=policy_path,
+        allow_private_locations=allow_private_locations,
+    )
     size_mib = parse_size_mib(size) if size else None
     with ProgressBar(f"fetch {name[:12]}", None) as bar:
-        v = create_boot_volume(s, name, reference, size_mib=size_mib, progress=bar,
-                               on_state=lambda state: info(f"{name}: {state}"))  # fmt: skip
+        v = create_boot_volume(
+            s,
+            name,
+            reference,
+            size_mib=size_mib,
+            progress=bar,
+            on_state=lambda state: info(f"{name}: {state}"),
+        )
     click.echo(v.name)
 
 
@@ -326,8 +454,18 @@ def volume_list(as_json: bool) -> None:
     """
     items = _volumes().list()
     if as_json:
-        emit_json([{"name": v.name, "size_gb": v.size_gb, "created": v.created,
-                    "attached_to": v.attached_to, "path": str(v.path)} for v in items])
+        emit_json(
+            [
+                {
+                    "name": v.name,
+                    "size_gb": v.size_gb,
+                    "created": v.created,
+                    "attached_to": v.attached_to,
+                    "path": str(v.path),
+                }
+                for v in items
+            ]
+        )
         return
     click.echo(f"{'NAME':<20} {'SIZE':>6} {'ATTACHED TO':<12} CREATED")
     for v in items:
@@ -402,17 +540,31 @@ def cache_list(as_json: bool) -> None:
 
     items = ImageCache(settings().cache_dir).list()
     if as_json:
-        emit_json([{"key": i.key, "path": str(i.path), "size": i.size,
-                    "identifiers": list(i.identifiers), "verified": i.verified,
-                    "last_used": i.last_used} for i in items])  # fmt: skip
+        emit_json(
+            [
+                {
+                    "key": i.key,
+                    "path": str(i.path),
+                    "size": i.size,
+                    "identifiers": list(i.identifiers),
+                    "verified": i.verified,
+                    "last_used": i.last_used,
+                }
+                for i in items
+            ]
+        )
         return
     for i in items:
         click.echo(f"{i.key[:24]:<24} {i.size:>12} {','.join(i.identifiers):<27} {i.last_used}")
 
 
 @cache_group.command("prune")
-@click.option("--older-than", type=float, metavar="DAYS",
-              help="only images unused for this many days (default: all unused)")
+@click.option(
+    "--older-than",
+    type=float,
+    metavar="DAYS",
+    help="only images unused for this many days (default: all unused)",
+)
 def cache_prune(older_than: float | None) -> None:
     """Remove cached images no instance uses.
 
@@ -447,8 +599,14 @@ def policy_group() -> None:
 @click.option("--endorser", metavar="EMAIL", help="only this endorser's entries of the ID")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @common
-def policy_check(reference: str, as_json: bool, marketplace: str | None, trust: str | None,
-                 policy_path: Path | None, endorser: str | None = None) -> None:  # fmt: skip
+def policy_check(
+    reference: str,
+    as_json: bool,
+    marketplace: str | None,
+    trust: str | None,
+    policy_path: Path | None,
+    endorser: str | None = None,
+) -> None:
     """Verify every candidate for an ID (or endorser:tag) and apply the policy.
 
     Exits 0 if one is acceptable (and names it), else with the refusal of the newest.
@@ -467,24 +625,32 @@ def policy_check(reference: str, as_json: bool, marketplace: str | None, trust: 
     rows = []
     for c in cands:
         e = c.verified.entry if c.verified else None
-        rows.append({
-            "identifier": e.identifier if e else None,
-            "endorser": e.endorser_email if e else None,
-            "created": e.endorsement_created.isoformat() if e and e.endorsement_created else None,
-            "accepted": c.accepted,
-            "reason": None if c.error is None else f"{type(c.error).__name__}: {c.error}",
-        })  # fmt: skip
+        rows.append(
+            {
+                "identifier": e.identifier if e else None,
+                "endorser": e.endorser_email if e else None,
+                "created": e.endorsement_created.isoformat()
+                if e and e.endorsement_created
+                else None,
+                "accepted": c.accepted,
+                "reason": None if c.error is None else f"{type(c.error).__name__}: {c.error}",
+            }
+        )
     if as_json:
         emit_json({"policy": policy.describe(), "source": policy.source, "candidates": rows})
     else:
         info(f"policy ({policy.source}): {policy.describe()}")
         for r in rows:
             verdict = "ACCEPT" if r["accepted"] else "REFUSE"
-            click.echo(f"{verdict} {r['identifier'] or '?'} {r['endorser'] or '?'} "
-                       f"{r['created'] or '?'}" + (f"  {r['reason']}" if r["reason"] else ""))
+            click.echo(
+                f"{verdict} {r['identifier'] or '?'} {r['endorser'] or '?'} "
+                f"{r['created'] or '?'}" + (f"  {r['reason']}" if r["reason"] else "")
+            )
     best = pick(ref, cands)  # raises the refusal when nothing is acceptable
-    info(f"would launch {best.entry.identifier} endorsed by {best.entry.endorser_email} "
-         f"at {best.entry.endorsement_created}")  # fmt: skip
+    info(
+        f"would launch {best.entry.identifier} endorsed by {best.entry.endorser_email} "
+        f"at {best.entry.endorsement_created}"
+    )
 
 
 @policy_group.command("show")

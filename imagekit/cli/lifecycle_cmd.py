@@ -24,8 +24,13 @@ def _done(inst: Instance, what: str) -> None:
     is_flag=True,
     help="if the guest ignores the power button, stop qemu anyway (pull the plug)",
 )
-@click.option("--timeout", default=lifecycle.STOP_TIMEOUT, show_default=True, type=float,
-              help="seconds the guest gets to power off")  # fmt: skip
+@click.option(
+    "--timeout",
+    default=lifecycle.STOP_TIMEOUT,
+    show_default=True,
+    type=float,
+    help="seconds the guest gets to power off",
+)
 @cloud_option
 def stop_cmd(instance: str, force: bool, timeout: float, cloud: str | None = None) -> None:
     """Shut INSTANCE down cleanly (ACPI power button) and keep its disks: state Stopped.
@@ -42,16 +47,22 @@ def stop_cmd(instance: str, force: bool, timeout: float, cloud: str | None = Non
         from . import cloud_cmd
 
         if force:
-            raise click.UsageError("--force: on the cloud Nova pulls the plug itself "
-                                   "after its shutdown timeout")  # fmt: skip
+            raise click.UsageError(
+                "--force: on the cloud Nova pulls the plug itself after its shutdown timeout"
+            )
         return cloud_cmd.stop(cloud, instance, timeout=timeout)
     _done(lifecycle.stop(settings(), instance, timeout=timeout, force=force), "stopped")
 
 
 @cli.command("start")
 @click.argument("instance")
-@click.option("--timeout", default=lifecycle.START_TIMEOUT, show_default=True, type=float,
-              help="seconds to wait for the guest to run")  # fmt: skip
+@click.option(
+    "--timeout",
+    default=lifecycle.START_TIMEOUT,
+    show_default=True,
+    type=float,
+    help="seconds to wait for the guest to run",
+)
 @cloud_option
 def start_cmd(instance: str, timeout: float, cloud: str | None = None) -> None:
     """Boot a Stopped INSTANCE again on the same disks (also a powered-off or crashed one).
@@ -70,8 +81,13 @@ def start_cmd(instance: str, timeout: float, cloud: str | None = None) -> None:
 @cli.command("reboot")
 @click.argument("instance")
 @click.option("--hard", is_flag=True, help="reset button (QMP system_reset): no clean shutdown")
-@click.option("--timeout", default=lifecycle.STOP_TIMEOUT, show_default=True, type=float,
-              help="seconds the guest gets to power off before the reset")  # fmt: skip
+@click.option(
+    "--timeout",
+    default=lifecycle.STOP_TIMEOUT,
+    show_default=True,
+    type=float,
+    help="seconds the guest gets to power off before the reset",
+)
 def reboot_cmd(instance: str, hard: bool, timeout: float) -> None:
     """Reboot INSTANCE: a clean power-off then a reset (or, with --hard, the reset only).
 
@@ -118,10 +134,21 @@ def reboot_cmd(instance: str, hard: bool, timeout: float) -> None:
 @click.option("--overwrite", is_flag=True, help="replace existing output files")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @cloud_option
-def snapshot_cmd(instance: str, output: Path, entry_output: Path | None, title: str | None,
-                 description: str | None, version_: str | None, tag: str | None,
-                 no_base: bool, force: bool, timeout: float, overwrite: bool,
-                 as_json: bool, cloud: str | None = None) -> None:  # fmt: skip
+def snapshot_cmd(
+    instance: str,
+    output: Path,
+    entry_output: Path | None,
+    title: str | None,
+    description: str | None,
+    version_: str | None,
+    tag: str | None,
+    no_base: bool,
+    force: bool,
+    timeout: float,
+    overwrite: bool,
+    as_json: bool,
+    cloud: str | None = None,
+) -> None:
     """Save INSTANCE's root disk as a new appliance: image plus unsigned metadata entry.
 
     The guest's file systems are frozen through the qemu guest agent when it runs one;
@@ -141,23 +168,45 @@ def snapshot_cmd(instance: str, output: Path, entry_output: Path | None, title: 
     if cloud:
         from . import cloud_cmd
 
-        return cloud_cmd.snapshot(cloud, instance, output, entry_output=entry_output,
-                                  fields={k: v for k, v in fields.items() if v is not None},
-                                  carry_base=not no_base, overwrite=overwrite, as_json=as_json)
+        return cloud_cmd.snapshot(
+            cloud,
+            instance,
+            output,
+            entry_output=entry_output,
+            fields={k: v for k, v in fields.items() if v is not None},
+            carry_base=not no_base,
+            overwrite=overwrite,
+            as_json=as_json,
+        )
     snap = snapshot(
-        settings(), instance, output, entry_output=entry_output,
-        fields={k: v for k, v in fields.items() if v is not None}, carry_base=not no_base,
-        overwrite=overwrite, force_stop=force, stop_timeout=timeout,
-    )  # fmt: skip
+        settings(),
+        instance,
+        output,
+        entry_output=entry_output,
+        fields={k: v for k, v in fields.items() if v is not None},
+        carry_base=not no_base,
+        overwrite=overwrite,
+        force_stop=force,
+        stop_timeout=timeout,
+    )
     if as_json:
-        emit_json({"id": snap.entry.identifier, "image": str(snap.image),
-                   "entry": str(snap.entry_path), "bytes": snap.entry.bytes,
-                   "replaces": snap.entry.replaces, "version": snap.entry.version,
-                   "method": snap.method, "seconds": round(snap.seconds, 2)})  # fmt: skip
+        emit_json(
+            {
+                "id": snap.entry.identifier,
+                "image": str(snap.image),
+                "entry": str(snap.entry_path),
+                "bytes": snap.entry.bytes,
+                "replaces": snap.entry.replaces,
+                "version": snap.entry.version,
+                "method": snap.method,
+                "seconds": round(snap.seconds, 2),
+            }
+        )
         return
-    info(f"snapshot of {instance} ({snap.method}, {snap.seconds:.1f}s): {snap.image}, "
-         f"entry {snap.entry_path} (version {snap.entry.version}, "
-         f"replaces {snap.entry.replaces})")  # fmt: skip
+    info(
+        f"snapshot of {instance} ({snap.method}, {snap.seconds:.1f}s): {snap.image}, "
+        f"entry {snap.entry_path} (version {snap.entry.version}, "
+        f"replaces {snap.entry.replaces})"
+    )
     info(f"next: imagekit sign {snap.entry_path}")
     click.echo(snap.entry.identifier)
-

@@ -29,22 +29,45 @@ def _now() -> dt.datetime:
 
 @cli.command("publish")
 @click.argument("entry", type=click.Path(path_type=Path, dir_okay=False, exists=True))
-@click.option("--image", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-              help="the image file the entry describes (may be compressed)")
-@click.option("--to", "destination", metavar="s3://BUCKET/PREFIX|DIR",
-              help="where to upload the image bytes")
-@click.option("--url-base", metavar="URL",
-              help="public URL of --to (e.g. http://host:8080/files for a server's "
-                   "--files-dir); default s3://... or file://...")
-@click.option("--prepare", is_flag=True,
-              help="only upload the image and add its location to the unsigned ENTRY")
+@click.option(
+    "--image",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="the image file the entry describes (may be compressed)",
+)
+@click.option(
+    "--to", "destination", metavar="s3://BUCKET/PREFIX|DIR", help="where to upload the image bytes"
+)
+@click.option(
+    "--url-base",
+    metavar="URL",
+    help="public URL of --to (e.g. http://host:8080/files for a server's "
+    "--files-dir); default s3://... or file://...",
+)
+@click.option(
+    "--prepare",
+    is_flag=True,
+    help="only upload the image and add its location to the unsigned ENTRY",
+)
 @with_signer
-@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
-              help="write the updated entry here instead of over ENTRY")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="write the updated entry here instead of over ENTRY",
+)
 @setting_option("marketplace")
-def publish_cmd(entry: Path, image: Path | None, destination: str | None,
-                url_base: str | None, prepare: bool, key: Path | None, cert: Path | None,
-                p12: Path | None, output: Path | None, marketplace: str | None) -> None:
+def publish_cmd(
+    entry: Path,
+    image: Path | None,
+    destination: str | None,
+    url_base: str | None,
+    prepare: bool,
+    key: Path | None,
+    cert: Path | None,
+    p12: Path | None,
+    output: Path | None,
+    marketplace: str | None,
+) -> None:
     """Publish a signed ENTRY to the marketplace, optionally uploading its image first.
 
     The location URL is part of what is signed, so the image goes up before signing:
@@ -138,9 +161,20 @@ def _upload_entry(data: bytes, marketplace: str | None) -> None:
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @setting_option("marketplace")
-def search_cmd(text: str | None, os_: str | None, os_version: str | None, arch: str | None,
-               kind: str | None, email: str | None, tag: str | None, status: str | None,
-               history: bool, limit: int, as_json: bool, marketplace: str | None) -> None:
+def search_cmd(
+    text: str | None,
+    os_: str | None,
+    os_version: str | None,
+    arch: str | None,
+    kind: str | None,
+    email: str | None,
+    tag: str | None,
+    status: str | None,
+    history: bool,
+    limit: int,
+    as_json: bool,
+    marketplace: str | None,
+) -> None:
     """Search the marketplace (server-side summaries; `imagekit launch` verifies).
 
     TEXT matches words of the title, description, tag, OS, endorser and ID by prefix.
@@ -151,19 +185,32 @@ def search_cmd(text: str | None, os_: str | None, os_version: str | None, arch: 
       imagekit search "web server" --json
     """
     with _client(marketplace) as client:
-        result = client.search(q=text, os=os_, os_version=os_version, arch=arch, kind=kind,
-                               email=email, tag=tag, status=status, history=history,
-                               limit=limit, count=True)
+        result = client.search(
+            q=text,
+            os=os_,
+            os_version=os_version,
+            arch=arch,
+            kind=kind,
+            email=email,
+            tag=tag,
+            status=status,
+            history=history,
+            limit=limit,
+            count=True,
+        )
     if as_json:
         emit_json({"total": result.total, "entries": [e.to_dict() for e in result.entries]})
         return
     for e in result.entries:
         os_text = " ".join(p for p in (e.os, e.os_version, e.arch) if p)
-        click.echo(f"{e.identifier}  {e.status:<10}  {e.created}  {e.email}  {os_text}  "
-                   f"{e.title or ''}")
+        click.echo(
+            f"{e.identifier}  {e.status:<10}  {e.created}  {e.email}  {os_text}  {e.title or ''}"
+        )
     total = result.total if result.total is not None else len(result.entries)
-    info(f"{total} entr{'y' if total == 1 else 'ies'}"
-         + (f" ({len(result.entries)} shown)" if total > len(result.entries) else ""))
+    info(
+        f"{total} entr{'y' if total == 1 else 'ies'}"
+        + (f" ({len(result.entries)} shown)" if total > len(result.entries) else "")
+    )
 
 
 @cli.command("show")
@@ -173,8 +220,14 @@ def search_cmd(text: str | None, os_: str | None, os_version: str | None, arch: 
 @click.option("--xml", "as_xml", is_flag=True, help="print the signed XML (one entry)")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @setting_option("marketplace")
-def show_cmd(identifier: str, email: str | None, history: bool, as_xml: bool, as_json: bool,
-             marketplace: str | None) -> None:
+def show_cmd(
+    identifier: str,
+    email: str | None,
+    history: bool,
+    as_xml: bool,
+    as_json: bool,
+    marketplace: str | None,
+) -> None:
     """Show the entries of an ID (or a unique prefix of one).
 
     \b
@@ -202,11 +255,17 @@ def show_cmd(identifier: str, email: str | None, history: bool, as_xml: bool, as
             click.echo()
         click.echo(f"{e.title or e.identifier}  [{e.status}]")
         rows = [
-            ("identifier", e.identifier), ("endorser", e.email), ("endorsed", e.created),
-            ("latest", "yes" if e.latest else "no (superseded)"), ("valid until", e.valid),
-            ("deprecated", e.deprecated), ("tag", e.tag),
+            ("identifier", e.identifier),
+            ("endorser", e.email),
+            ("endorsed", e.created),
+            ("latest", "yes" if e.latest else "no (superseded)"),
+            ("valid until", e.valid),
+            ("deprecated", e.deprecated),
+            ("tag", e.tag),
             ("os", " ".join(p for p in (e.os, e.os_version, e.arch) if p)),
-            ("kind", e.kind), ("bytes", str(e.bytes)), ("sha1", e.sha1),
+            ("kind", e.kind),
+            ("bytes", str(e.bytes)),
+            ("sha1", e.sha1),
             ("description", e.description),
         ]
         rows += [("location", url) for url in e.locations]
@@ -220,8 +279,14 @@ def show_cmd(identifier: str, email: str | None, history: bool, as_xml: bool, as
 @click.option("--reason", required=True, help="why (slterms:deprecated)")
 @with_signer
 @setting_option("marketplace")
-def deprecate_cmd(identifier: str, reason: str, key: Path | None, cert: Path | None,
-                  p12: Path | None, marketplace: str | None) -> None:
+def deprecate_cmd(
+    identifier: str,
+    reason: str,
+    key: Path | None,
+    cert: Path | None,
+    p12: Path | None,
+    marketplace: str | None,
+) -> None:
     """Deprecate your entry: publish a newer signed endorsement carrying slterms:deprecated.
 
     The current entry is fetched and verified (trust setting, else your own certificate),

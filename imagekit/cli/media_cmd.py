@@ -23,17 +23,32 @@ def _tree_bytes(src: Path) -> int:
 
 @cli.command("cdrom")
 @click.argument("directory", required=False, type=click.Path(path_type=Path))
-@click.option("--label", "-L", help="volume label: A-Z 0-9 _ (a-z upper-cased), ≤16 (32 "
-              "with --no-joliet)")
+@click.option(
+    "--label", "-L", help="volume label: A-Z 0-9 _ (a-z upper-cased), ≤16 (32 with --no-joliet)"
+)
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="the ISO to write")
 @click.option("--no-joliet", is_flag=True, help="Rock Ridge only (labels up to 32 characters)")
-@click.option("--list", "list_path", type=click.Path(path_type=Path), metavar="ISO",
-              help="list an ISO's files (name, size, mode)")
-@click.option("--extract", nargs=2, type=click.Path(path_type=Path), metavar="ISO DIR",
-              help="extract an ISO into DIR (refuses names or symlinks leaving DIR; drops "
-                   "setuid/setgid/sticky and world-writable bits)")
-@click.option("--max-bytes", type=click.IntRange(0), metavar="N",
-              help="with --extract: most bytes to write (default: the ISO's size)")
+@click.option(
+    "--list",
+    "list_path",
+    type=click.Path(path_type=Path),
+    metavar="ISO",
+    help="list an ISO's files (name, size, mode)",
+)
+@click.option(
+    "--extract",
+    nargs=2,
+    type=click.Path(path_type=Path),
+    metavar="ISO DIR",
+    help="extract an ISO into DIR (refuses names or symlinks leaving DIR; drops "
+    "setuid/setgid/sticky and world-writable bits)",
+)
+@click.option(
+    "--max-bytes",
+    type=click.IntRange(0),
+    metavar="N",
+    help="with --extract: most bytes to write (default: the ISO's size)",
+)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def cdrom(
     directory: Path | None,
@@ -88,15 +103,28 @@ def cdrom(
     # hashed in threads while pycdlib writes: the ISO is never read back
     with MultiHasher([DigestAlgorithm.SHA1, DigestAlgorithm.SHA256]) as hasher:
         with ProgressBar("writing ISO", _tree_bytes(directory)) as bar:
-            make_iso(directory, output, label=label, joliet=not no_joliet, progress=bar,
-                     sink=hasher.update)
+            make_iso(
+                directory,
+                output,
+                label=label,
+                joliet=not no_joliet,
+                progress=bar,
+                sink=hasher.update,
+            )
         digests = hasher.finish()
     sha1 = digests.values[DigestAlgorithm.SHA1]
     identifier = sha1_to_id(sha1)
     if as_json:
-        emit_json({"path": str(output), "label": check_label(label, joliet=not no_joliet),
-                   "bytes": digests.size, "identifier": identifier, "sha1": sha1,
-                   "sha256": digests.values[DigestAlgorithm.SHA256]})
+        emit_json(
+            {
+                "path": str(output),
+                "label": check_label(label, joliet=not no_joliet),
+                "bytes": digests.size,
+                "identifier": identifier,
+                "sha1": sha1,
+                "sha256": digests.values[DigestAlgorithm.SHA256],
+            }
+        )
         return
     info(f"wrote {output} ({digests.size} bytes)")
     click.echo(identifier)
@@ -110,19 +138,36 @@ def _read(path: Path, what: str) -> bytes:
 
 
 @cli.command("context")
-@click.option("--scheme", type=click.Choice([s.value for s in ContextScheme]),
-              default=ContextScheme.NOCLOUD.value, show_default=True, help="who reads it")
-@click.option("--ssh-key", "ssh_keys", multiple=True, type=click.Path(path_type=Path),
-              help="public key file (repeatable; authorized_keys style files allowed)")
+@click.option(
+    "--scheme",
+    type=click.Choice([s.value for s in ContextScheme]),
+    default=ContextScheme.NOCLOUD.value,
+    show_default=True,
+    help="who reads it",
+)
+@click.option(
+    "--ssh-key",
+    "ssh_keys",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="public key file (repeatable; authorized_keys style files allowed)",
+)
 @click.option("--hostname", help="guest host name")
 @click.option("--instance-id", help="instance id (default: a new UUID)")
-@click.option("--user-data", type=click.Path(path_type=Path),
-              help="script (#!), #cloud-config, #include or MIME multipart")
+@click.option(
+    "--user-data",
+    type=click.Path(path_type=Path),
+    help="script (#!), #cloud-config, #include or MIME multipart",
+)
 @click.option("--var", "variables", multiple=True, metavar="K=V", help="extra variable")
-@click.option("--file", "files", multiple=True, metavar="DST=SRC",
-              help="put local SRC at DST in the guest")
-@click.option("--network-config", type=click.Path(path_type=Path),
-              help="nocloud: YAML v1/v2; configdrive: network_data.json")
+@click.option(
+    "--file", "files", multiple=True, metavar="DST=SRC", help="put local SRC at DST in the guest"
+)
+@click.option(
+    "--network-config",
+    type=click.Path(path_type=Path),
+    help="nocloud: YAML v1/v2; configdrive: network_data.json",
+)
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def context(
@@ -154,6 +199,7 @@ def context(
         if name in pairs:
             raise ContextError(f"variable {name} given twice")
         pairs[name] = value
+
     def read(path: Path | None, what: str) -> bytes | None:
         return None if path is None else _read(path, what)
 

@@ -12,35 +12,87 @@ from ._app import cli, info, settings
 @cli.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
 @click.option("--port", default=8080, show_default=True, type=int, help="port to listen on")
-@click.option("--db", metavar="URL", help="postgresql://user@host/db (default: SQLite in the "
-              "data dir, WAL mode)")
-@click.option("--data-dir", type=click.Path(path_type=Path),
-              help="where the SQLite database lives (default: the data_dir setting)")
-@click.option("--trust", "trust", multiple=True, metavar="PATH",
-              help="accept only endorsers trusted by these PEM certificates/CA/CRLs "
-                   "(file or directory; repeat). Without it: any valid signature")
-@click.option("--vouch", "vouch", multiple=True, metavar="PATH",
-              help="without --trust: CAs/certificates (file or directory; repeat) whose "
-                   "certificates may take over an endorser e-mail bound to another one")
-@click.option("--files-dir", type=click.Path(path_type=Path, file_okay=False),
-              help="serve this directory at /files/ (images published with --to DIR)")
+@click.option(
+    "--db",
+    metavar="URL",
+    help="postgresql://user@host/db (default: SQLite in the data dir, WAL mode)",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    help="where the SQLite database lives (default: the data_dir setting)",
+)
+@click.option(
+    "--trust",
+    "trust",
+    multiple=True,
+    metavar="PATH",
+    help="accept only endorsers trusted by these PEM certificates/CA/CRLs "
+    "(file or directory; repeat). Without it: any valid signature",
+)
+@click.option(
+    "--vouch",
+    "vouch",
+    multiple=True,
+    metavar="PATH",
+    help="without --trust: CAs/certificates (file or directory; repeat) whose "
+    "certificates may take over an endorser e-mail bound to another one",
+)
+@click.option(
+    "--files-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="serve this directory at /files/ (images published with --to DIR)",
+)
 @click.option("--allow-sha1", is_flag=True, help="accept SHA-1 signatures (StratusLab era)")
-@click.option("--allow-file-locations", is_flag=True,
-              help="accept file: image locations (a registry for one machine); otherwise "
-                   "only http, https and s3")
-@click.option("--header-timeout", default=10.0, show_default=True,
-              type=click.FloatRange(0.1, 3600), help="seconds a client has to send its headers")
-@click.option("--body-timeout", default=60.0, show_default=True,
-              type=click.FloatRange(0.1, 3600), help="seconds a client has to send its body")
-@click.option("--max-connections", default=1000, show_default=True,
-              type=click.IntRange(2, 1_000_000),
-              help="connections per worker; beyond it requests get 503")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
-              help="uvicorn worker processes")
-def serve_cmd(host: str, port: int, db: str | None, data_dir: Path | None,
-              trust: tuple[str, ...], vouch: tuple[str, ...], files_dir: Path | None,
-              allow_sha1: bool, allow_file_locations: bool, header_timeout: float,
-              body_timeout: float, max_connections: int, workers: int) -> None:
+@click.option(
+    "--allow-file-locations",
+    is_flag=True,
+    help="accept file: image locations (a registry for one machine); otherwise "
+    "only http, https and s3",
+)
+@click.option(
+    "--header-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 3600),
+    help="seconds a client has to send its headers",
+)
+@click.option(
+    "--body-timeout",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 3600),
+    help="seconds a client has to send its body",
+)
+@click.option(
+    "--max-connections",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(2, 1_000_000),
+    help="connections per worker; beyond it requests get 503",
+)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="uvicorn worker processes",
+)
+def serve_cmd(
+    host: str,
+    port: int,
+    db: str | None,
+    data_dir: Path | None,
+    trust: tuple[str, ...],
+    vouch: tuple[str, ...],
+    files_dir: Path | None,
+    allow_sha1: bool,
+    allow_file_locations: bool,
+    header_timeout: float,
+    body_timeout: float,
+    max_connections: int,
+    workers: int,
+) -> None:
     """Run the marketplace: StratusLab routes, JSON API (/api/, /docs) and web catalogue.
 
     Uploads must be well-formed, valid, correctly signed entries whose endorser is the
@@ -85,12 +137,21 @@ def serve_admin() -> None:
 
 @serve_admin.command("rebind")
 @click.argument("email")
-@click.option("--cert", "cert", required=True, type=click.Path(path_type=Path, dir_okay=False),
-              help="the endorser's certificate (PEM or DER)")
-@click.option("--db", metavar="URL", help="the server's database URL (default: SQLite in the "
-              "data dir)")
-@click.option("--data-dir", type=click.Path(path_type=Path),
-              help="the server's data dir (default: the data_dir setting)")
+@click.option(
+    "--cert",
+    "cert",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="the endorser's certificate (PEM or DER)",
+)
+@click.option(
+    "--db", metavar="URL", help="the server's database URL (default: SQLite in the data dir)"
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    help="the server's data dir (default: the data_dir setting)",
+)
 def rebind_cmd(email: str, cert: Path, db: str | None, data_dir: Path | None) -> None:
     """Bind endorser EMAIL to the certificate in --cert.
 

@@ -209,9 +209,7 @@ def verify(
         valid=True,
         identifier=parsed.identifier,
         endorser={"email": endorser.email, "subject": endorser.subject, "issuer": endorser.issuer},
-        created=format_date(parsed.endorsement_created)
-        if parsed.endorsement_created
-        else None,
+        created=format_date(parsed.endorsement_created) if parsed.endorsement_created else None,
         expires=format_date(parsed.valid) if parsed.valid else None,
         signature_method=verified.signature_method.rpartition("#")[2],
         certificate=describe_certificate(verified.certificate),

@@ -50,8 +50,7 @@ def make_context_iso(scheme: ContextScheme | str, spec: ContextSpec, out_path: P
     0600: it carries user data, which often holds secrets (tokens, passwords, keys)."""
     medium = render_context(scheme, spec)  # fail before creating anything
     with atomic_open(out_path, mode=0o600) as fp:
-        write_iso_files(medium.files, fp, label=medium.label, exact_label=True,
-                        modes=medium.modes)
+        write_iso_files(medium.files, fp, label=medium.label, exact_label=True, modes=medium.modes)
     return Path(out_path)
 
 

@@ -31,7 +31,9 @@ def merge_variables(
     out = list(own)
     for name, value in user:
         if name in taken:
-            raise ContextError(f"{scheme}: variable {name} is set by imagekit; "
-                               "use the dedicated option instead of --var")
+            raise ContextError(
+                f"{scheme}: variable {name} is set by imagekit; "
+                "use the dedicated option instead of --var"
+            )
         out.append((name, value))
     return out

@@ -85,8 +85,14 @@ def detect_user_data(data: bytes) -> UserDataType:
 # --- validation --------------------------------------------------------------------------
 
 _KEY_TYPES = {
-    "ssh-rsa", "ssh-ed25519", "ssh-dss", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
-    "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
+    "ssh-rsa",
+    "ssh-ed25519",
+    "ssh-dss",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
 }
 _HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
@@ -123,8 +129,11 @@ def parse_ssh_key(line: str) -> str:
 
 def parse_ssh_keys(text: str) -> list[str]:
     """Every key in an authorized_keys-style text (blank lines and # comments skipped)."""
-    keys = [parse_ssh_key(ln) for ln in text.splitlines() if ln.strip() and
-            not ln.lstrip().startswith("#")]
+    keys = [
+        parse_ssh_key(ln)
+        for ln in text.splitlines()
+        if ln.strip() and not ln.lstrip().startswith("#")
+    ]
     if not keys:
         raise ContextError("ssh key file holds no key")
     return keys
@@ -137,8 +146,10 @@ def check_hostname(name: str) -> str:
         ContextError: anything else.
     """
     if not name or len(name) > 253 or not all(_HOST_LABEL.fullmatch(p) for p in name.split(".")):
-        raise ContextError(f"hostname {name!r}: use letters, digits and inner hyphens, "
-                           "dot-separated labels of at most 63 characters")
+        raise ContextError(
+            f"hostname {name!r}: use letters, digits and inner hyphens, "
+            "dot-separated labels of at most 63 characters"
+        )
     return name
 
 
@@ -159,8 +170,14 @@ def parse_variable(text: str) -> tuple[str, str]:
 def check_guest_path(path: str) -> str:
     """An absolute, normalized guest path without ``..``."""
     p = PurePosixPath(path)
-    if not p.is_absolute() or ".." in p.parts or str(p) != path or path == "/" or \
-            "\x00" in path or "\n" in path:
+    if (
+        not p.is_absolute()
+        or ".." in p.parts
+        or str(p) != path
+        or path == "/"
+        or "\x00" in path
+        or "\n" in path
+    ):
         raise ContextError(f"file destination {path!r}: must be an absolute, normalized path")
     return path
 
@@ -302,6 +319,8 @@ def render_context(scheme: ContextScheme | str, spec: ContextSpec) -> ContextMed
     try:
         renderer = _SCHEMES[ContextScheme(scheme)]
     except (ValueError, KeyError) as e:
-        raise ContextError(f"unknown context scheme {scheme!r} "
-                           f"(one of {', '.join(s.value for s in ContextScheme)})") from e
+        raise ContextError(
+            f"unknown context scheme {scheme!r} "
+            f"(one of {', '.join(s.value for s in ContextScheme)})"
+        ) from e
     return renderer(spec)

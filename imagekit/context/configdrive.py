@@ -56,8 +56,9 @@ def render(spec: ContextSpec) -> ContextMedium:
         try:
             net = json.loads(spec.network_config)
         except ValueError as e:
-            raise ContextError("configdrive: network config must be network_data.json "
-                               f"(JSON): {e}") from e
+            raise ContextError(
+                f"configdrive: network config must be network_data.json (JSON): {e}"
+            ) from e
         if not isinstance(net, dict):
             raise ContextError("configdrive: network_data.json must be a JSON object")
         files[f"{_BASE}/network_data.json"] = spec.network_config

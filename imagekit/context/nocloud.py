@@ -30,14 +30,20 @@ _MERGE = "list(append)+dict(no_replace,recurse_list)+str()"
 
 def _yaml(value: Any) -> bytes:
     # width: never fold long ssh keys; sort_keys off: instance-id first, as people expect
-    return yaml.safe_dump(value, default_flow_style=False, sort_keys=False, width=1 << 30,
-                          allow_unicode=True).encode()
+    return yaml.safe_dump(
+        value, default_flow_style=False, sort_keys=False, width=1 << 30, allow_unicode=True
+    ).encode()
 
 
 def write_files_config(spec: ContextSpec) -> bytes:
     files = [
-        {"path": f.path, "encoding": "b64", "content": base64.b64encode(f.data).decode(),
-         "permissions": f"{f.mode:04o}", "owner": "root:root"}
+        {
+            "path": f.path,
+            "encoding": "b64",
+            "content": base64.b64encode(f.data).decode(),
+            "permissions": f"{f.mode:04o}",
+            "owner": "root:root",
+        }
         for f in spec.files
     ]
     return b"#cloud-config\n" + _yaml({"write_files": files})

@@ -33,8 +33,9 @@ def files_listing(spec: ContextSpec) -> tuple[dict[str, bytes], dict[str, int], 
 @register(ContextScheme.OPENNEBULA)
 def render(spec: ContextSpec) -> ContextMedium:
     if spec.network_config is not None:
-        raise ContextError("opennebula has no network-config file; pass ETH0_IP, "
-                           "ETH0_GATEWAY... with --var")
+        raise ContextError(
+            "opennebula has no network-config file; pass ETH0_IP, ETH0_GATEWAY... with --var"
+        )
     own: list[tuple[str, str]] = [("VMID", spec.instance_id)]
     if spec.hostname:
         own += [("SET_HOSTNAME", spec.hostname), ("HOSTNAME", spec.hostname)]

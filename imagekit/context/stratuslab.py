@@ -111,5 +111,8 @@ def render(spec: ContextSpec) -> ContextMedium:
         "epilog.sh": EPILOG_SH.encode(),
         **files,
     }
-    return ContextMedium(LABEL, out, {"init.sh": 0o755, "prolog.sh": 0o755,
-                                      "epilog.sh": 0o755, "context.sh": 0o644, **modes})
+    return ContextMedium(
+        LABEL,
+        out,
+        {"init.sh": 0o755, "prolog.sh": 0o755, "epilog.sh": 0o755, "context.sh": 0o644, **modes},
+    )

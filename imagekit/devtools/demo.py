@@ -96,9 +96,14 @@ class Story:
         if not quiet:
             print("   $ imagekit " + shlex.join(argv[len(_imagekit()) :]), flush=True)
         proc = subprocess.run(
-            argv, cwd=self.work, env=self.env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=None if live else subprocess.PIPE,
-            text=True, check=False,
+            argv,
+            cwd=self.work,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=None if live else subprocess.PIPE,
+            text=True,
+            check=False,
         )
         if proc.returncode != 0:
             detail = "" if live else (proc.stderr or "").strip()
@@ -118,16 +123,30 @@ class Story:
         # the key every launch injects, set once (as a user would in ~/.config/imagekit)
         config = self.work / "config.toml"
         config.write_text(f'ssh_key = "{ssh_key}"\n')
-        self.result(f"keys/demo.key, keys/demo.crt, keys/demo.p12; ssh key {ssh_key.name} "
-                    "(ssh_key in config.toml)")
+        self.result(
+            f"keys/demo.key, keys/demo.crt, keys/demo.p12; ssh key {ssh_key.name} "
+            "(ssh_key in config.toml)"
+        )
 
         appliance, appliance_entry = self.appliance()
 
         self.step("Make the 'flora and fauna' read-only data disk and describe it")
         tree = self.flora_and_fauna()
         self.imagekit("cdrom", tree, "--label", "FLORA_FAUNA", "-o", "flora.iso")
-        self.imagekit("metadata", "flora.iso", "--kind", "disk", "--title", "Flora and fauna",
-                      "--tag", "flora-and-fauna", "--valid-days", "30", "-o", "flora.xml")
+        self.imagekit(
+            "metadata",
+            "flora.iso",
+            "--kind",
+            "disk",
+            "--title",
+            "Flora and fauna",
+            "--tag",
+            "flora-and-fauna",
+            "--valid-days",
+            "30",
+            "-o",
+            "flora.xml",
+        )
         self.result(f"flora.iso, flora.xml: ID {self.entry_id('flora.xml')}")
 
         with self.marketplace() as url:
@@ -144,7 +163,12 @@ class Story:
             # user sets it once; without it, ~/.ssh/id_*.pub)
             name = "demo"
             args: list[str | Path] = [
-                "launch", app_id, "--name", name, "--readonly-disk", flora_id,
+                "launch",
+                app_id,
+                "--name",
+                name,
+                "--readonly-disk",
+                flora_id,
                 "--allow-private-locations",
             ]
             if self.fast:
@@ -173,11 +197,26 @@ class Story:
         if self.fast:
             self.step("Make the tiny test appliance (DEMO_FAST=1) and describe it")
             tiny = make_tiny_appliance(self.work / "appliance.raw")
-            self.imagekit("metadata", tiny.name, "--os", "linux", "--os-arch", "x86_64",
-                          "--title", "Demo appliance", "--tag", "demo-appliance",
-                          "--valid-days", "30", "-o", "appliance.xml")
-            self.result(f"{tiny.name}: Debian kernel + busybox initramfs, bootable disk; "
-                        f"appliance.xml: ID {self.entry_id('appliance.xml')}")
+            self.imagekit(
+                "metadata",
+                tiny.name,
+                "--os",
+                "linux",
+                "--os-arch",
+                "x86_64",
+                "--title",
+                "Demo appliance",
+                "--tag",
+                "demo-appliance",
+                "--valid-days",
+                "30",
+                "-o",
+                "appliance.xml",
+            )
+            self.result(
+                f"{tiny.name}: Debian kernel + busybox initramfs, bootable disk; "
+                f"appliance.xml: ID {self.entry_id('appliance.xml')}"
+            )
             return tiny, "appliance.xml"
         self.step("Build a small Debian appliance with diskimage-builder")
         (self.work / "motd").write_text("Built with imagekit\n")
@@ -186,10 +225,26 @@ class Story:
         # reuses the base and package layers instead of bootstrapping Debian again.
         layers = load_settings().cache_dir
         self.imagekit(
-            "build", "--base", "debian:bookworm", "--package", "less", "--script", "setup.sh",
-            "--file", "/etc/motd=motd", "--format", "qcow2", "--cache-dir", layers,
-            "--title", "Demo appliance", "--tag", "demo-appliance",
-            "-o", "appliance.qcow2", live=True,
+            "build",
+            "--base",
+            "debian:bookworm",
+            "--package",
+            "less",
+            "--script",
+            "setup.sh",
+            "--file",
+            "/etc/motd=motd",
+            "--format",
+            "qcow2",
+            "--cache-dir",
+            layers,
+            "--title",
+            "Demo appliance",
+            "--tag",
+            "demo-appliance",
+            "-o",
+            "appliance.qcow2",
+            live=True,
         )
         entry = "appliance.qcow2.xml"  # written by the build, checksums and all
         self.result(f"appliance.qcow2, {entry}: ID {self.entry_id(entry)}")
@@ -199,8 +254,17 @@ class Story:
         return parse_entry_bytes((self.work / entry).read_bytes()).identifier
 
     def publish(self, image: Path, entry: str, files_url: str) -> None:
-        self.imagekit("publish", entry, "--image", image, "--to", "files",
-                      "--url-base", files_url, "--prepare")
+        self.imagekit(
+            "publish",
+            entry,
+            "--image",
+            image,
+            "--to",
+            "files",
+            "--url-base",
+            files_url,
+            "--prepare",
+        )
         self.imagekit("sign", entry)
         for line in self.imagekit("verify", entry, "--image", image).splitlines():
             self.result(line)
@@ -209,15 +273,19 @@ class Story:
     def ssh_key(self) -> Path:
         key = self.work / "keys/id_ed25519"
         if shutil.which("ssh-keygen"):
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", EMAIL,
-                            "-f", str(key)], check=True, stdin=subprocess.DEVNULL)
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", EMAIL, "-f", str(key)],
+                check=True,
+                stdin=subprocess.DEVNULL,
+            )
         else:  # the key only needs to reach the guest; any valid public key line will do
             from cryptography.hazmat.primitives import serialization
             from cryptography.hazmat.primitives.asymmetric import ed25519
 
             public = ed25519.Ed25519PrivateKey.generate().public_key()
-            line = public.public_bytes(serialization.Encoding.OpenSSH,
-                                       serialization.PublicFormat.OpenSSH)
+            line = public.public_bytes(
+                serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+            )
             key.with_suffix(".pub").write_bytes(line + f" {EMAIL}\n".encode())
         return key.with_name("id_ed25519.pub")
 
@@ -239,12 +307,21 @@ class Story:
         self.step("Start the marketplace (SQLite) serving the image files")
         port = _free_port()
         (self.work / "files").mkdir(exist_ok=True)
-        argv = [*_imagekit(), "serve", "--port", str(port), "--files-dir", "files",
-                "--trust", self.env["IMAGEKIT_TRUST"]]
+        argv = [
+            *_imagekit(),
+            "serve",
+            "--port",
+            str(port),
+            "--files-dir",
+            "files",
+            "--trust",
+            self.env["IMAGEKIT_TRUST"],
+        ]
         print("   $ imagekit " + shlex.join(argv[len(_imagekit()) :]), flush=True)
         log = (self.work / "server.log").open("wb")
-        server = subprocess.Popen(argv, cwd=self.work, env=self.env, stdout=log, stderr=log,
-                                  stdin=subprocess.DEVNULL)
+        server = subprocess.Popen(
+            argv, cwd=self.work, env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL
+        )
         url = f"http://127.0.0.1:{port}"
         self.env["IMAGEKIT_MARKETPLACE"] = url
         try:
@@ -265,8 +342,10 @@ class Story:
         report = re.compile(r"IMAGEKIT-(?:TINY|DEMO): .*")
         print(f"   $ imagekit console {instance}   (until the line appears)", flush=True)
         while time.monotonic() < deadline:
-            lines = [m.group(0).strip() for m in
-                     report.finditer(self.imagekit("console", instance, quiet=True))]
+            lines = [
+                m.group(0).strip()
+                for m in report.finditer(self.imagekit("console", instance, quiet=True))
+            ]
             dog = [line for line in lines if "file /animals/dog.txt:" in line]
             if dog:
                 if DOG not in dog[0]:

@@ -50,8 +50,9 @@ def edges(root: Path) -> dict[str, set[str]]:
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
                 base = _target(module, is_package, node)
-                names = [f"{base}.{a.name}" if f"{base}.{a.name}" in files else base
-                         for a in node.names]  # fmt: skip
+                names = [
+                    f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names
+                ]
             else:
                 continue
             for name in names:
@@ -101,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     if cycle:
         print("import cycle: " + " -> ".join(cycle), file=sys.stderr)
         return 1
-    print(f"{len(graph)} modules, {sum(map(len, graph.values()))} imports, no cycle",
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"{len(graph)} modules, {sum(map(len, graph.values()))} imports, no cycle", file=sys.stderr
+    )
     return 0
 
 

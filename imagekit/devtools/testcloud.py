@@ -85,9 +85,18 @@ FLAVORS = (
 )
 
 APT_PACKAGES = (
-    "keystone", "glance-api", "placement-api", "nova-api", "nova-conductor", "nova-scheduler",
-    "nova-compute-qemu", "neutron-server", "rabbitmq-server", "python3-openstackclient",
-    "genisoimage", "sudo",  # nova writes the config drive with genisoimage, privsep via sudo
+    "keystone",
+    "glance-api",
+    "placement-api",
+    "nova-api",
+    "nova-conductor",
+    "nova-scheduler",
+    "nova-compute-qemu",
+    "neutron-server",
+    "rabbitmq-server",
+    "python3-openstackclient",
+    "genisoimage",
+    "sudo",  # nova writes the config drive with genisoimage, privsep via sudo
 )
 
 # Debian's OpenStack libraries are importable only by Debian's interpreter; `python3` on PATH
@@ -145,8 +154,10 @@ class RunningCloud:
 
     def env(self, *, demo: bool = False) -> dict[str, str]:
         """``OS_CLIENT_CONFIG_FILE`` and ``OS_CLOUD`` for a client (CLI or SDK) of this cloud."""
-        return {"OS_CLIENT_CONFIG_FILE": str(self.clouds_yaml),
-                "OS_CLOUD": self.demo_cloud if demo else self.cloud}
+        return {
+            "OS_CLIENT_CONFIG_FILE": str(self.clouds_yaml),
+            "OS_CLOUD": self.demo_cloud if demo else self.cloud,
+        }
 
     def connect(self, *, demo: bool = False) -> Connection:
         """An openstacksdk connection as admin (or as the demo user)."""
@@ -260,15 +271,22 @@ def _log_tail(path: Path) -> str:
         lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
     except OSError:
         return "(no log)"
-    errors = [ln for ln in lines[-300:] if any(w in ln for w in (" ERROR ", " CRITICAL ",
-                                                                  "Error:", "error:"))]
+    errors = [
+        ln
+        for ln in lines[-300:]
+        if any(w in ln for w in (" ERROR ", " CRITICAL ", "Error:", "error:"))
+    ]
     line = (errors or lines or ["(empty log)"])[-1]
     return line[:300]
 
 
-def _sys_run(argv: Sequence[str | Path], *, timeout: float = 300,
-             env: Mapping[str, str] | None = None,
-             input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def _sys_run(
+    argv: Sequence[str | Path],
+    *,
+    timeout: float = 300,
+    env: Mapping[str, str] | None = None,
+    input: bytes | None = None,
+) -> subprocess.CompletedProcess[bytes]:
     """Run a command with Debian's PATH first (so Debian's interpreter runs its tools)."""
     t = time.monotonic()
     proc = run(argv, env={"PATH": SYSTEM_PATH, **(env or {})}, timeout=timeout, input=input)
@@ -281,7 +299,8 @@ def _connect(clouds_yaml: Path, cloud: str) -> Connection:
     import openstack.connection
 
     region = openstack.config.OpenStackConfig(
-        config_files=[str(clouds_yaml)], vendor_files=[]).get_one(cloud=cloud)
+        config_files=[str(clouds_yaml)], vendor_files=[]
+    ).get_one(cloud=cloud)
     return openstack.connection.Connection(config=region)
 
 
@@ -348,25 +367,39 @@ def _python_hooks(lay: Layout) -> Path:
 
 def _start(lay: Layout, daemon: Daemon) -> int:
     if daemon.occupied is not None and daemon.occupied():
-        raise TestCloudError(f"{daemon.name}: its address on this host is already taken by a "
-                             "process this cloud did not start (another test cloud?)")
+        raise TestCloudError(
+            f"{daemon.name}: its address on this host is already taken by a "
+            "process this cloud did not start (another test cloud?)"
+        )
     logfile = lay.log(daemon.name)
     logfile.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         if logfile.stat().st_size > LOG_KEEP_BYTES:  # a cloud reused for weeks: keep one old
             os.replace(logfile, logfile.with_suffix(".log.1"))
-    env = child_env({"PATH": SYSTEM_PATH, "HOME": str(lay.root / "home"),
-                     "PYTHONPATH": str(_python_hooks(lay)), **daemon.env})
+    env = child_env(
+        {
+            "PATH": SYSTEM_PATH,
+            "HOME": str(lay.root / "home"),
+            "PYTHONPATH": str(_python_hooks(lay)),
+            **daemon.env,
+        }
+    )
     with logfile.open("ab") as out:  # a file, not a pipe: nobody reads a pipe of a daemon
-        out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} start: "
-                  f"{' '.join(daemon.argv)}\n".encode())
+        out.write(
+            f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} start: {' '.join(daemon.argv)}\n".encode()
+        )
         out.flush()
-        proc = subprocess.Popen(daemon.argv, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, env=env, cwd=lay.root,
-                                start_new_session=True)  # its own session: stop the group
+        proc = subprocess.Popen(
+            daemon.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=lay.root,
+            start_new_session=True,
+        )  # its own session: stop the group
     marker = daemon.marker or Path(daemon.argv[0]).name
-    _write(_pid_file(lay, daemon.name), json.dumps({"pid": proc.pid, "marker": marker}),
-           mode=0o644)
+    _write(_pid_file(lay, daemon.name), json.dumps({"pid": proc.pid, "marker": marker}), mode=0o644)
     return proc.pid
 
 
@@ -374,13 +407,17 @@ def _wait_ready(lay: Layout, daemon: Daemon, pid: int) -> None:
     deadline = time.monotonic() + daemon.timeout
     while True:
         if not _alive(pid):
-            raise TestCloudError(f"{daemon.name} exited during start-up; log "
-                                 f"{lay.log(daemon.name)}: {_log_tail(lay.log(daemon.name))}")
+            raise TestCloudError(
+                f"{daemon.name} exited during start-up; log "
+                f"{lay.log(daemon.name)}: {_log_tail(lay.log(daemon.name))}"
+            )
         if daemon.ready():
             return
         if time.monotonic() > deadline:
-            raise TestCloudError(f"{daemon.name} did not come up within {daemon.timeout:.0f}s; "
-                                 f"log {lay.log(daemon.name)}: {_log_tail(lay.log(daemon.name))}")
+            raise TestCloudError(
+                f"{daemon.name} did not come up within {daemon.timeout:.0f}s; "
+                f"log {lay.log(daemon.name)}: {_log_tail(lay.log(daemon.name))}"
+            )
         time.sleep(0.25)
 
 
@@ -454,18 +491,30 @@ def install_packages() -> float:
     if not missing:
         return 0.0
     if os.geteuid() != 0:
-        raise TestCloudError("installing the test cloud's packages needs root: "
-                             "apt-get install " + " ".join(missing))
+        raise TestCloudError(
+            "installing the test cloud's packages needs root: apt-get install " + " ".join(missing)
+        )
     started = time.monotonic()
-    log.info("installing %d packages (and their dependencies): %s", len(missing),
-             " ".join(missing))
+    log.info("installing %d packages (and their dependencies): %s", len(missing), " ".join(missing))
     _sys_run(["debconf-set-selections"], input=DEBCONF.encode())
     ours = not POLICY_RC_D.exists()
     if ours:
         _write(POLICY_RC_D, POLICY_RC_D_TEXT, mode=0o755)
-    argv = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "--no-upgrade",
-            "-o", "DPkg::Lock::Timeout=600", "-o", "Dpkg::Options::=--force-confdef",
-            "-o", "Dpkg::Options::=--force-confold", *missing]
+    argv = [
+        "apt-get",
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        "--no-upgrade",
+        "-o",
+        "DPkg::Lock::Timeout=600",
+        "-o",
+        "Dpkg::Options::=--force-confdef",
+        "-o",
+        "Dpkg::Options::=--force-confold",
+        *missing,
+    ]
     env = {"DEBIAN_FRONTEND": "noninteractive"}
     try:
         try:
@@ -493,9 +542,14 @@ def _db(lay: Layout, name: str) -> dict[str, object]:
 def _authtoken(user: str) -> dict[str, object]:
     """keystonemiddleware settings: the service validates tokens as its own service user."""
     return {
-        "www_authenticate_uri": KEYSTONE_URL, "auth_url": KEYSTONE_URL, "auth_type": "password",
-        "project_domain_name": "Default", "user_domain_name": "Default",
-        "project_name": "service", "username": user, "password": SERVICE_PASSWORD,
+        "www_authenticate_uri": KEYSTONE_URL,
+        "auth_url": KEYSTONE_URL,
+        "auth_type": "password",
+        "project_domain_name": "Default",
+        "user_domain_name": "Default",
+        "project_name": "service",
+        "username": user,
+        "password": SERVICE_PASSWORD,
         "region_name": REGION,
     }
 
@@ -509,26 +563,40 @@ def _service_auth(user: str) -> dict[str, object]:
 def _common(lay: Layout, name: str) -> dict[str, object]:
     # Log files are given per daemon on the command line (nova's four share one config).
     # A test cloud stops in seconds, not after oslo.service's 60 s of grace.
-    return {"use_stderr": False, "debug": False, "state_path": lay.root / name,
-            "graceful_shutdown_timeout": 5}
+    return {
+        "use_stderr": False,
+        "debug": False,
+        "state_path": lay.root / name,
+        "graceful_shutdown_timeout": 5,
+    }
 
 
 def epmd(lay: Layout) -> Daemon:
     # Started by us, not by Erlang on first use: erl would daemonize an epmd bound to every
     # address that no PID file records.
-    return Daemon("epmd", ["/usr/bin/epmd", "-address", HOST, "-port", "4369"],
-                  ready=lambda: _tcp_ok(4369), timeout=20, occupied=lambda: _tcp_ok(4369))
+    return Daemon(
+        "epmd",
+        ["/usr/bin/epmd", "-address", HOST, "-port", "4369"],
+        ready=lambda: _tcp_ok(4369),
+        timeout=20,
+        occupied=lambda: _tcp_ok(4369),
+    )
 
 
 def rabbitmq(lay: Layout) -> Daemon:
     etc = lay.etc / "rabbitmq"
-    _write(etc / "rabbitmq.conf", "\n".join([
-        f"listeners.tcp.default = {HOST}:5672",
-        "log.console = true",
-        "log.console.level = warning",
-        "log.file = false",
-        "",
-    ]))
+    _write(
+        etc / "rabbitmq.conf",
+        "\n".join(
+            [
+                f"listeners.tcp.default = {HOST}:5672",
+                "log.console = true",
+                "log.console.level = warning",
+                "log.file = false",
+                "",
+            ]
+        ),
+    )
     _write(etc / "rabbitmq-env.conf", "")
     _write(etc / "enabled_plugins", "[].\n")
     home = lay.root / "home"
@@ -549,24 +617,51 @@ def rabbitmq(lay: Layout) -> Daemon:
         "ERL_EPMD_ADDRESS": HOST,
     }
     # the script itself, not /usr/sbin's wrapper (that one switches to the rabbitmq user)
-    return Daemon("rabbitmq", ["/usr/lib/rabbitmq/bin/rabbitmq-server"], env=env,
-                  ready=lambda: _tcp_ok(5672), timeout=120, occupied=lambda: _tcp_ok(5672))
+    return Daemon(
+        "rabbitmq",
+        ["/usr/lib/rabbitmq/bin/rabbitmq-server"],
+        env=env,
+        ready=lambda: _tcp_ok(5672),
+        timeout=120,
+        occupied=lambda: _tcp_ok(5672),
+    )
 
 
 def _libvirt_etc(lay: Layout) -> Path:
     etc = lay.etc / "libvirt"
-    _write(etc / "libvirtd.conf", "\n".join([
-        "listen_tls = 0", "listen_tcp = 0", 'unix_sock_group = "root"',
-        'unix_sock_rw_perms = "0770"', 'auth_unix_ro = "none"', 'auth_unix_rw = "none"',
-        'log_outputs = "3:stderr"', "",
-    ]))
+    _write(
+        etc / "libvirtd.conf",
+        "\n".join(
+            [
+                "listen_tls = 0",
+                "listen_tcp = 0",
+                'unix_sock_group = "root"',
+                'unix_sock_rw_perms = "0770"',
+                'auth_unix_ro = "none"',
+                'auth_unix_rw = "none"',
+                'log_outputs = "3:stderr"',
+                "",
+            ]
+        ),
+    )
     _write(etc / "virtlogd.conf", 'log_outputs = "3:stderr"\n')
     # No systemd and cgroups shared with the host: run qemu as root without cgroups, without
     # relabelling or chowning images (nova writes them as root), without a private /dev.
-    _write(etc / "qemu.conf", "\n".join([
-        'user = "root"', 'group = "root"', "dynamic_ownership = 0", "remember_owner = 0",
-        'security_driver = "none"', "cgroup_controllers = [ ]", "namespaces = [ ]", "",
-    ]))
+    _write(
+        etc / "qemu.conf",
+        "\n".join(
+            [
+                'user = "root"',
+                'group = "root"',
+                "dynamic_ownership = 0",
+                "remember_owner = 0",
+                'security_driver = "none"',
+                "cgroup_controllers = [ ]",
+                "namespaces = [ ]",
+                "",
+            ]
+        ),
+    )
     return etc
 
 
@@ -574,9 +669,20 @@ def _in_own_etc_libvirt(lay: Layout, program: str, *args: str) -> list[str]:
     """argv running ``program`` where /etc/libvirt is DIR/etc/libvirt (a private bind mount):
     libvirtd reads qemu.conf only from /etc/libvirt, and the host's copy stays untouched (and
     so does the host's default network, which must not start)."""
-    return ["/usr/bin/unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c",
-            '/usr/bin/mount --bind "$1" /etc/libvirt && shift && exec "$@"', "sh",
-            str(_libvirt_etc(lay)), program, *args]
+    return [
+        "/usr/bin/unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "/bin/sh",
+        "-c",
+        '/usr/bin/mount --bind "$1" /etc/libvirt && shift && exec "$@"',
+        "sh",
+        str(_libvirt_etc(lay)),
+        program,
+        *args,
+    ]
 
 
 def _libvirt_path(lay: Layout) -> str:
@@ -606,125 +712,211 @@ def _virsh_ok() -> bool:
 
 def virtlogd(lay: Layout) -> Daemon:
     # nova's serial console log (what `console log` shows) is written through virtlogd
-    return Daemon("virtlogd", _in_own_etc_libvirt(lay, "/usr/sbin/virtlogd", "--pid-file",
-                                                  str(lay.run / "virtlogd.own.pid")),
-                  ready=lambda: _unix_ok(VIRTLOGD_SOCK), timeout=20, marker="virtlogd",
-                  occupied=lambda: _unix_ok(VIRTLOGD_SOCK))
+    return Daemon(
+        "virtlogd",
+        _in_own_etc_libvirt(
+            lay, "/usr/sbin/virtlogd", "--pid-file", str(lay.run / "virtlogd.own.pid")
+        ),
+        ready=lambda: _unix_ok(VIRTLOGD_SOCK),
+        timeout=20,
+        marker="virtlogd",
+        occupied=lambda: _unix_ok(VIRTLOGD_SOCK),
+    )
 
 
 def libvirtd(lay: Layout) -> Daemon:
-    return Daemon("libvirtd", _in_own_etc_libvirt(lay, "/usr/sbin/libvirtd", "--pid-file",
-                                                  str(lay.run / "libvirtd.own.pid")),
-                  env={"PATH": _libvirt_path(lay)}, ready=_virsh_ok, timeout=180,
-                  marker="libvirtd", occupied=lambda: _unix_ok(LIBVIRT_SOCK))
+    return Daemon(
+        "libvirtd",
+        _in_own_etc_libvirt(
+            lay, "/usr/sbin/libvirtd", "--pid-file", str(lay.run / "libvirtd.own.pid")
+        ),
+        env={"PATH": _libvirt_path(lay)},
+        ready=_virsh_ok,
+        timeout=180,
+        marker="libvirtd",
+        occupied=lambda: _unix_ok(LIBVIRT_SOCK),
+    )
 
 
 def keystone(lay: Layout) -> Daemon:
-    conf = _write(lay.etc / "keystone" / "keystone.conf", _ini({
-        "DEFAULT": {"log_file": lay.log("keystone"), "use_stderr": False},
-        "database": _db(lay, "keystone"),
-        "token": {"provider": "fernet"},
-        "fernet_tokens": {"key_repository": lay.root / "keystone" / "fernet-keys"},
-        "fernet_receipts": {"key_repository": lay.root / "keystone" / "fernet-keys"},
-        "credential": {"key_repository": lay.root / "keystone" / "credential-keys"},
-        # bcrypt's default 12 rounds cost ~0.3 s per password check on these cores
-        "identity": {"password_hash_rounds": 4},
-        # every API call of every service validates its token here: an in-process cache
-        # (one keystone process, so it cannot go stale elsewhere) spares the database
-        "cache": {"enabled": True, "backend": "dogpile.cache.memory"},
-    }))
+    conf = _write(
+        lay.etc / "keystone" / "keystone.conf",
+        _ini(
+            {
+                "DEFAULT": {"log_file": lay.log("keystone"), "use_stderr": False},
+                "database": _db(lay, "keystone"),
+                "token": {"provider": "fernet"},
+                "fernet_tokens": {"key_repository": lay.root / "keystone" / "fernet-keys"},
+                "fernet_receipts": {"key_repository": lay.root / "keystone" / "fernet-keys"},
+                "credential": {"key_repository": lay.root / "keystone" / "credential-keys"},
+                # bcrypt's default 12 rounds cost ~0.3 s per password check on these cores
+                "identity": {"password_hash_rounds": 4},
+                # every API call of every service validates its token here: an in-process cache
+                # (one keystone process, so it cannot go stale elsewhere) spares the database
+                "cache": {"enabled": True, "backend": "dogpile.cache.memory"},
+            }
+        ),
+    )
     if not lay.done("keystone-db").exists():
         _fresh_db(lay, "keystone", then_redo=("identity",))
         manage = ["keystone-manage", "--config-file", str(conf)]
         _sys_run([*manage, "db_sync"])
         for repo in ("fernet_setup", "credential_setup"):
             _sys_run([*manage, repo, "--keystone-user", "root", "--keystone-group", "root"])
-        _sys_run([*manage, "bootstrap", "--bootstrap-password", ADMIN_PASSWORD,
-                  "--bootstrap-username", "admin", "--bootstrap-project-name", "admin",
-                  "--bootstrap-role-name", "admin", "--bootstrap-service-name", "keystone",
-                  "--bootstrap-region-id", REGION, "--bootstrap-admin-url", KEYSTONE_URL,
-                  "--bootstrap-internal-url", KEYSTONE_URL, "--bootstrap-public-url",
-                  KEYSTONE_URL])
+        _sys_run(
+            [
+                *manage,
+                "bootstrap",
+                "--bootstrap-password",
+                ADMIN_PASSWORD,
+                "--bootstrap-username",
+                "admin",
+                "--bootstrap-project-name",
+                "admin",
+                "--bootstrap-role-name",
+                "admin",
+                "--bootstrap-service-name",
+                "keystone",
+                "--bootstrap-region-id",
+                REGION,
+                "--bootstrap-admin-url",
+                KEYSTONE_URL,
+                "--bootstrap-internal-url",
+                KEYSTONE_URL,
+                "--bootstrap-public-url",
+                KEYSTONE_URL,
+            ]
+        )
         _wal(lay, "keystone")
         _mark(lay, "keystone-db")
     # pbr's wsgiref server: one process, one thread, HTTP/1.0 (it closes every connection,
     # which clients expect, unlike uwsgi's --http-socket that drops kept-alive ones silently)
-    return Daemon("keystone", ["/usr/bin/keystone-wsgi-public", "--host", HOST, "--port",
-                               str(PORTS["keystone"])],
-                  env={"OS_KEYSTONE_CONFIG_DIR": str(conf.parent),
-                       "OS_KEYSTONE_CONFIG_FILES": "keystone.conf"},
-                  ready=lambda: _http_ok(KEYSTONE_URL), timeout=90,
-                  occupied=lambda: _tcp_ok(PORTS["keystone"]))
+    return Daemon(
+        "keystone",
+        ["/usr/bin/keystone-wsgi-public", "--host", HOST, "--port", str(PORTS["keystone"])],
+        env={
+            "OS_KEYSTONE_CONFIG_DIR": str(conf.parent),
+            "OS_KEYSTONE_CONFIG_FILES": "keystone.conf",
+        },
+        ready=lambda: _http_ok(KEYSTONE_URL),
+        timeout=90,
+        occupied=lambda: _tcp_ok(PORTS["keystone"]),
+    )
 
 
 def glance(lay: Layout) -> Daemon:
     store = lay.root / "glance"
-    conf = _write(lay.etc / "glance" / "glance-api.conf", _ini({
-        "DEFAULT": {**_common(lay, "glance"), "bind_host": HOST, "bind_port": PORTS["glance"],
-                    "workers": 1, "enabled_backends": "fs:file",
-                    "transport_url": RABBIT_URL},
-        "glance_store": {"default_backend": "fs"},
-        "fs": {"filesystem_store_datadir": store / "images"},
-        "os_glance_staging_store": {"filesystem_store_datadir": store / "staging"},
-        "os_glance_tasks_store": {"filesystem_store_datadir": store / "tasks"},
-        "database": _db(lay, "glance"),
-        "keystone_authtoken": _authtoken("glance"),
-        "paste_deploy": {"flavor": "keystone", "config_file": "/etc/glance/glance-api-paste.ini"},
-        "oslo_concurrency": {"lock_path": lay.root / "lock"},
-        "oslo_messaging_notifications": {"driver": "noop"},
-    }))
+    conf = _write(
+        lay.etc / "glance" / "glance-api.conf",
+        _ini(
+            {
+                "DEFAULT": {
+                    **_common(lay, "glance"),
+                    "bind_host": HOST,
+                    "bind_port": PORTS["glance"],
+                    "workers": 1,
+                    "enabled_backends": "fs:file",
+                    "transport_url": RABBIT_URL,
+                },
+                "glance_store": {"default_backend": "fs"},
+                "fs": {"filesystem_store_datadir": store / "images"},
+                "os_glance_staging_store": {"filesystem_store_datadir": store / "staging"},
+                "os_glance_tasks_store": {"filesystem_store_datadir": store / "tasks"},
+                "database": _db(lay, "glance"),
+                "keystone_authtoken": _authtoken("glance"),
+                "paste_deploy": {
+                    "flavor": "keystone",
+                    "config_file": "/etc/glance/glance-api-paste.ini",
+                },
+                "oslo_concurrency": {"lock_path": lay.root / "lock"},
+                "oslo_messaging_notifications": {"driver": "noop"},
+            }
+        ),
+    )
     if not lay.done("glance-db").exists():
         _fresh_db(lay, "glance")
         _sys_run(["glance-manage", "--config-file", str(conf), "db_sync"])
         _wal(lay, "glance")
         _mark(lay, "glance-db")
-    return Daemon("glance", ["/usr/bin/glance-api", "--config-file", str(conf),
-                            "--log-file", str(lay.log("glance"))],
-                  ready=lambda: _http_ok(f"http://{HOST}:{PORTS['glance']}/"),
-                  occupied=lambda: _tcp_ok(PORTS["glance"]))
+    return Daemon(
+        "glance",
+        ["/usr/bin/glance-api", "--config-file", str(conf), "--log-file", str(lay.log("glance"))],
+        ready=lambda: _http_ok(f"http://{HOST}:{PORTS['glance']}/"),
+        occupied=lambda: _tcp_ok(PORTS["glance"]),
+    )
 
 
 def placement(lay: Layout) -> Daemon:
-    conf = _write(lay.etc / "placement" / "placement.conf", _ini({
-        "DEFAULT": {"log_file": lay.log("placement"), "use_stderr": False},
-        "placement_database": _db(lay, "placement"),
-        "api": {"auth_strategy": "keystone"},
-        "keystone_authtoken": _authtoken("placement"),
-    }))
+    conf = _write(
+        lay.etc / "placement" / "placement.conf",
+        _ini(
+            {
+                "DEFAULT": {"log_file": lay.log("placement"), "use_stderr": False},
+                "placement_database": _db(lay, "placement"),
+                "api": {"auth_strategy": "keystone"},
+                "keystone_authtoken": _authtoken("placement"),
+            }
+        ),
+    )
     env = {"OS_PLACEMENT_CONFIG_DIR": str(conf.parent)}
     if not lay.done("placement-db").exists():
         _fresh_db(lay, "placement")
         _sys_run(["placement-manage", "--config-file", str(conf), "db", "sync"])
         _wal(lay, "placement")
         _mark(lay, "placement-db")
-    return Daemon("placement", ["/usr/bin/placement-api", "--host", HOST, "--port",
-                                str(PORTS["placement"])], env=env,
-                  ready=lambda: _http_ok(f"http://{HOST}:{PORTS['placement']}/"),
-                  occupied=lambda: _tcp_ok(PORTS["placement"]))
+    return Daemon(
+        "placement",
+        ["/usr/bin/placement-api", "--host", HOST, "--port", str(PORTS["placement"])],
+        env=env,
+        ready=lambda: _http_ok(f"http://{HOST}:{PORTS['placement']}/"),
+        occupied=lambda: _tcp_ok(PORTS["placement"]),
+    )
 
 
 def _neutron_confs(lay: Layout) -> list[str]:
-    conf = _write(lay.etc / "neutron" / "neutron.conf", _ini({
-        "DEFAULT": {**_common(lay, "neutron"), "bind_host": HOST, "bind_port": PORTS["neutron"],
-                    "core_plugin": "ml2", "service_plugins": "", "auth_strategy": "keystone",
-                    "api_workers": 1, "rpc_workers": 0, "rpc_state_report_workers": 0,
+    conf = _write(
+        lay.etc / "neutron" / "neutron.conf",
+        _ini(
+            {
+                "DEFAULT": {
+                    **_common(lay, "neutron"),
+                    "bind_host": HOST,
+                    "bind_port": PORTS["neutron"],
+                    "core_plugin": "ml2",
+                    "service_plugins": "",
+                    "auth_strategy": "keystone",
+                    "api_workers": 1,
+                    "rpc_workers": 0,
+                    "rpc_state_report_workers": 0,
                     "transport_url": RABBIT_URL,
                     "api_paste_config": "/etc/neutron/api-paste.ini",
                     # no agents and no nova notifications: servers here have no ports
                     "notify_nova_on_port_status_changes": False,
-                    "notify_nova_on_port_data_changes": False},
-        "database": _db(lay, "neutron"),
-        "keystone_authtoken": _authtoken("neutron"),
-        "oslo_concurrency": {"lock_path": lay.root / "lock"},
-        "oslo_messaging_notifications": {"driver": "noop"},
-    }))
+                    "notify_nova_on_port_data_changes": False,
+                },
+                "database": _db(lay, "neutron"),
+                "keystone_authtoken": _authtoken("neutron"),
+                "oslo_concurrency": {"lock_path": lay.root / "lock"},
+                "oslo_messaging_notifications": {"driver": "noop"},
+            }
+        ),
+    )
     # ML2 with the flat type driver and no mechanism drivers: enough for nova's port and
     # security-group queries on servers created with networks="none"
-    ml2 = _write(lay.etc / "neutron" / "ml2_conf.ini", _ini({
-        "ml2": {"type_drivers": "flat", "tenant_network_types": "", "mechanism_drivers": "",
-                "extension_drivers": "port_security"},
-        "ml2_type_flat": {"flat_networks": "*"},
-    }))
+    ml2 = _write(
+        lay.etc / "neutron" / "ml2_conf.ini",
+        _ini(
+            {
+                "ml2": {
+                    "type_drivers": "flat",
+                    "tenant_network_types": "",
+                    "mechanism_drivers": "",
+                    "extension_drivers": "port_security",
+                },
+                "ml2_type_flat": {"flat_networks": "*"},
+            }
+        ),
+    )
     return ["--config-file", str(conf), "--config-file", str(ml2)]
 
 
@@ -746,21 +938,29 @@ def neutron(lay: Layout) -> Daemon:
         _sys_run(["neutron-db-manage", *confs, "stamp", "heads"])
         _wal(lay, "neutron")
         _mark(lay, "neutron-db")
-    return Daemon("neutron", ["/usr/bin/neutron-server", *confs, "--log-file",
-                              str(lay.log("neutron"))],
-                  ready=lambda: _http_ok(f"http://{HOST}:{PORTS['neutron']}/"),
-                  occupied=lambda: _tcp_ok(PORTS["neutron"]))
+    return Daemon(
+        "neutron",
+        ["/usr/bin/neutron-server", *confs, "--log-file", str(lay.log("neutron"))],
+        ready=lambda: _http_ok(f"http://{HOST}:{PORTS['neutron']}/"),
+        occupied=lambda: _tcp_ok(PORTS["neutron"]),
+    )
 
 
 def _nova_sections(lay: Layout, *, with_db: bool) -> dict[str, dict[str, object]]:
     sections: dict[str, dict[str, object]] = {
         "DEFAULT": {
-            **_common(lay, "nova"), "host": "imagekit-testcloud", "my_ip": HOST,
-            "transport_url": RABBIT_URL, "enabled_apis": "osapi_compute",
-            "osapi_compute_listen": HOST, "osapi_compute_listen_port": PORTS["nova"],
-            "osapi_compute_workers": 1, "compute_driver": "libvirt.LibvirtDriver",
+            **_common(lay, "nova"),
+            "host": "imagekit-testcloud",
+            "my_ip": HOST,
+            "transport_url": RABBIT_URL,
+            "enabled_apis": "osapi_compute",
+            "osapi_compute_listen": HOST,
+            "osapi_compute_listen_port": PORTS["nova"],
+            "osapi_compute_workers": 1,
+            "compute_driver": "libvirt.LibvirtDriver",
             "instances_path": lay.root / "nova" / "instances",
-            "reserved_host_memory_mb": 512, "cpu_allocation_ratio": 8.0,
+            "reserved_host_memory_mb": 512,
+            "cpu_allocation_ratio": 8.0,
         },
         "api": {"auth_strategy": "keystone"},
         "wsgi": {"api_paste_config": "/etc/nova/api-paste.ini"},
@@ -772,8 +972,12 @@ def _nova_sections(lay: Layout, *, with_db: bool) -> dict[str, dict[str, object]
         "placement": _service_auth("placement"),
         "neutron": {**_service_auth("neutron"), "service_metadata_proxy": False},
         # TCG: /dev/kvm exists on these hosts but guests hang under it
-        "libvirt": {"virt_type": "qemu", "cpu_mode": "none",
-                    "connection_uri": "qemu:///system", "sysinfo_serial": "none"},
+        "libvirt": {
+            "virt_type": "qemu",
+            "cpu_mode": "none",
+            "connection_uri": "qemu:///system",
+            "sysinfo_serial": "none",
+        },
         "vnc": {"enabled": False},
         "spice": {"enabled": False},
         "serial_console": {"enabled": False},
@@ -798,8 +1002,19 @@ def _nova_sync(lay: Layout, conf: Path) -> None:
     _sys_run([*manage, "api_db", "sync"])
     _wal(lay, "nova_api")
     _sys_run([*manage, "cell_v2", "map_cell0", "--database_connection", lay.db("nova_cell0")])
-    _sys_run([*manage, "cell_v2", "create_cell", "--name", "cell1", "--database_connection",
-              lay.db("nova"), "--transport-url", RABBIT_URL])
+    _sys_run(
+        [
+            *manage,
+            "cell_v2",
+            "create_cell",
+            "--name",
+            "cell1",
+            "--database_connection",
+            lay.db("nova"),
+            "--transport-url",
+            RABBIT_URL,
+        ]
+    )
     _sys_run([*manage, "db", "sync"])  # cell0 and cell1
     for db in ("nova_api", "nova_cell0", "nova"):
         _wal(lay, db)
@@ -809,17 +1024,29 @@ def _nova_sync(lay: Layout, conf: Path) -> None:
 def nova_api(lay: Layout) -> Daemon:
     conf = _nova_conf(lay)
     _nova_sync(lay, conf)
-    return Daemon("nova-api", ["/usr/bin/nova-api", "--config-file", str(conf),
-                  "--log-file", str(lay.log("nova-api"))],
-                  ready=lambda: _http_ok(f"http://{HOST}:{PORTS['nova']}/"),
-                  occupied=lambda: _tcp_ok(PORTS["nova"]))
+    return Daemon(
+        "nova-api",
+        ["/usr/bin/nova-api", "--config-file", str(conf), "--log-file", str(lay.log("nova-api"))],
+        ready=lambda: _http_ok(f"http://{HOST}:{PORTS['nova']}/"),
+        occupied=lambda: _tcp_ok(PORTS["nova"]),
+    )
 
 
-def _nova_service(lay: Layout, name: str, conf: Path, conn: Callable[[], Connection],
-                  *, fresh: bool = False, timeout: float = 120) -> Daemon:
-    daemon = Daemon(name, [f"/usr/bin/{name}", "--config-file", str(conf),
-                           "--log-file", str(lay.log(name))], ready=lambda: False,
-                    timeout=timeout)
+def _nova_service(
+    lay: Layout,
+    name: str,
+    conf: Path,
+    conn: Callable[[], Connection],
+    *,
+    fresh: bool = False,
+    timeout: float = 120,
+) -> Daemon:
+    daemon = Daemon(
+        name,
+        [f"/usr/bin/{name}", "--config-file", str(conf), "--log-file", str(lay.log(name))],
+        ready=lambda: False,
+        timeout=timeout,
+    )
     daemon.ready = lambda: _nova_service_up(conn, name, daemon.started_at if fresh else None)
     return daemon
 
@@ -835,29 +1062,30 @@ def nova_scheduler(lay: Layout, conn: Callable[[], Connection]) -> Daemon:
 def nova_compute(lay: Layout, conn: Callable[[], Connection]) -> Daemon:
     # nova-compute refuses a config with database lines ("No DB access allowed in
     # nova-compute"): it gets its own file without them.
-    conf = _write(lay.etc / "nova" / "nova-compute.conf",
-                  _ini(_nova_sections(lay, with_db=False)))
+    conf = _write(lay.etc / "nova" / "nova-compute.conf", _ini(_nova_sections(lay, with_db=False)))
     (lay.root / "nova" / "instances").mkdir(parents=True, exist_ok=True)
     # the scheduler's ComputeFilter wants a heartbeat of this very process (see below);
     # conductor's and scheduler's RPC requests wait in their queues meanwhile
     return _nova_service(lay, "nova-compute", conf, conn, fresh=True, timeout=180)
 
 
-def _nova_service_up(conn: Callable[[], Connection], binary: str,
-                     since: dt.datetime | None) -> bool:
+def _nova_service_up(
+    conn: Callable[[], Connection], binary: str, since: dt.datetime | None
+) -> bool:
     """The service reports "up" from a heartbeat of this process: after a restart within
     nova's 60 s service_down_time the API still says "up" from the previous process's last
     heartbeat, and the scheduler's ComputeFilter refuses the host a few seconds later."""
     try:
-        services = [s for s in conn().compute.services()
-                    if s.binary == binary and s.state == "up"]
+        services = [s for s in conn().compute.services() if s.binary == binary and s.state == "up"]
     except Exception:  # the API answering is part of what is being waited for
         return False
     if since is None:
         return bool(services)
     # no heartbeat at all yet: a record this process has just created
-    return any(not s.updated_at or dt.datetime.fromisoformat(s.updated_at).replace(
-        tzinfo=dt.UTC) >= since for s in services)
+    return any(
+        not s.updated_at or dt.datetime.fromisoformat(s.updated_at).replace(tzinfo=dt.UTC) >= since
+        for s in services
+    )
 
 
 def _wal(lay: Layout, db: str) -> None:
@@ -885,13 +1113,26 @@ def _mark(lay: Layout, step: str) -> None:
 
 def _write_clouds_yaml(lay: Layout) -> Path:
     def cloud(user: str, password: str, project: str) -> dict[str, Any]:
-        return {"auth": {"auth_url": KEYSTONE_URL, "username": user, "password": password,
-                         "project_name": project, "user_domain_name": "Default",
-                         "project_domain_name": "Default"},
-                "region_name": REGION, "interface": "public", "identity_api_version": 3}
+        return {
+            "auth": {
+                "auth_url": KEYSTONE_URL,
+                "username": user,
+                "password": password,
+                "project_name": project,
+                "user_domain_name": "Default",
+                "project_domain_name": "Default",
+            },
+            "region_name": REGION,
+            "interface": "public",
+            "identity_api_version": 3,
+        }
 
-    data = {"clouds": {CLOUD: cloud("admin", ADMIN_PASSWORD, "admin"),
-                       DEMO_CLOUD: cloud("demo", DEMO_PASSWORD, "demo")}}
+    data = {
+        "clouds": {
+            CLOUD: cloud("admin", ADMIN_PASSWORD, "admin"),
+            DEMO_CLOUD: cloud("demo", DEMO_PASSWORD, "demo"),
+        }
+    }
     return _write(lay.clouds_yaml, yaml.safe_dump(data, sort_keys=False), mode=0o644)
 
 
@@ -901,25 +1142,31 @@ def _identity(conn: Connection) -> None:
     admin_role = ident.find_role("admin", ignore_missing=False)
     member_role = ident.find_role("member", ignore_missing=False)
     service_project = ident.find_project("service") or ident.create_project(
-        name="service", domain_id="default")
+        name="service", domain_id="default"
+    )
     for name in ("glance", "nova", "neutron", "placement"):
         user = ident.find_user(name) or ident.create_user(
-            name=name, password=SERVICE_PASSWORD, domain_id="default")
+            name=name, password=SERVICE_PASSWORD, domain_id="default"
+        )
         ident.assign_project_role_to_user(service_project, user, admin_role)
-    catalog = (("glance", "image", f"http://{HOST}:{PORTS['glance']}"),
-               ("placement", "placement", f"http://{HOST}:{PORTS['placement']}"),
-               ("nova", "compute", f"http://{HOST}:{PORTS['nova']}/v2.1"),
-               ("neutron", "network", f"http://{HOST}:{PORTS['neutron']}"))
+    catalog = (
+        ("glance", "image", f"http://{HOST}:{PORTS['glance']}"),
+        ("placement", "placement", f"http://{HOST}:{PORTS['placement']}"),
+        ("nova", "compute", f"http://{HOST}:{PORTS['nova']}/v2.1"),
+        ("neutron", "network", f"http://{HOST}:{PORTS['neutron']}"),
+    )
     for name, kind, url in catalog:
         svc = ident.find_service(name) or ident.create_service(name=name, type=kind)
         have = {e.interface for e in ident.endpoints(service_id=svc.id)}
         for interface in ("public", "internal"):
             if interface not in have:
-                ident.create_endpoint(service_id=svc.id, interface=interface, url=url,
-                                      region_id=REGION)
+                ident.create_endpoint(
+                    service_id=svc.id, interface=interface, url=url, region_id=REGION
+                )
     demo = ident.find_project("demo") or ident.create_project(name="demo", domain_id="default")
     demo_user = ident.find_user("demo") or ident.create_user(
-        name="demo", password=DEMO_PASSWORD, domain_id="default", default_project_id=demo.id)
+        name="demo", password=DEMO_PASSWORD, domain_id="default", default_project_id=demo.id
+    )
     ident.assign_project_role_to_user(demo, demo_user, member_role)
 
 
@@ -960,20 +1207,35 @@ def _compute_host_ready(lay: Layout, conf: Path, conn: Callable[[], Connection])
         with contextlib.suppress(Exception):
             c = conn()
             if list(c.compute.hypervisors()) and any(
-                    list(c.placement.resource_provider_inventories(rp))
-                    for rp in c.placement.resource_providers()):
+                list(c.placement.resource_provider_inventories(rp))
+                for rp in c.placement.resource_providers()
+            ):
                 return
         if time.monotonic() > deadline:
-            raise TestCloudError("nova-compute registered no hypervisor with inventory within "
-                                 f"120s; log {lay.log('nova-compute')}: "
-                                 f"{_log_tail(lay.log('nova-compute'))}")
+            raise TestCloudError(
+                "nova-compute registered no hypervisor with inventory within "
+                f"120s; log {lay.log('nova-compute')}: "
+                f"{_log_tail(lay.log('nova-compute'))}"
+            )
         time.sleep(1)
 
 
 # --- up, down, status ------------------------------------------------------------------------
 
-SERVICES = ("epmd", "rabbitmq", "virtlogd", "libvirtd", "keystone", "glance", "placement",
-            "neutron", "nova-api", "nova-conductor", "nova-scheduler", "nova-compute")
+SERVICES = (
+    "epmd",
+    "rabbitmq",
+    "virtlogd",
+    "libvirtd",
+    "keystone",
+    "glance",
+    "placement",
+    "neutron",
+    "nova-api",
+    "nova-conductor",
+    "nova-scheduler",
+    "nova-compute",
+)
 
 
 @contextlib.contextmanager
@@ -1019,8 +1281,13 @@ def _running(lay: Layout) -> RunningCloud | None:
     if any(pid is None for pid in status(lay.root).values()):
         return None
     # every API answers (a few ms each); otherwise the slow path says which one does not
-    if not all(_http_ok(url) for url in (KEYSTONE_URL, *(
-            f"http://{HOST}:{PORTS[s]}/" for s in ("glance", "placement", "nova", "neutron")))):
+    if not all(
+        _http_ok(url)
+        for url in (
+            KEYSTONE_URL,
+            *(f"http://{HOST}:{PORTS[s]}/" for s in ("glance", "placement", "nova", "neutron")),
+        )
+    ):
         return None
     return RunningCloud(lay.root, lay.clouds_yaml)
 
@@ -1045,8 +1312,15 @@ def up(directory: Path = DEFAULT_DIR, *, install: bool = True) -> RunningCloud:
         if os.geteuid() != 0:
             raise TestCloudError("the test cloud runs as root (libvirt, nova's privsep)")
         started = time.monotonic()
-        for d in (lay.etc, lay.data, lay.logs, lay.run, lay.state, lay.root / "lock",
-                  lay.root / "home"):
+        for d in (
+            lay.etc,
+            lay.data,
+            lay.logs,
+            lay.run,
+            lay.state,
+            lay.root / "lock",
+            lay.root / "home",
+        ):
             d.mkdir(parents=True, exist_ok=True)
         lay.done("ready").unlink(missing_ok=True)
         clouds_yaml = _write_clouds_yaml(lay)
@@ -1098,19 +1372,33 @@ def up(directory: Path = DEFAULT_DIR, *, install: bool = True) -> RunningCloud:
             _compute_host_ready(lay, lay.etc / "nova" / "nova.conf", conn)
         timings["configure_and_start"] = time.monotonic() - started
         with (lay.logs / "up-times.jsonl").open("a") as fp:  # one line per real start
-            fp.write(json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                 **{k: round(v, 1) for k, v in timings.items()}}) + "\n")
+            fp.write(
+                json.dumps(
+                    {
+                        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        **{k: round(v, 1) for k, v in timings.items()},
+                    }
+                )
+                + "\n"
+            )
         _mark(lay, "ready")
-        log.info("test cloud up in %.1fs: OS_CLIENT_CONFIG_FILE=%s OS_CLOUD=%s",
-                 timings["configure_and_start"], clouds_yaml, CLOUD)
+        log.info(
+            "test cloud up in %.1fs: OS_CLIENT_CONFIG_FILE=%s OS_CLOUD=%s",
+            timings["configure_and_start"],
+            clouds_yaml,
+            CLOUD,
+        )
         return RunningCloud(lay.root, clouds_yaml)
 
 
 def _destroy_guests() -> None:
     """Guests are children of libvirtd's world, not of any recorded PID: stop them first."""
     try:
-        names = _sys_run(["virsh", "-c", "qemu:///system", "list", "--name"],
-                         timeout=20).stdout.decode().split()
+        names = (
+            _sys_run(["virsh", "-c", "qemu:///system", "list", "--name"], timeout=20)
+            .stdout.decode()
+            .split()
+        )
     except CommandError:
         return
     for name in names:
@@ -1139,13 +1427,19 @@ def down(directory: Path = DEFAULT_DIR) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m imagekit.devtools.testcloud",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m imagekit.devtools.testcloud", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("command", choices=("up", "down", "status"))
-    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR,
-                        help=f"where the cloud lives (default {DEFAULT_DIR})")
-    parser.add_argument("--no-install", action="store_true",
-                        help="fail instead of installing missing packages")
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=DEFAULT_DIR,
+        help=f"where the cloud lives (default {DEFAULT_DIR})",
+    )
+    parser.add_argument(
+        "--no-install", action="store_true", help="fail instead of installing missing packages"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="testcloud: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -1153,8 +1447,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "up":
             t = time.monotonic()
             cloud = up(args.dir, install=not args.no_install)
-            print(f"export OS_CLIENT_CONFIG_FILE={cloud.clouds_yaml} OS_CLOUD={cloud.cloud}"
-                  f"  # up in {time.monotonic() - t:.1f}s")
+            print(
+                f"export OS_CLIENT_CONFIG_FILE={cloud.clouds_yaml} OS_CLOUD={cloud.cloud}"
+                f"  # up in {time.monotonic() - t:.1f}s"
+            )
         elif args.command == "down":
             print("stopped: " + (" ".join(down(args.dir)) or "nothing was running"))
         else:
@@ -1167,10 +1463,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     continue
                 n, rss, pss = mem.get(name, (0, 0, 0))
                 total = [total[0] + n, total[1] + rss, total[2] + pss]
-                print(f"{name:15} running pid {pid:<8} {n:2} proc  RSS {rss // 1024:5} MiB"
-                      f"  PSS {pss // 1024:5} MiB")
-            print(f"{'all':15} {'':21}{total[0]:2} proc  RSS {total[1] // 1024:5} MiB  "
-                  f"PSS {total[2] // 1024:5} MiB")
+                print(
+                    f"{name:15} running pid {pid:<8} {n:2} proc  RSS {rss // 1024:5} MiB"
+                    f"  PSS {pss // 1024:5} MiB"
+                )
+            print(
+                f"{'all':15} {'':21}{total[0]:2} proc  RSS {total[1] // 1024:5} MiB  "
+                f"PSS {total[2] // 1024:5} MiB"
+            )
             return 0 if all(pids.values()) else 3
     except TestCloudError as e:
         print(f"testcloud: error: {e}", file=sys.stderr)

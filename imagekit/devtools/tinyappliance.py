@@ -50,12 +50,27 @@ from ..errors import EnvironmentProblem, InputError
 BUILD_VERSION = "2"
 DISK_MIB = 32
 PART_START = 2048  # sectors: the partition starts at 1 MiB
-MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "virtio_scsi", "isofs", "sr_mod",
-           # disks on an IDE (PIIX) or SCSI bus are sd*: an entry's disks-bus
-           "ata_piix", "ata_generic", "sd_mod",
-           # lifecycle tests: mount the boot partition read-write (FAT), see the ACPI
-           # power button (busybox acpid reads evdev), talk on virtio-serial ports
-           "vfat", "nls_cp437", "nls_ascii", "nls_utf8", "button", "evdev", "virtio_console")
+MODULES = (
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_net",
+    "virtio_scsi",
+    "isofs",
+    "sr_mod",
+    # disks on an IDE (PIIX) or SCSI bus are sd*: an entry's disks-bus
+    "ata_piix",
+    "ata_generic",
+    "sd_mod",
+    # lifecycle tests: mount the boot partition read-write (FAT), see the ACPI
+    # power button (busybox acpid reads evdev), talk on virtio-serial ports
+    "vfat",
+    "nls_cp437",
+    "nls_ascii",
+    "nls_utf8",
+    "button",
+    "evdev",
+    "virtio_console",
+)
 BANNER = "IMAGEKIT-TINY:"
 CONTEXT_LABELS = ("cidata", "config-2", "CONTEXT", "_STRATUSLAB")
 _SYSLINUX_MBR = Path("/usr/lib/syslinux/mbr/mbr.bin")
@@ -170,8 +185,9 @@ say "idle"
 while :; do sleep 3600; done
 """
 
-POWEROFF = "#!/bin/sh\n# PID 1 is a shell: power off directly\nsync\n" \
-    "exec /bin/busybox poweroff -f\n"
+POWEROFF = (
+    "#!/bin/sh\n# PID 1 is a shell: power off directly\nsync\nexec /bin/busybox poweroff -f\n"
+)
 
 
 class TinyApplianceError(EnvironmentProblem):
@@ -180,14 +196,17 @@ class TinyApplianceError(EnvironmentProblem):
 
 def _kernel() -> tuple[Path, str]:
     """The newest installed cloud kernel and its release."""
-    kernels = sorted(Path("/boot").glob("vmlinuz-*-cloud-amd64")) or \
-        sorted(Path("/boot").glob("vmlinuz-*"))
+    kernels = sorted(Path("/boot").glob("vmlinuz-*-cloud-amd64")) or sorted(
+        Path("/boot").glob("vmlinuz-*")
+    )
     for k in reversed(kernels):
         release = k.name.removeprefix("vmlinuz-")
         if (Path("/lib/modules") / release / "modules.dep").exists():
             return k, release
-    raise TinyApplianceError("no kernel with modules in /boot and /lib/modules",
-                             hint="apt-get install linux-image-cloud-amd64")
+    raise TinyApplianceError(
+        "no kernel with modules in /boot and /lib/modules",
+        hint="apt-get install linux-image-cloud-amd64",
+    )
 
 
 def _module_files(release: str) -> list[str]:
@@ -222,16 +241,66 @@ def _inputs_digest(kernel: Path, release: str, modules: list[str]) -> str:
 
 def _make_initramfs(release: str, modules: list[str], work: Path) -> Path:
     root = work / "root"
-    for d in ("bin", "sbin", "dev", "proc", "sys", "tmp", "mnt", "etc", "usr/local/bin",
-              f"lib/modules/{release}"):
+    for d in (
+        "bin",
+        "sbin",
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "mnt",
+        "etc",
+        "usr/local/bin",
+        f"lib/modules/{release}",
+    ):
         (root / d).mkdir(parents=True, exist_ok=True)
     shutil.copy2(_BUSYBOX, root / "bin/busybox")
-    for applet in ("sh", "mount", "modprobe", "sleep", "ls", "grep", "dd", "sed", "tr",
-                   "head", "find", "sort", "stat", "mkdir", "hostname", "base64", "cat",
-                   "poweroff", "sync", "uname", "echo", "printf", "ip", "udhcpc", "cut",
-                   "awk", "wc", "test", "[", "env", "ps", "dmesg", "umount", "blkid",
-                   "cp", "rm", "touch", "chmod", "tail", "xxd", "od", "swapon", "setsid",
-                   "findfs"):
+    for applet in (
+        "sh",
+        "mount",
+        "modprobe",
+        "sleep",
+        "ls",
+        "grep",
+        "dd",
+        "sed",
+        "tr",
+        "head",
+        "find",
+        "sort",
+        "stat",
+        "mkdir",
+        "hostname",
+        "base64",
+        "cat",
+        "poweroff",
+        "sync",
+        "uname",
+        "echo",
+        "printf",
+        "ip",
+        "udhcpc",
+        "cut",
+        "awk",
+        "wc",
+        "test",
+        "[",
+        "env",
+        "ps",
+        "dmesg",
+        "umount",
+        "blkid",
+        "cp",
+        "rm",
+        "touch",
+        "chmod",
+        "tail",
+        "xxd",
+        "od",
+        "swapon",
+        "setsid",
+        "findfs",
+    ):
         link = root / "bin" / applet
         if not link.exists():
             link.symlink_to("busybox")
@@ -254,8 +323,11 @@ def _make_initramfs(release: str, modules: list[str], work: Path) -> Path:
     names = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
     for p in [root, *root.rglob("*")]:
         os.utime(p, (0, 0), follow_symlinks=False)
-    proc = run([find_tool("cpio"), "-o", "-H", "newc", "--quiet", "--reproducible",
-                "-R", "0:0"], cwd=root, input=("\n".join(names) + "\n").encode())
+    proc = run(
+        [find_tool("cpio"), "-o", "-H", "newc", "--quiet", "--reproducible", "-R", "0:0"],
+        cwd=root,
+        input=("\n".join(names) + "\n").encode(),
+    )
     out = work / "initrd.gz"
     with open(out, "wb") as fp, gzip.GzipFile(fileobj=fp, mode="wb", mtime=0) as gz:
         gz.write(proc.stdout)
@@ -269,12 +341,26 @@ def _make_disk(kernel: Path, initrd: Path, work: Path) -> Path:
         fp.truncate(size)
     sectors = size // 512 - PART_START
     # one active FAT16 (type 0x0e, LBA) partition from 1 MiB to the end
-    run([find_tool("sfdisk"), "--no-reread", "--no-tell-kernel", "-q", disk],
+    run(
+        [find_tool("sfdisk"), "--no-reread", "--no-tell-kernel", "-q", disk],
         input=f"label: dos\nlabel-id: 0x1a2b3c4d\nstart={PART_START}, size={sectors}, "
-              "type=e, bootable\n".encode())
+        "type=e, bootable\n".encode(),
+    )
     offset = PART_START * 512
-    run([find_tool("mkfs.vfat"), "-F", "16", "-n", "TINY", "-i", "1a2b3c4d",
-         f"--offset={PART_START}", disk, str(sectors // 2)])
+    run(
+        [
+            find_tool("mkfs.vfat"),
+            "-F",
+            "16",
+            "-n",
+            "TINY",
+            "-i",
+            "1a2b3c4d",
+            f"--offset={PART_START}",
+            disk,
+            str(sectors // 2),
+        ]
+    )
     cfg = work / "syslinux.cfg"
     cfg.write_text(SYSLINUX_CFG)
     target = f"{disk}@@{offset}"

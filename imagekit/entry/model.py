@@ -293,8 +293,6 @@ class Endorsement:
         return self.created is None and self.endorser is None
 
 
-
-
 @dataclasses.dataclass(frozen=True)
 class Entry:
     """One image's metadata: every term of DESIGN 4.1, validated when built.

@@ -215,5 +215,3 @@ def strip_layout(el: etree._Element) -> None:
         if child.tail is not None and not child.tail.strip():
             child.tail = None
         strip_layout(child)
-
-

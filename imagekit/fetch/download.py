@@ -459,9 +459,7 @@ class _Sink:
         self.hasher.close()
 
 
-def _download_one(
-    source: Any, sink: _Sink, *, progress: Progress | None, max_resumes: int
-) -> None:
+def _download_one(source: Any, sink: _Sink, *, progress: Progress | None, max_resumes: int) -> None:
     failures = 0
     while True:
         offset = sink.raw
@@ -517,8 +515,9 @@ def fetch_image(
     dest.parent.mkdir(parents=True, exist_ok=True)
     errors: list[ImagekitError] = []
     for location in entry.locations:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{entry.identifier}.", suffix=".part",
-                                        dir=dest.parent)  # fmt: skip
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{entry.identifier}.", suffix=".part", dir=dest.parent
+        )
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "w+b") as fp:

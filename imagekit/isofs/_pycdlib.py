@@ -91,8 +91,12 @@ def kernel_copy(
         try:
             n = os.copy_file_range(in_fd, out_fd, min(left, blocksize), in_off, out_off)
         except OSError as e:
-            if left != data_length or e.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS,
-                                                      errno.EOPNOTSUPP):  # fmt: skip
+            if left != data_length or e.errno not in (
+                errno.EXDEV,
+                errno.EINVAL,
+                errno.ENOSYS,
+                errno.EOPNOTSUPP,
+            ):
                 raise
             infp.seek(in_off)
             yield from _pycdlib_copy(data_length, blocksize, infp, outfp)
@@ -152,13 +156,15 @@ def add_file_fast(
     ino.new(length, source, isinstance(source, str), 0)
     added = length
     views: list[tuple[Any, bytes, Any, str, bytes, bool]] = [
-        (iso.pvd, iso_name, iso_parent, iso.rock_ridge, rr_name, iso.xa)]
+        (iso.pvd, iso_name, iso_parent, iso.rock_ridge, rr_name, iso.xa)
+    ]
     if joliet_name is not None:
         views.append((iso.joliet_vd, joliet_name, joliet_parent, "", b"", False))
     for vd, name, parent, rr, rr_bytes, xa in views:
         rec = dr.DirectoryRecord()
-        rec.new_file(vd, length, name, parent, vd.sequence_number(), rr, rr_bytes, xa,
-                     file_mode, now, None)
+        rec.new_file(
+            vd, length, name, parent, vd.sequence_number(), rr, rr_bytes, xa, file_mode, now, None
+        )
         rec.data_extent_offset = 0
         added += iso._add_child_to_dr(rec)
         added += iso._update_rr_ce_entry(rec)

@@ -48,7 +48,10 @@ class IsoMember:
 
     def to_dict(self) -> dict[str, object]:
         d: dict[str, object] = {
-            "path": self.path, "type": self.kind, "size": self.size, "mode": f"{self.mode:04o}",
+            "path": self.path,
+            "type": self.kind,
+            "size": self.size,
+            "mode": f"{self.mode:04o}",
         }
         if self.kind == "symlink":
             d["target"] = self.target
@@ -142,8 +145,13 @@ def _iter_members(iso: pycdlib.PyCdlib) -> Iterator[tuple[IsoMember, Any]]:
                 if rr.child_link_record_exists() and rr.cl_to_moved_dr is not None:
                     moved_parent = rr.cl_to_moved_dr.parent
                     for cand in moved_parent.children if moved_parent is not None else ():
-                        if cand.rock_ridge is not None and cand.rock_ridge.name() == rr.name() \
-                                and cand.is_dir() and not cand.is_dot() and not cand.is_dotdot():
+                        if (
+                            cand.rock_ridge is not None
+                            and cand.rock_ridge.name() == rr.name()
+                            and cand.is_dir()
+                            and not cand.is_dot()
+                            and not cand.is_dotdot()
+                        ):
                             child = cand
                             break
             yield child
@@ -232,8 +240,9 @@ def _open_parent(root_fd: int, rel: str) -> tuple[int, str]:
     return fd, parts[-1]
 
 
-def extract_iso_fp(fp: IO[bytes], dest: Path, *, progress: Progress | None = None,
-                   max_bytes: int | None = None) -> list[IsoMember]:
+def extract_iso_fp(
+    fp: IO[bytes], dest: Path, *, progress: Progress | None = None, max_bytes: int | None = None
+) -> list[IsoMember]:
     """Extract the ISO in ``fp`` into the directory ``dest`` (created; must be empty if it
     exists). Modes are applied after the contents, so read-only directories still fill, and
     masked with EXTRACT_MODE_MASK. ``max_bytes``: most file bytes to write (default: the
@@ -307,8 +316,9 @@ def extract_iso_fp(fp: IO[bytes], dest: Path, *, progress: Progress | None = Non
     return members
 
 
-def extract_iso(path: Path, dest: Path, *, progress: Progress | None = None,
-                max_bytes: int | None = None) -> list[IsoMember]:
+def extract_iso(
+    path: Path, dest: Path, *, progress: Progress | None = None, max_bytes: int | None = None
+) -> list[IsoMember]:
     """Extract the ISO file at ``path`` into ``dest``; see :func:`extract_iso_fp`."""
     try:
         with open(path, "rb") as fp:

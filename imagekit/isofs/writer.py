@@ -154,8 +154,7 @@ def _walk(root: Path) -> list[_Node]:
             elif stat.S_ISLNK(mode):
                 nodes.append(_Node(here, "symlink", 0o777, target=os.readlink(entry.path)))
             else:
-                raise IsoError(f"cannot store special file {entry.path} "
-                               "(device, socket or FIFO)")
+                raise IsoError(f"cannot store special file {entry.path} (device, socket or FIFO)")
 
     if not root.is_dir():
         raise IsoError(f"{root} is not a directory")
@@ -272,8 +271,14 @@ def _place(nodes: list[_Node], *, joliet: bool) -> list[_Placed]:
         jpath = None
         if joliet and node.kind != "symlink":
             jbase, jext = _joliet_candidate(name)
-            jident = _unique(jbase, jext, jol_used.setdefault(parent, set()), _JOLIET_MAX,
-                             str.casefold, _utf8_len)
+            jident = _unique(
+                jbase,
+                jext,
+                jol_used.setdefault(parent, set()),
+                _JOLIET_MAX,
+                str.casefold,
+                _utf8_len,
+            )
             jpath = f"{jol_dir[parent]}/{jident}"
         if is_dir:
             iso_dir[node.parts] = iso_path
@@ -328,19 +333,27 @@ def _master(
                 parent = node.parts[:-1]
                 if node.kind == "dir":
                     iso.add_directory(
-                        iso_path=p.iso_path, rr_name=rr_name, joliet_path=p.joliet_path,
+                        iso_path=p.iso_path,
+                        rr_name=rr_name,
+                        joliet_path=p.joliet_path,
                         file_mode=stat.S_IFDIR | node.mode,
                     )
                     # (get_record would re-lay out the whole image on every call)
                     if _FAST_PATH and len(node.parts) < 8 and parent in iso_dirs:
                         iso_dirs[node.parts] = child_record(
-                            iso_dirs[parent], p.iso_path.rsplit("/", 1)[1].encode("ascii"))
+                            iso_dirs[parent], p.iso_path.rsplit("/", 1)[1].encode("ascii")
+                        )
                         if p.joliet_path is not None and parent in jol_dirs:
                             jol_dirs[node.parts] = child_record(
                                 jol_dirs[parent],
-                                p.joliet_path.rsplit("/", 1)[1].encode("utf-16-be"))
-                elif node.kind == "file" and parent in iso_dirs and node.size < _ONE_EXTENT \
-                        and (p.joliet_path is None or parent in jol_dirs):
+                                p.joliet_path.rsplit("/", 1)[1].encode("utf-16-be"),
+                            )
+                elif (
+                    node.kind == "file"
+                    and parent in iso_dirs
+                    and node.size < _ONE_EXTENT
+                    and (p.joliet_path is None or parent in jol_dirs)
+                ):
                     source: str | BinaryIO
                     if isinstance(node.source, str):
                         source = node.source
@@ -348,33 +361,44 @@ def _master(
                         source = io.BytesIO(node.source or b"")
                         keep.append(source)
                     add_file_fast(
-                        iso, source, node.size,
+                        iso,
+                        source,
+                        node.size,
                         iso_name=p.iso_path.rsplit("/", 1)[1].encode("ascii"),
                         iso_parent=iso_dirs[parent],
                         rr_name=rr_name.encode(),
-                        joliet_name=None if p.joliet_path is None else
-                        p.joliet_path.rsplit("/", 1)[1].encode("utf-16-be"),
+                        joliet_name=None
+                        if p.joliet_path is None
+                        else p.joliet_path.rsplit("/", 1)[1].encode("utf-16-be"),
                         joliet_parent=jol_dirs.get(parent),
                         file_mode=stat.S_IFREG | node.mode,
                         now=float(epoch),
                     )
                 elif node.kind == "symlink":
                     iso.add_symlink(
-                        symlink_path=p.iso_path, rr_symlink_name=rr_name,
+                        symlink_path=p.iso_path,
+                        rr_symlink_name=rr_name,
                         rr_path=_RawName(node.target),
                     )
                 elif isinstance(node.source, str):
                     # A path: pycdlib opens it only while mastering and streams it.
                     iso.add_file(
-                        node.source, iso_path=p.iso_path, rr_name=rr_name,
-                        joliet_path=p.joliet_path, file_mode=stat.S_IFREG | node.mode,
+                        node.source,
+                        iso_path=p.iso_path,
+                        rr_name=rr_name,
+                        joliet_path=p.joliet_path,
+                        file_mode=stat.S_IFREG | node.mode,
                     )
                 else:
                     data = io.BytesIO(node.source or b"")
                     keep.append(data)
                     iso.add_fp(
-                        data, node.size, iso_path=p.iso_path, rr_name=rr_name,
-                        joliet_path=p.joliet_path, file_mode=stat.S_IFREG | node.mode,
+                        data,
+                        node.size,
+                        iso_path=p.iso_path,
+                        rr_name=rr_name,
+                        joliet_path=p.joliet_path,
+                        file_mode=stat.S_IFREG | node.mode,
                     )
             done = 0
 
@@ -384,8 +408,11 @@ def _master(
                     progress(now - done)
                 done = max(done, now)
 
-            iso.write_fp(fp, blocksize=1 << 20,  # type: ignore[arg-type]
-                         progress_cb=report if progress else None)
+            iso.write_fp(
+                fp,  # type: ignore[arg-type]
+                blocksize=1 << 20,
+                progress_cb=report if progress else None,
+            )
     except PyCdlibException as e:
         # every name, label and size was checked above: pycdlib refusing now is our bug
         raise InternalError(f"pycdlib refused the prepared ISO: {e}") from e
@@ -441,8 +468,9 @@ def write_iso_files(
             raise IsoError(f"bad volume label {label!r}")
     else:
         label = check_label(label, joliet=joliet)
-    _master(_nodes_from_files(files, modes), fp, label=label, joliet=joliet, epoch=epoch,
-            progress=None)
+    _master(
+        _nodes_from_files(files, modes), fp, label=label, joliet=joliet, epoch=epoch, progress=None
+    )
 
 
 def make_iso(

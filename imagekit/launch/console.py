@@ -46,9 +46,10 @@ def connect_console(instance: Instance, *, timeout: float = 5.0) -> socket.socke
     if instance.state not in (State.RUNNING, State.BOOT):
         raise InvalidState(f"instance {instance.label} is {instance.state}, not Running")
     if instance.console != "socket":
-        raise InvalidState(f"instance {instance.label} was started without an attachable "
-                           "console", hint=f"imagekit stop {instance.label} && "
-                           f"imagekit start {instance.label}")  # fmt: skip
+        raise InvalidState(
+            f"instance {instance.label} was started without an attachable console",
+            hint=f"imagekit stop {instance.label} && imagekit start {instance.label}",
+        )
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     # through the directory's fd: the absolute path may be longer than sun_path allows
@@ -57,8 +58,10 @@ def connect_console(instance: Instance, *, timeout: float = 5.0) -> socket.socke
         sock.connect(f"/proc/self/fd/{dfd}/{instance.console_socket.name}")
     except OSError as e:
         sock.close()
-        raise EnvironmentProblem(f"cannot reach {instance.label}'s console: {e.strerror}",
-                                 hint="is another terminal attached?") from e  # fmt: skip
+        raise EnvironmentProblem(
+            f"cannot reach {instance.label}'s console: {e.strerror}",
+            hint="is another terminal attached?",
+        ) from e
     finally:
         os.close(dfd)
     sock.settimeout(None)

@@ -27,22 +27,24 @@ def check_image_safe(path: Path, fmt: str) -> None:
     external data file inside a qcow2/vmdk). Raises InputError."""
     if fmt == "raw":
         return
-    out = run([find_tool(q.QEMU_IMG), "info", "--output=json", "-f", fmt, str(path)],
-              timeout=60).stdout  # fmt: skip
+    out = run(
+        [find_tool(q.QEMU_IMG), "info", "--output=json", "-f", fmt, str(path)], timeout=60
+    ).stdout
     info = json.loads(out)
     if info.get("backing-filename") or info.get("full-backing-filename"):
         raise InputError(f"image {path.name} names a backing file: refused")
     specific = (info.get("format-specific") or {}).get("data") or {}
-    if specific.get("data-file") or (specific.get("extents") and fmt == "vmdk" and any(
-        e.get("filename") != str(path) for e in specific.get("extents", [])
-    )):
+    if specific.get("data-file") or (
+        specific.get("extents")
+        and fmt == "vmdk"
+        and any(e.get("filename") != str(path) for e in specific.get("extents", []))
+    ):
         raise InputError(f"image {path.name} refers to external data files: refused")
 
 
 def disk_info(path: Path) -> dict[str, Any]:
     """``qemu-img info`` of ``path`` as a dict (``-U``: readable while qemu holds it)."""
-    out = run([find_tool(q.QEMU_IMG), "info", "-U", "--output=json", str(path)],
-              timeout=60).stdout  # fmt: skip
+    out = run([find_tool(q.QEMU_IMG), "info", "-U", "--output=json", str(path)], timeout=60).stdout
     info: dict[str, Any] = json.loads(out)
     return info
 
@@ -58,8 +60,10 @@ def prepare_root_disk(path: Path, *, persistent: bool, size_mib: int | None = No
     if size_mib is not None:
         current = int(disk_info(path)["virtual-size"])
         if size_mib * 1024 * 1024 < current:
-            raise InputError(f"disk size {size_mib} MiB is smaller than the image "
-                             f"({current // (1024 * 1024)} MiB): disks only grow")  # fmt: skip
+            raise InputError(
+                f"disk size {size_mib} MiB is smaller than the image "
+                f"({current // (1024 * 1024)} MiB): disks only grow"
+            )
     if persistent:
         # safe mode rebase onto nothing: the data the base provides is copied in
         run([qemu_img, "rebase", "-q", "-f", "qcow2", "-b", "", str(path)], timeout=3600)

@@ -57,8 +57,12 @@ def make_resolver(
 
 
 def fetch_verified(
-    settings: Settings, verified: VerifiedEntry, policy: Policy, *,
-    progress: Progress | None = None, image_file: Path | None = None,
+    settings: Settings,
+    verified: VerifiedEntry,
+    policy: Policy,
+    *,
+    progress: Progress | None = None,
+    image_file: Path | None = None,
 ) -> Path:
     """The verified entry's bytes in the cache (downloaded and checked against the digests
     the policy asks for on a miss), refused if qemu would open other host files through
@@ -80,7 +84,11 @@ def fetch_verified(
 
 
 def fetch_machine_image(
-    settings: Settings, reference: str, *, purpose: str, client: Any = None,
+    settings: Settings,
+    reference: str,
+    *,
+    purpose: str,
+    client: Any = None,
     progress: Progress | None = None,
 ) -> tuple[VerifiedEntry, Path]:
     """Resolve ``reference`` to a verified, acceptable machine image and fetch it.

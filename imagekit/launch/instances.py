@@ -90,9 +90,13 @@ class PortForward:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PortForward:
-        return cls(host_port=int(d["host_port"]), guest_port=int(d["guest_port"]),
-                   address=str(d.get("address", "127.0.0.1")),
-                   source=str(d.get("source", "option")), fixed=bool(d.get("fixed", True)))
+        return cls(
+            host_port=int(d["host_port"]),
+            guest_port=int(d["guest_port"]),
+            address=str(d.get("address", "127.0.0.1")),
+            source=str(d.get("source", "option")),
+            fixed=bool(d.get("fixed", True)),
+        )
 
 
 _NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
@@ -105,8 +109,10 @@ def check_instance_name(name: str) -> str:
     Raises InputError.
     """
     if not _NAME.fullmatch(name):
-        raise InputError(f"instance name {name!r}: use lower-case letters, digits and inner "
-                         "hyphens, at most 63 characters")  # fmt: skip
+        raise InputError(
+            f"instance name {name!r}: use lower-case letters, digits and inner "
+            "hyphens, at most 63 characters"
+        )
     if re.fullmatch(r"vm-[0-9a-f]{8}", name):
         raise InputError(f"instance name {name!r} looks like an instance ID")
     return name
@@ -210,8 +216,9 @@ class Instance:
     @property
     def volumes(self) -> list[str]:
         """Names of the volumes the instance holds (its boot volume too)."""
-        return [d.identifier for d in self.drives
-                if d.kind in (DriveKind.VOLUME, DriveKind.BOOT_VOLUME)]  # fmt: skip
+        return [
+            d.identifier for d in self.drives if d.kind in (DriveKind.VOLUME, DriveKind.BOOT_VOLUME)
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -365,8 +372,10 @@ class InstanceStore:
         check_instance_name(name)
         taken = self.names().get(name)
         if taken is not None:
-            raise InvalidState(f"an instance is already named {name} ({taken})",
-                               hint=f"pick another name, or forget it: imagekit rm {name}")
+            raise InvalidState(
+                f"an instance is already named {name} ({taken})",
+                hint=f"pick another name, or forget it: imagekit rm {name}",
+            )
 
     def find(self, name: str) -> Instance:
         """By name, full ID or unique ID prefix (with or without the ``vm-``)."""
@@ -418,8 +427,10 @@ class InstanceStore:
             pid = instance.pid or read_pid(instance.pid_file)
             if not is_our_qemu(pid, instance.directory):
                 return self.transition(
-                    instance, State.FAILED,
-                    f"qemu exited unexpectedly (see console log {instance.console_log})")
+                    instance,
+                    State.FAILED,
+                    f"qemu exited unexpectedly (see console log {instance.console_log})",
+                )
             try:
                 with QMP(instance.qmp_socket, timeout=3) as q:
                     status = q.command("query-status")["status"]
@@ -489,10 +500,13 @@ class InstanceStore:
         self.refresh(self.load(instance.id))
         with self.lock(instance.id):
             inst = self.load(instance.id)
-            if not inst.state.is_final or is_our_qemu(inst.pid or read_pid(inst.pid_file),
-                                                       inst.directory):
-                raise InvalidState(f"instance {inst.label} is {inst.state}: kill it first",
-                                   hint=f"imagekit kill --rm {inst.label}")  # fmt: skip
+            if not inst.state.is_final or is_our_qemu(
+                inst.pid or read_pid(inst.pid_file), inst.directory
+            ):
+                raise InvalidState(
+                    f"instance {inst.label} is {inst.state}: kill it first",
+                    hint=f"imagekit kill --rm {inst.label}",
+                )
             # the record goes first: a crash half-way leaves no record pointing at nothing
             (inst.directory / "instance.json").unlink()
         shutil.rmtree(inst.directory, ignore_errors=True)

@@ -67,6 +67,7 @@ from .volumes import VolumeStore
 
 log = logging.getLogger(__name__)
 
+
 # qemu-img format names for dcterms:format values
 @dataclasses.dataclass(frozen=True)
 class LaunchRequest:
@@ -155,8 +156,10 @@ def plan_launches(
     if count > 1 and request.boot_volume:
         raise InputError("a boot volume boots one instance: --count does not apply")
     if count > 1 and any(p.host_port for p in request.ports):
-        raise InputError("--count with a fixed host port: each instance needs its own; "
-                         "give only the guest port (--port 80)")  # fmt: skip
+        raise InputError(
+            "--count with a fixed host port: each instance needs its own; "
+            "give only the guest port (--port 80)"
+        )
     if request.context_scheme not in ("nocloud", "configdrive", "opennebula", "stratuslab"):
         raise InputError(f"unknown context scheme {request.context_scheme!r}")
     for size in request.volatile_disks:
@@ -165,8 +168,7 @@ def plan_launches(
     store = InstanceStore(settings.state_dir)
     names = [""] * count
     if request.name:
-        names = [request.name] if count == 1 else [f"{request.name}-{i + 1}"
-                                                   for i in range(count)]  # fmt: skip
+        names = [request.name] if count == 1 else [f"{request.name}-{i + 1}" for i in range(count)]
         for name in names:
             store.check_name_free(name)
     check_ports(request.ports, settings.port_address)
@@ -176,14 +178,17 @@ def plan_launches(
     if request.entry_xml is not None:
         root = resolver.resolve_entry_bytes(request.entry_xml, source=request.image or "--entry")
     elif request.image_file is not None:
-        raise InputError("--image FILE goes with --entry FILE (the signed entry it is checked "
-                         "against)")  # fmt: skip
+        raise InputError(
+            "--image FILE goes with --entry FILE (the signed entry it is checked against)"
+        )
     elif not request.boot_volume:
         root = resolver.resolve(request.image, endorser=request.endorser)
     if root is not None:
         if root.entry.kind is not None and str(root.entry.kind) == "disk":
-            raise InputError(f"{root.entry.identifier} is a data disk, not a machine image",
-                             hint="attach it with --readonly-disk")  # fmt: skip
+            raise InputError(
+                f"{root.entry.identifier} is a data disk, not a machine image",
+                hint="attach it with --readonly-disk",
+            )
         qemu_format(root.entry)
         check_hypervisor(root.entry)
     if request.image_file is not None:
@@ -195,12 +200,19 @@ def plan_launches(
         qemu_format(ro.entry)
     swap = request.machine.swap_mib > 0 and (root is None or can_use_swap(root.entry))
     if bus is DiskBus.IDE:
-        disks = (2 + len(readonly) + len(request.volatile_disks)
-                 + len(request.persistent_disks) + int(swap))  # fmt: skip
+        disks = (
+            2
+            + len(readonly)
+            + len(request.volatile_disks)
+            + len(request.persistent_disks)
+            + int(swap)
+        )
         if disks > q.IDE_MAX_DISKS:
-            raise InputError(f"the image wants IDE disks: at most {q.IDE_MAX_DISKS} (root, "
-                             f"context and swap count), this launch needs {disks}",
-                             hint="--swap 0, or fewer data disks")  # fmt: skip
+            raise InputError(
+                f"the image wants IDE disks: at most {q.IDE_MAX_DISKS} (root, "
+                f"context and swap count), this launch needs {disks}",
+                hint="--swap 0, or fewer data disks",
+            )
 
     specs = [
         ContextSpec.build(
@@ -222,8 +234,7 @@ def plan_launches(
     if len(set(vols)) != len(vols):
         raise InputError("a persistent disk is given twice")
     if count > 1 and request.persistent_disks:
-        raise InputError("a persistent disk is attached to one instance: --count does not "
-                         "apply")  # fmt: skip
+        raise InputError("a persistent disk is attached to one instance: --count does not apply")
     for name in vols:
         volumes.check_free(name)
     image_id = root.entry.identifier if root else _boot_volume_origin(volumes, request)
@@ -239,9 +250,7 @@ def plan_launches(
     cache.ensure_writable()
     fetched = (root, *readonly) if root else readonly
     uncached = sum(
-        v.entry.bytes
-        for v in fetched
-        if not cache.has(v.entry, policy.digest_algorithms(v.entry))
+        v.entry.bytes for v in fetched if not cache.has(v.entry, policy.digest_algorithms(v.entry))
     )
     for v in fetched:
         if v is root and request.image_file is not None:
@@ -263,8 +272,13 @@ def plan_launches(
     for spec in specs:
         ssh_port = free_port("127.0.0.1", taken)
         inbound = root.entry.inbound_ports if root is not None and request.entry_ports else ()
-        plans.append((spec, ssh_port, forwards(request.ports, inbound,
-                                               address=settings.port_address, taken=taken)))
+        plans.append(
+            (
+                spec,
+                ssh_port,
+                forwards(request.ports, inbound, address=settings.port_address, taken=taken),
+            )
+        )
     accel = q.resolve_accel(settings.accel, qemu=qemu, state_dir=settings.state_dir)
     return [
         Plan(
@@ -302,8 +316,10 @@ def _check_image_file(path: Path, root: VerifiedEntry) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise InputError(f"--image {path}: not a regular file")
     if root.entry.compression in (None, "") and st.st_size != root.entry.bytes:
-        raise SizeMismatch(f"--image {path}: {st.st_size} bytes, the signed entry "
-                           f"{root.entry.identifier} says {root.entry.bytes}")  # fmt: skip
+        raise SizeMismatch(
+            f"--image {path}: {st.st_size} bytes, the signed entry "
+            f"{root.entry.identifier} says {root.entry.bytes}"
+        )
 
 
 def _check_root_choice(request: LaunchRequest) -> None:
@@ -311,13 +327,16 @@ def _check_root_choice(request: LaunchRequest) -> None:
         if request.boot_volume:
             raise InputError("give either --entry FILE or --boot-volume NAME")
     elif bool(request.image) == bool(request.boot_volume):
-        raise InputError("give either an image (ID or endorser:tag), --entry FILE or "
-                         "--boot-volume NAME")  # fmt: skip
+        raise InputError(
+            "give either an image (ID or endorser:tag), --entry FILE or --boot-volume NAME"
+        )
     if request.boot_volume and request.persistent:
         raise InputError("--persistent does not apply to a boot volume: it always keeps its data")
     if request.boot_volume and request.disk_size_mib:
-        raise InputError("--disk-size does not apply to a boot volume",
-                         hint="size it when creating it: imagekit volume create --size")
+        raise InputError(
+            "--disk-size does not apply to a boot volume",
+            hint="size it when creating it: imagekit volume create --size",
+        )
 
 
 def _boot_volume_origin(volumes: VolumeStore, request: LaunchRequest) -> str:
@@ -331,8 +350,7 @@ def _boot_volume_origin(volumes: VolumeStore, request: LaunchRequest) -> str:
     return origin
 
 
-def _check_disk_size(root: VerifiedEntry, size_mib: int, cache: ImageCache,
-                     policy: Policy) -> None:  # fmt: skip
+def _check_disk_size(root: VerifiedEntry, size_mib: int, cache: ImageCache, policy: Policy) -> None:
     """Refuse a root disk size below the image's virtual size, when that is known before the
     download: a raw image is its bytes, a cached one is asked (``qemu-img info``, read-only).
     Otherwise ``prepare_root_disk`` refuses it after the download."""
@@ -343,8 +361,10 @@ def _check_disk_size(root: VerifiedEntry, size_mib: int, cache: ImageCache,
     else:
         return
     if size_mib * 1024 * 1024 < size:
-        raise InputError(f"disk size {size_mib} MiB is smaller than the image "
-                         f"({-(-size // (1024 * 1024))} MiB): disks only grow")  # fmt: skip
+        raise InputError(
+            f"disk size {size_mib} MiB is smaller than the image "
+            f"({-(-size // (1024 * 1024))} MiB): disks only grow"
+        )
 
 
 def execute(
@@ -401,14 +421,30 @@ def execute(
         if plan.root is None:
             assert req.boot_volume
             vol = volumes.acquire(req.boot_volume, inst.id)
-            drives.append(Drive(DriveKind.BOOT_VOLUME, vol.path, "qcow2", serial="root",
-                                identifier=req.boot_volume, bus=bus))  # fmt: skip
+            drives.append(
+                Drive(
+                    DriveKind.BOOT_VOLUME,
+                    vol.path,
+                    "qcow2",
+                    serial="root",
+                    identifier=req.boot_volume,
+                    bus=bus,
+                )
+            )
             inst = store.save(dataclasses.replace(inst, drives=tuple(drives)))
         else:
             base = get(plan.root)
             overlay = d / "overlay.qcow2"
-            drives.append(Drive(DriveKind.ROOT, overlay, "qcow2", serial="root",
-                                identifier=plan.root.entry.identifier, bus=bus))  # fmt: skip
+            drives.append(
+                Drive(
+                    DriveKind.ROOT,
+                    overlay,
+                    "qcow2",
+                    serial="root",
+                    identifier=plan.root.entry.identifier,
+                    bus=bus,
+                )
+            )
             inst = store.save(dataclasses.replace(inst, base_image=base, drives=tuple(drives)))
             q.create_overlay(base, inst.base_format, overlay)
             if req.persistent or req.disk_size_mib:
@@ -416,23 +452,43 @@ def execute(
 
         context = d / "context.iso"
         make_context_iso(req.context_scheme, plan.context, context)
-        drives.append(Drive(DriveKind.CONTEXT, context, "raw", readonly=True, serial="context",
-                            bus=bus))  # fmt: skip
+        drives.append(
+            Drive(DriveKind.CONTEXT, context, "raw", readonly=True, serial="context", bus=bus)
+        )
         for i, ro in enumerate(plan.readonly):
             path = get(ro)
-            drives.append(Drive(DriveKind.READONLY, path, qemu_format(ro.entry), readonly=True,
-                                serial=f"ro{i}", identifier=ro.entry.identifier,
-                                bus=bus))  # fmt: skip
+            drives.append(
+                Drive(
+                    DriveKind.READONLY,
+                    path,
+                    qemu_format(ro.entry),
+                    readonly=True,
+                    serial=f"ro{i}",
+                    identifier=ro.entry.identifier,
+                    bus=bus,
+                )
+            )
         for i, size in enumerate(req.volatile_disks):
             path = d / f"volatile-{i}.qcow2"
-            drives.append(Drive(DriveKind.VOLATILE, path, "qcow2", serial=f"volatile{i}",
-                                size_gb=size, bus=bus))  # fmt: skip
+            drives.append(
+                Drive(
+                    DriveKind.VOLATILE, path, "qcow2", serial=f"volatile{i}", size_gb=size, bus=bus
+                )
+            )
             inst = store.save(dataclasses.replace(inst, drives=tuple(drives)))
             q.create_blank(path, size * 1024)
         for name in req.persistent_disks:
             vol = volumes.acquire(name, inst.id)
-            drives.append(Drive(DriveKind.VOLUME, vol.path, "qcow2", serial=f"vol-{name}"[:20],
-                                identifier=name, bus=bus))  # fmt: skip
+            drives.append(
+                Drive(
+                    DriveKind.VOLUME,
+                    vol.path,
+                    "qcow2",
+                    serial=f"vol-{name}"[:20],
+                    identifier=name,
+                    bus=bus,
+                )
+            )
             inst = store.save(dataclasses.replace(inst, drives=tuple(drives)))
         if plan.swap:
             # raw, formatted here: the context names its label and the guest enables it
@@ -443,8 +499,9 @@ def execute(
         inst = store.transition(inst, State.BOOT, drives=tuple(drives))
         notify(inst)
         pid = _start_with_port_retry(store, inst)
-        inst = store.save(dataclasses.replace(store.load(inst.id), pid=pid,
-                                              started=datetime.now(UTC)))  # fmt: skip
+        inst = store.save(
+            dataclasses.replace(store.load(inst.id), pid=pid, started=datetime.now(UTC))
+        )
         inst = store.wait(inst, {State.RUNNING}, timeout=30)
         notify(inst)
         return inst
@@ -462,10 +519,13 @@ def _start_with_port_retry(store: InstanceStore, inst: Instance) -> int:
             # those imagekit chose (a port the user chose is theirs to free)
             if ("hostfwd" not in e.stderr and "host forwarding" not in e.stderr) or attempt == 2:
                 raise
-            ports = tuple(p if p.fixed else dataclasses.replace(
-                p, host_port=free_port(p.address, set())) for p in inst.ports)  # fmt: skip
-            inst = store.save(dataclasses.replace(inst, ssh_port=q.free_loopback_port(),
-                                                  ports=ports))  # fmt: skip
+            ports = tuple(
+                p if p.fixed else dataclasses.replace(p, host_port=free_port(p.address, set()))
+                for p in inst.ports
+            )
+            inst = store.save(
+                dataclasses.replace(inst, ssh_port=q.free_loopback_port(), ports=ports)
+            )
     raise AssertionError("unreachable")
 
 
@@ -558,21 +618,33 @@ def attach_volume(settings: Settings, instance_name: str, volume: str) -> Instan
     node = f"vol-{volume}"[:31]
     try:
         with QMP(inst.qmp_socket) as qmp:
-            qmp.command("blockdev-add", **{
-                "node-name": node, "driver": "qcow2",
-                "file": {"driver": "file", "filename": str(vol.path)},
-            })  # fmt: skip
+            qmp.command(
+                "blockdev-add",
+                **{
+                    "node-name": node,
+                    "driver": "qcow2",
+                    "file": {"driver": "file", "filename": str(vol.path)},
+                },
+            )
             for port in q.HOTPLUG_PORTS:
                 try:
-                    qmp.command("device_add", driver="virtio-blk-pci", drive=node, id=node,
-                                serial=node[:20], bus=port)  # fmt: skip
+                    qmp.command(
+                        "device_add",
+                        driver="virtio-blk-pci",
+                        drive=node,
+                        id=node,
+                        serial=node[:20],
+                        bus=port,
+                    )
                     break
                 except QMPError as e:
                     last = e
             else:
                 qmp.command("blockdev-del", **{"node-name": node})
-                raise EnvironmentProblem(f"cannot hot-plug {volume} into {inst.id}: {last}",
-                                         hint="kill it and launch with --persistent-disk")
+                raise EnvironmentProblem(
+                    f"cannot hot-plug {volume} into {inst.id}: {last}",
+                    hint="kill it and launch with --persistent-disk",
+                )
     except (QMPError, EnvironmentProblem):
         volumes.release(volume, inst.id)
         raise
@@ -590,8 +662,9 @@ def detach_volume(settings: Settings, volume: str) -> None:
         return
     inst = store.refresh(store.load(vol.attached_to))
     if any(d.kind is DriveKind.BOOT_VOLUME and d.identifier == volume for d in inst.drives):
-        raise InvalidState(f"volume {volume} is the boot disk of {inst.id}",
-                           hint=f"imagekit kill {inst.id}")  # fmt: skip
+        raise InvalidState(
+            f"volume {volume} is the boot disk of {inst.id}", hint=f"imagekit kill {inst.id}"
+        )
     node = f"vol-{volume}"[:31]
     if inst.state is State.RUNNING:
         with QMP(inst.qmp_socket, timeout=30) as qmp:
@@ -605,6 +678,11 @@ def detach_volume(settings: Settings, volume: str) -> None:
                     hint="volumes attached at launch stay until the instance is killed",
                 ) from e
     volumes.release(volume, inst.id)
-    store.save(dataclasses.replace(
-        inst, drives=tuple(d for d in inst.drives if d.identifier != volume
-                           or d.kind is not DriveKind.VOLUME)))  # fmt: skip
+    store.save(
+        dataclasses.replace(
+            inst,
+            drives=tuple(
+                d for d in inst.drives if d.identifier != volume or d.kind is not DriveKind.VOLUME
+            ),
+        )
+    )

@@ -141,8 +141,9 @@ def _live_pid(store: InstanceStore, inst: Instance) -> int:
         failed = store.transition(
             inst, State.FAILED, f"qemu exited unexpectedly (see console log {inst.console_log})"
         )
-        raise InvalidState(f"instance {inst.id} is Failed: {failed.reason}",
-                           hint=f"imagekit start {inst.id}")  # fmt: skip
+        raise InvalidState(
+            f"instance {inst.id} is Failed: {failed.reason}", hint=f"imagekit start {inst.id}"
+        )
     assert pid is not None
     return pid
 
@@ -172,8 +173,7 @@ def power_off(store: InstanceStore, inst: Instance, *, timeout: float, force: bo
     store.stop(inst)  # QMP quit, then SIGTERM, then SIGKILL
     if is_our_qemu(inst.pid or read_pid(inst.pid_file), inst.directory):
         raise EnvironmentProblem(f"instance {inst.id}: qemu does not exit")
-    for p in (inst.qmp_socket, inst.pid_file, inst.directory / q.QGA_SOCKET,
-              inst.console_socket):
+    for p in (inst.qmp_socket, inst.pid_file, inst.directory / q.QGA_SOCKET, inst.console_socket):
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
     return how
@@ -202,8 +202,9 @@ def stop(
     with store.lock(inst.id):
         inst = store.load(inst.id)
         if inst.state is State.STOPPED:
-            raise InvalidState(f"instance {inst.id} is already Stopped",
-                               hint=f"imagekit start {inst.id}")  # fmt: skip
+            raise InvalidState(
+                f"instance {inst.id} is already Stopped", hint=f"imagekit start {inst.id}"
+            )
         if inst.state not in (State.RUNNING, State.BOOT):
             raise InvalidState(f"instance {inst.id} is {inst.state}, not Running")
         how = power_off(store, inst, timeout=timeout, force=force)
@@ -260,8 +261,11 @@ def boot(
 ) -> Instance:
     """Start qemu again on the saved instance (the command line is rebuilt from it).
     Caller holds the lock and checked the state. Returns the instance in Boot."""
-    qemu = inst.qemu if os.path.isabs(inst.qemu) and os.access(inst.qemu, os.X_OK) \
-        else find_tool(q.QEMU)  # fmt: skip
+    qemu = (
+        inst.qemu
+        if os.path.isabs(inst.qemu) and os.access(inst.qemu, os.X_OK)
+        else find_tool(q.QEMU)
+    )
     find_tool(q.QEMU_IMG)
     _check_disks(inst, fresh_root=fresh_root)
     volumes = VolumeStore(settings.state_dir)
@@ -275,8 +279,10 @@ def boot(
         if q.is_port_free(fwd.address, fwd.host_port):
             ports.append(fwd)
         elif fwd.fixed:
-            raise InvalidState(f"host port {fwd.address}:{fwd.host_port} (for guest port "
-                               f"{fwd.guest_port} of {inst.label}) is in use")  # fmt: skip
+            raise InvalidState(
+                f"host port {fwd.address}:{fwd.host_port} (for guest port "
+                f"{fwd.guest_port} of {inst.label}) is in use"
+            )
         else:
             ports.append(dataclasses.replace(fwd, host_port=q.free_loopback_port()))
     # --- side effects from here
@@ -295,13 +301,20 @@ def boot(
     if inst.console_log.exists():
         # qemu truncates the log when it starts: keep the previous boot's
         os.replace(inst.console_log, inst.previous_console_log)
-    for p in (inst.qmp_socket, inst.pid_file, inst.directory / q.QGA_SOCKET,
-              inst.console_socket):
+    for p in (inst.qmp_socket, inst.pid_file, inst.directory / q.QGA_SOCKET, inst.console_socket):
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
-    inst = store.transition(inst, State.BOOT, "", pid=None, ssh_port=port, qemu=qemu,
-                            ports=tuple(ports),
-                            started=datetime.now(UTC), finished=None)  # fmt: skip
+    inst = store.transition(
+        inst,
+        State.BOOT,
+        "",
+        pid=None,
+        ssh_port=port,
+        qemu=qemu,
+        ports=tuple(ports),
+        started=datetime.now(UTC),
+        finished=None,
+    )
     try:
         pid = q.start(inst, qemu=qemu)
     except ImagekitError as e:
@@ -313,8 +326,9 @@ def boot(
 def wait_running(store: InstanceStore, inst: Instance, timeout: float) -> Instance:
     inst = store.wait(inst, {State.RUNNING}, timeout=timeout)
     if inst.state is not State.RUNNING:
-        raise EnvironmentProblem(f"instance {inst.id} is {inst.state}: {inst.reason}",
-                                 hint=f"imagekit console {inst.id}")  # fmt: skip
+        raise EnvironmentProblem(
+            f"instance {inst.id} is {inst.state}: {inst.reason}", hint=f"imagekit console {inst.id}"
+        )
     return inst
 
 
@@ -423,8 +437,9 @@ def create_boot_volume(
     path = volumes.root / f"{name}.qcow2"
     tmp = volumes.root / f".{name}.qcow2.{os.getpid()}.part"
     try:
-        run([qemu_img, "convert", "-O", "qcow2", "-f", fmt, str(cached), str(tmp)],
-            timeout=6 * 3600)  # fmt: skip
+        run(
+            [qemu_img, "convert", "-O", "qcow2", "-f", fmt, str(cached), str(tmp)], timeout=6 * 3600
+        )
         if size_mib is not None:
             prepare_root_disk(tmp, persistent=False, size_mib=size_mib)
         size_gb = max(1, -(-int(disk_info(tmp)["virtual-size"]) // (1 << 30)))

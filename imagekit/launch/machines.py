@@ -104,15 +104,21 @@ def site_types(
     for name, spec in (table or {}).items():
         unknown = set(spec) - {"cpu", "ram", "swap"}
         if unknown:
-            raise InputError(f"{where}: type {name}: unknown key {sorted(unknown)[0]!r} "
-                             "(cpu, ram, swap)")  # fmt: skip
+            raise InputError(
+                f"{where}: type {name}: unknown key {sorted(unknown)[0]!r} (cpu, ram, swap)"
+            )
         if "cpu" not in spec or "ram" not in spec:
             raise InputError(f"{where}: type {name} needs cpu and ram")
         cpu = spec["cpu"]
         if not isinstance(cpu, int) or isinstance(cpu, bool):
             raise InputError(f"{where}: type {name}: cpu must be a whole number")
-        out[name] = MachineType(name, cpu, parse_size_mib(spec["ram"]),
-                                parse_size_mib(spec.get("swap", 0)), source=where)  # fmt: skip
+        out[name] = MachineType(
+            name,
+            cpu,
+            parse_size_mib(spec["ram"]),
+            parse_size_mib(spec.get("swap", 0)),
+            source=where,
+        )
     return out
 
 

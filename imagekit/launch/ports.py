@@ -58,18 +58,25 @@ def free_port(address: str, taken: set[int]) -> int:
     raise EnvironmentProblem(f"no free port on {address}")
 
 
-def forwards(requests: Sequence[PortRequest], inbound: Iterable[int], *, address: str,
-             taken: set[int]) -> tuple[PortForward, ...]:  # fmt: skip
+def forwards(
+    requests: Sequence[PortRequest], inbound: Iterable[int], *, address: str, taken: set[int]
+) -> tuple[PortForward, ...]:
     """The user's ports, then the entry's ``inbound`` ports the user did not map, each on
     a free host port (22 is ssh's, forwarded apart)."""
     out = [
-        PortForward(p.host_port or free_port(address, taken), p.guest_port, address,
-                    source="option", fixed=p.host_port is not None)
+        PortForward(
+            p.host_port or free_port(address, taken),
+            p.guest_port,
+            address,
+            source="option",
+            fixed=p.host_port is not None,
+        )
         for p in requests
-    ]  # fmt: skip
+    ]
     mapped = {p.guest_port for p in requests} | {22}
     for port in sorted(set(inbound) - mapped):
         if port > 0:
-            out.append(PortForward(free_port(address, taken), port, address, source="entry",
-                                   fixed=False))  # fmt: skip
+            out.append(
+                PortForward(free_port(address, taken), port, address, source="entry", fixed=False)
+            )
     return tuple(out)

@@ -82,8 +82,7 @@ def _controllers(drives: tuple[Drive, ...]) -> list[str]:
 
 def _netdev(instance: Instance) -> str:
     forwards = [f"hostfwd=tcp:127.0.0.1:{instance.ssh_port}-:22"]
-    forwards += [f"hostfwd=tcp:{p.address}:{p.host_port}-:{p.guest_port}"
-                 for p in instance.ports]  # fmt: skip
+    forwards += [f"hostfwd=tcp:{p.address}:{p.host_port}-:{p.guest_port}" for p in instance.ports]
     return ",".join(["user", "id=net0", *forwards])
 
 
@@ -98,8 +97,9 @@ def _serial(instance: Instance) -> list[str]:
         "-chardev",
         f"socket,id=ser0,path={CONSOLE_SOCKET},server=on,wait=off,"
         f"logfile={_escape(str(instance.console_log))},logappend=off",
-        "-serial", "chardev:ser0",
-    ]  # fmt: skip
+        "-serial",
+        "chardev:ser0",
+    ]
 
 
 def _escape(value: str) -> str:
@@ -119,36 +119,55 @@ def qemu_argv(instance: Instance, *, qemu: str = QEMU, daemonize: bool = True) -
     argv = [
         qemu,
         # the name tags the process, so leftovers can be found by instance ID
-        "-name", f"imagekit-{instance.id},process=imagekit-{instance.id}",
-        "-machine", "q35",
+        "-name",
+        f"imagekit-{instance.id},process=imagekit-{instance.id}",
+        "-machine",
+        "q35",
         # -accel tcg by default: /dev/kvm exists on some hosts where KVM guests hang;
         # kvm only when the probe actually booted a guest with it
-        "-accel", "tcg" if instance.accel == "tcg" else "kvm",
+        "-accel",
+        "tcg" if instance.accel == "tcg" else "kvm",
         # max under TCG offers x86-64-v2+ features modern distributions require
-        "-cpu", "host" if instance.accel == "kvm" else "max",
-        "-smp", str(m.cpu),
-        "-m", f"{m.ram_mib}M",
-        "-nodefaults", "-no-user-config",
-        "-display", "none",
+        "-cpu",
+        "host" if instance.accel == "kvm" else "max",
+        "-smp",
+        str(m.cpu),
+        "-m",
+        f"{m.ram_mib}M",
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
         *_serial(instance),
-        "-qmp", f"unix:{instance.qmp_socket.name},server=on,wait=off",
-        "-pidfile", str(instance.pid_file),
+        "-qmp",
+        f"unix:{instance.qmp_socket.name},server=on,wait=off",
+        "-pidfile",
+        str(instance.pid_file),
         # keep qemu (and QMP) up when the guest powers off: the state store then sees
         # status "shutdown" (a clean Done) rather than a vanished process
         "-no-shutdown",
-        "-netdev", _netdev(instance),
-        "-device", "virtio-net-pci,netdev=net0",
-        "-device", "virtio-rng-pci",
+        "-netdev",
+        _netdev(instance),
+        "-device",
+        "virtio-net-pci,netdev=net0",
+        "-device",
+        "virtio-rng-pci",
         # empty PCIe root ports: q35's root complex cannot hot-plug, a root port can
         # (``imagekit volume attach`` plugs a volume into a free one)
-        *(a for i, port in enumerate(HOTPLUG_PORTS)
-          for a in ("-device", f"pcie-root-port,id={port},chassis={i + 1}")),
+        *(
+            a
+            for i, port in enumerate(HOTPLUG_PORTS)
+            for a in ("-device", f"pcie-root-port,id={port},chassis={i + 1}")
+        ),
         # a virtio-serial channel for the qemu guest agent (used, when the guest runs one,
         # to freeze file systems for a consistent snapshot); relative path as for QMP
-        "-chardev", f"socket,id=qga0,path={QGA_SOCKET},server=on,wait=off",
-        "-device", "virtio-serial-pci,id=vser0",
-        "-device", f"virtserialport,bus=vser0.0,chardev=qga0,name={QGA_CHANNEL}",
-    ]  # fmt: skip
+        "-chardev",
+        f"socket,id=qga0,path={QGA_SOCKET},server=on,wait=off",
+        "-device",
+        "virtio-serial-pci,id=vser0",
+        "-device",
+        f"virtserialport,bus=vser0.0,chardev=qga0,name={QGA_CHANNEL}",
+    ]
     argv += _controllers(instance.drives)
     seen: dict[DiskBus, int] = {}
     for i, drive in enumerate(instance.drives):
@@ -193,13 +212,30 @@ def probe_accel(accel: str, *, qemu: str | None = None, timeout: float = 6.0) ->
         return False
     with tempfile.TemporaryDirectory(prefix="imagekit-probe-") as tmp:
         base = [
-            qemu, "-accel", accel, "-machine", "pc", "-m", "128", "-nodefaults",
-            "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot",
-        ]  # fmt: skip
+            qemu,
+            "-accel",
+            accel,
+            "-machine",
+            "pc",
+            "-m",
+            "128",
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+            "-no-reboot",
+        ]
         kernel = _probe_kernel()
         if kernel is not None:
-            argv = [*base, "-kernel", str(kernel),
-                    "-append", "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1"]  # fmt: skip
+            argv = [
+                *base,
+                "-kernel",
+                str(kernel),
+                "-append",
+                "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1",
+            ]
             sign = b"Linux version"
         else:
             img = Path(tmp) / "probe.img"
@@ -294,8 +330,7 @@ def create_swap(out: Path, size_mib: int) -> None:
     guest has to format a disk it does not know."""
     with open(out, "wb") as fp:
         fp.truncate(size_mib << 20)
-    run([find_tool("mkswap"), "-q", "-L", SWAP_LABEL, str(out)],
-        timeout=60)  # fmt: skip
+    run([find_tool("mkswap"), "-q", "-L", SWAP_LABEL, str(out)], timeout=60)
 
 
 # --- disks ------------------------------------------------------------------------------
@@ -303,13 +338,25 @@ def create_swap(out: Path, size_mib: int) -> None:
 
 def create_overlay(base: Path, base_format: str, out: Path) -> None:
     """A qcow2 copy-on-write overlay over ``base`` (which stays untouched)."""
-    run([find_tool(QEMU_IMG), "create", "-q", "-f", "qcow2", "-b", str(base.resolve()),
-         "-F", base_format, str(out)], timeout=60)  # fmt: skip
+    run(
+        [
+            find_tool(QEMU_IMG),
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            str(base.resolve()),
+            "-F",
+            base_format,
+            str(out),
+        ],
+        timeout=60,
+    )
 
 
 def create_blank(out: Path, size_mib: int) -> None:
-    run([find_tool(QEMU_IMG), "create", "-q", "-f", "qcow2", str(out), f"{size_mib}M"],
-        timeout=60)  # fmt: skip
+    run([find_tool(QEMU_IMG), "create", "-q", "-f", "qcow2", str(out), f"{size_mib}M"], timeout=60)
 
 
 # --- starting ---------------------------------------------------------------------------

@@ -50,8 +50,21 @@ log = logging.getLogger(__name__)
 
 # descriptive terms a snapshot inherits from its base entry (never the measured head,
 # locations, dates, tag, serial number or deprecation)
-CARRIED = ("type", "title", "description", "creator", "publisher", "hypervisor", "disks_bus",
-           "inbound_ports", "outbound_ports", "icmp", "os", "os_version", "os_arch")  # fmt: skip
+CARRIED = (
+    "type",
+    "title",
+    "description",
+    "creator",
+    "publisher",
+    "hypervisor",
+    "disks_bus",
+    "inbound_ports",
+    "outbound_ports",
+    "icmp",
+    "os",
+    "os_version",
+    "os_arch",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,14 +231,19 @@ def snapshot(
         raise InvalidState(f"instance {inst.id} is {inst.state}: wait until it runs")
     root = lifecycle.root_drive(inst)
     if not root.path.exists():
-        raise InvalidState(f"instance {inst.id} is {inst.state} and its root disk is gone",
-                           hint="snapshot before kill")  # fmt: skip
+        raise InvalidState(
+            f"instance {inst.id} is {inst.state} and its root disk is gone",
+            hint="snapshot before kill",
+        )
     output = _check_output(output, overwrite=overwrite)
     if output.suffix.lower() in _NOT_QCOW2:
-        raise InputError(f"{output}: a snapshot is written as qcow2, not {output.suffix}",
-                         hint="name it .qcow2; qemu-img convert makes other formats from it")
-    entry_output = _check_output(entry_output or output.with_name(output.name + ".xml"),
-                                 overwrite=overwrite)  # fmt: skip
+        raise InputError(
+            f"{output}: a snapshot is written as qcow2, not {output.suffix}",
+            hint="name it .qcow2; qemu-img convert makes other formats from it",
+        )
+    entry_output = _check_output(
+        entry_output or output.with_name(output.name + ".xml"), overwrite=overwrite
+    )
     find_tool(q.QEMU_IMG)
     values = dict(fields or {})
     if "tag" in values:
@@ -251,8 +269,9 @@ def snapshot(
         with store.lock(inst.id):
             inst = store.load(inst.id)
             how = lifecycle.power_off(store, inst, timeout=stop_timeout, force=force_stop)
-            inst = store.transition(inst, State.STOPPED, f"stopped for a snapshot ({how})",
-                                    pid=None)  # fmt: skip
+            inst = store.transition(
+                inst, State.STOPPED, f"stopped for a snapshot ({how})", pid=None
+            )
             try:
                 _convert(root.path, root.format, output, shared=False)
             finally:

@@ -23,8 +23,10 @@ def find_default_ssh_key(settings: Settings, *, home: Path | None = None) -> Pat
     """
     if settings.ssh_key is not None:
         if not settings.ssh_key.is_file():
-            raise InputError(f"ssh_key {settings.ssh_key}: no such file",
-                             hint="set ssh_key to a public key file, or unset it")  # fmt: skip
+            raise InputError(
+                f"ssh_key {settings.ssh_key}: no such file",
+                hint="set ssh_key to a public key file, or unset it",
+            )
         return settings.ssh_key
     ssh = (home or Path.home()) / ".ssh"
     return next((ssh / n for n in DEFAULT_KEY_FILES if (ssh / n).is_file()), None)

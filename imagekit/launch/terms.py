@@ -18,9 +18,11 @@ def check_hypervisor(entry: Entry) -> None:
     """Raise InputError if the entry names a hypervisor other than qemu/KVM."""
     hv = (entry.hypervisor or "").strip().lower()
     if hv and hv not in _HYPERVISORS:
-        raise InputError(f"entry {entry.identifier} is made for hypervisor {entry.hypervisor!r}"
-                         "; imagekit runs qemu (kvm or tcg)",
-                         hint="launch an image whose hypervisor is kvm or qemu")  # fmt: skip
+        raise InputError(
+            f"entry {entry.identifier} is made for hypervisor {entry.hypervisor!r}"
+            "; imagekit runs qemu (kvm or tcg)",
+            hint="launch an image whose hypervisor is kvm or qemu",
+        )
 
 
 def disk_bus(entry: Entry) -> DiskBus:
@@ -29,8 +31,10 @@ def disk_bus(entry: Entry) -> DiskBus:
     try:
         return DiskBus(text)
     except ValueError:
-        raise InputError(f"entry {entry.identifier}: disks-bus {entry.disks_bus!r} is not one "
-                         "of ide, scsi, virtio") from None  # fmt: skip
+        raise InputError(
+            f"entry {entry.identifier}: disks-bus {entry.disks_bus!r} is not one "
+            "of ide, scsi, virtio"
+        ) from None
 
 
 def can_use_swap(entry: Entry) -> bool:

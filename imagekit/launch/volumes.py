@@ -67,8 +67,14 @@ class VolumeStore:
     def _write(self, volume: Volume) -> None:
         atomic_write(
             self._meta(volume.name),
-            json.dumps({"size_gb": volume.size_gb, "created": volume.created,
-                        "attached_to": volume.attached_to}, indent=1),
+            json.dumps(
+                {
+                    "size_gb": volume.size_gb,
+                    "created": volume.created,
+                    "attached_to": volume.attached_to,
+                },
+                indent=1,
+            ),
         )
 
     def get(self, name: str) -> Volume:
@@ -127,8 +133,10 @@ class VolumeStore:
         """Precondition: the volume exists and nobody holds it (no change made)."""
         volume = self._read(name)
         if volume.attached_to:
-            raise InvalidState(f"volume {name} is attached to {volume.attached_to}",
-                               hint=f"imagekit volume detach {name}")  # fmt: skip
+            raise InvalidState(
+                f"volume {name} is attached to {volume.attached_to}",
+                hint=f"imagekit volume detach {name}",
+            )
         return volume
 
     def acquire(self, name: str, instance_id: str) -> Volume:
@@ -136,8 +144,10 @@ class VolumeStore:
         with self._lock():
             volume = self._read(name)
             if volume.attached_to and volume.attached_to != instance_id:
-                raise InvalidState(f"volume {name} is attached to {volume.attached_to}",
-                                   hint=f"imagekit volume detach {name}")  # fmt: skip
+                raise InvalidState(
+                    f"volume {name} is attached to {volume.attached_to}",
+                    hint=f"imagekit volume detach {name}",
+                )
             volume = dataclasses.replace(volume, attached_to=instance_id)
             self._write(volume)
             return volume

@@ -87,8 +87,11 @@ class MarketplaceClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._http = httpx.Client(
-            base_url=self.base_url, timeout=timeout, transport=transport,
-            headers={"User-Agent": "imagekit"}, follow_redirects=False,
+            base_url=self.base_url,
+            timeout=timeout,
+            transport=transport,
+            headers={"User-Agent": "imagekit"},
+            follow_redirects=False,
         )
 
     def close(self) -> None:
@@ -199,9 +202,18 @@ class MarketplaceClient:
     ) -> SearchResult:
         """Summaries of matching entries, newest endorsement first (one page)."""
         params: dict[str, Any] = {
-            "identifier": identifier, "email": email, "os": os, "os-version": os_version,
-            "arch": arch, "kind": kind, "status": status, "tag": tag, "location": location,
-            "q": q, "limit": limit, "offset": offset,
+            "identifier": identifier,
+            "email": email,
+            "os": os,
+            "os-version": os_version,
+            "arch": arch,
+            "kind": kind,
+            "status": status,
+            "tag": tag,
+            "location": location,
+            "q": q,
+            "limit": limit,
+            "offset": offset,
         }
         if history:
             params["history"] = "true"
@@ -210,7 +222,8 @@ class MarketplaceClient:
         params = {k: v for k, v in params.items() if v is not None}
         data = self._request("GET", "/api/entries", params=params).json()
         return SearchResult(
-            total=data["total"], more=data["more"],
+            total=data["total"],
+            more=data["more"],
             entries=[EntrySummary.from_dict(e) for e in data["entries"]],
         )
 

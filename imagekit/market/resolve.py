@@ -74,9 +74,7 @@ class Reference:
                 raise InputError(f"{text!r} is a tag of {email}, not of {endorser}")
             return cls(endorser=email.lower(), tag=tag)
         if not text or len(text) > 27 or not all(c.isalnum() or c in "-_" for c in text):
-            raise InputError(
-                f"{text!r} is neither a Marketplace ID (or prefix) nor endorser:tag"
-            )
+            raise InputError(f"{text!r} is neither a Marketplace ID (or prefix) nor endorser:tag")
         if endorser is not None and "@" not in endorser:
             raise InputError(f"endorser {endorser!r} is not an e-mail address")
         return cls(identifier=text, endorser=endorser.strip().lower() if endorser else None)

@@ -133,16 +133,18 @@ def _upload_s3(path: Path, bucket: str, key: str, *, progress: Progress | None) 
     from boto3.s3.transfer import TransferConfig
     from botocore.exceptions import BotoCoreError, ClientError
 
-    etag, sha256 = expected_etag(
-        path, threshold=MULTIPART_THRESHOLD, chunksize=MULTIPART_CHUNKSIZE
-    )
+    etag, sha256 = expected_etag(path, threshold=MULTIPART_THRESHOLD, chunksize=MULTIPART_CHUNKSIZE)
     config = TransferConfig(
         multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_CHUNKSIZE
     )
     client = _s3_client()
     try:
         client.upload_file(
-            str(path), bucket, key, Config=config, Callback=progress,
+            str(path),
+            bucket,
+            key,
+            Config=config,
+            Callback=progress,
             ExtraArgs={"Metadata": {"sha256": sha256}},
         )
         head = client.head_object(Bucket=bucket, Key=key)

@@ -59,23 +59,27 @@ _CRL_SUFFIXES = {".crl", ".r0", ".r1", ".r2", ".r3"}
 
 # Extended key usages that let a CA-issued certificate endorse (sign for a person or a
 # project); a TLS server certificate may not.
-ENDORSING_USAGES = frozenset({
-    ExtendedKeyUsageOID.EMAIL_PROTECTION,
-    ExtendedKeyUsageOID.CLIENT_AUTH,
-    ExtendedKeyUsageOID.CODE_SIGNING,
-    ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE,
-})
+ENDORSING_USAGES = frozenset(
+    {
+        ExtendedKeyUsageOID.EMAIL_PROTECTION,
+        ExtendedKeyUsageOID.CLIENT_AUTH,
+        ExtendedKeyUsageOID.CODE_SIGNING,
+        ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE,
+    }
+)
 # Extensions whose meaning this module checks or that change nothing it decides; any other
 # extension marked critical makes a certificate unusable (RFC 5280 4.2).
-UNDERSTOOD_EXTENSIONS = frozenset({
-    ExtensionOID.BASIC_CONSTRAINTS,
-    ExtensionOID.KEY_USAGE,
-    ExtensionOID.EXTENDED_KEY_USAGE,
-    ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
-    ExtensionOID.ISSUER_ALTERNATIVE_NAME,
-    ExtensionOID.SUBJECT_KEY_IDENTIFIER,
-    ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
-})
+UNDERSTOOD_EXTENSIONS = frozenset(
+    {
+        ExtensionOID.BASIC_CONSTRAINTS,
+        ExtensionOID.KEY_USAGE,
+        ExtensionOID.EXTENDED_KEY_USAGE,
+        ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
+        ExtensionOID.ISSUER_ALTERNATIVE_NAME,
+        ExtensionOID.SUBJECT_KEY_IDENTIFIER,
+        ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
+    }
+)
 
 
 def _is_ca(cert: x509.Certificate) -> bool:

@@ -175,8 +175,10 @@ def qemu_pids(*markers: str) -> list[int]:
             cmdline = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if cmdline and cmdline[0].endswith(b"qemu-system-x86_64") and any(
-            m.encode() in part for part in cmdline for m in markers
+        if (
+            cmdline
+            and cmdline[0].endswith(b"qemu-system-x86_64")
+            and any(m.encode() in part for part in cmdline for m in markers)
         ):
             pids.append(int(proc.name))
     return pids

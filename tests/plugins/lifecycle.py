@@ -50,8 +50,9 @@ def boot_sector(*, acpi: bool, pad_to: int = 1 << 20, payload: bytes = b"") -> b
 def lifecycle_settings(tmp_path: Path) -> Any:
     from imagekit.settings import load_settings
 
-    return load_settings({"state_dir": tmp_path / "state", "cache_dir": tmp_path / "cache",
-                          "accel": "tcg"})  # fmt: skip
+    return load_settings(
+        {"state_dir": tmp_path / "state", "cache_dir": tmp_path / "cache", "accel": "tcg"}
+    )
 
 
 @pytest.fixture
@@ -70,8 +71,15 @@ def sector_vm(
     store = InstanceStore(lifecycle_settings.state_dir)
     made: list[str] = []
 
-    def make(name: str, *, acpi: bool = True, persistent: bool = False, payload: bytes = b"",
-             start: bool = True, disk_size_mib: int | None = None) -> Instance:  # fmt: skip
+    def make(
+        name: str,
+        *,
+        acpi: bool = True,
+        persistent: bool = False,
+        payload: bytes = b"",
+        start: bool = True,
+        disk_size_mib: int | None = None,
+    ) -> Instance:
         base = tmp_path / f"{name}.img"
         base.write_bytes(boot_sector(acpi=acpi, payload=payload))
         d = store.directory(name)

@@ -84,20 +84,41 @@ class PostgresCluster:
     def _as_postgres(self, *argv: str) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(
             ["runuser", "-u", "postgres", "--", *argv],
-            check=True, capture_output=True, stdin=subprocess.DEVNULL, timeout=120,
+            check=True,
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
         )
 
     def start(self) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
         shutil.chown(self.base, "postgres", "postgres")
         os.chmod(self.base, 0o700)
-        self._as_postgres(str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust",
-                          "-U", "postgres", "-E", "UTF8", "--no-sync")
         self._as_postgres(
-            str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.base / "log"),
-            "-w", "-t", "60", "start",
-            "-o", f"-p {self.port} -h 127.0.0.1 -k {self.base} -c fsync=off "
-                  "-c synchronous_commit=off -c full_page_writes=off",
+            str(PG_BIN / "initdb"),
+            "-D",
+            str(self.data),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
+        self._as_postgres(
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.base / "log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+            "-o",
+            f"-p {self.port} -h 127.0.0.1 -k {self.base} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off",
         )
 
     def stop(self) -> None:
@@ -105,8 +126,9 @@ class PostgresCluster:
         with contextlib.suppress(OSError, ValueError, IndexError):
             pid = int((self.data / "postmaster.pid").read_text().split()[0])
         with contextlib.suppress(subprocess.SubprocessError):
-            self._as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
-                              "-w", "stop")
+            self._as_postgres(
+                str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"
+            )
         if pid is not None:
             # never leave a postmaster behind, even if pg_ctl could not stop it
             with contextlib.suppress(ProcessLookupError):
@@ -120,8 +142,16 @@ class PostgresCluster:
     def new_database(self) -> str:
         self._count += 1
         name = f"imagekit_{os.getpid()}_{self._count}"
-        self._as_postgres(str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
-                          "-U", "postgres", name)
+        self._as_postgres(
+            str(PG_BIN / "createdb"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            name,
+        )
         return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
 
 
@@ -179,10 +209,23 @@ def _start_server(
     data_dir = tmp / "data"
     files_dir = tmp / "files"
     files_dir.mkdir(parents=True, exist_ok=True)
-    head = [str(Path(sys.executable).parent / "imagekit"), "serve"] if via_cli else [
-        sys.executable, "-m", "marketplace_server"]
-    argv = [*head, "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir),
-            "--files-dir", str(files_dir), *extra]
+    head = (
+        [str(Path(sys.executable).parent / "imagekit"), "serve"]
+        if via_cli
+        else [sys.executable, "-m", "marketplace_server"]
+    )
+    argv = [
+        *head,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        "--files-dir",
+        str(files_dir),
+        *extra,
+    ]
     if db_url:
         argv += ["--db", db_url]
     for t in trust:
@@ -191,8 +234,9 @@ def _start_server(
     env["PYTHONPATH"] = str(ROOT)
     log = tmp / "server.log"
     with log.open("wb") as out:  # a file, not a pipe nobody reads (a full pipe blocks)
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env, cwd=ROOT)
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=ROOT
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(url + "/api/endorsers", proc, log=log)
@@ -213,8 +257,9 @@ def start_marketplace(
         db_url = None
         if backend == "postgresql":
             db_url = request.getfixturevalue("postgres_cluster").new_database()
-        server = _start_server(tmp_path_factory.mktemp("market"), backend=backend,
-                               db_url=db_url, **kwargs)
+        server = _start_server(
+            tmp_path_factory.mktemp("market"), backend=backend, db_url=db_url, **kwargs
+        )
         started.append(server)
         return server
 
@@ -239,8 +284,7 @@ def market_server(
     db_url = None
     if request.param == "postgresql":
         db_url = request.getfixturevalue("postgres_cluster").new_database()
-    server = _start_server(tmp_path_factory.mktemp("market"), backend=request.param,
-                           db_url=db_url)
+    server = _start_server(tmp_path_factory.mktemp("market"), backend=request.param, db_url=db_url)
     yield server
     server.stop()
 
@@ -252,9 +296,12 @@ def market_server(
 def _moto_server() -> Iterator[str]:
     port = free_port()
     moto = Path(sys.executable).parent / "moto_server"
-    proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(moto), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(url + "/moto-api/", proc)
@@ -293,8 +340,9 @@ def new_endorser(directory: Path, email: str | None = None, *, key_type: str = "
     email = email or f"e{uuid.uuid4().hex[:10]}@example.org"
     key = make_private_key(key_type)
     # valid from two days ago: tests sign entries "in the past" to stay ahead of later ones
-    cert = make_certificate(key, email, f"Tester {email}", 30,
-                            now=dt.datetime.now(dt.UTC) - dt.timedelta(days=2))
+    cert = make_certificate(
+        key, email, f"Tester {email}", 30, now=dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
+    )
     signer = Signer(key, cert)
     directory.mkdir(parents=True, exist_ok=True)
     key_path = directory / f"{email}.key"
@@ -370,8 +418,9 @@ def make_endorser(tmp_path: Path) -> Callable[..., Endorser]:
 def make_signed() -> Callable[..., bytes]:
     """``make_signed(endorser, ago=0, image=None, **draft_fields)`` → signed bytes."""
 
-    def make(endorser: Endorser, *, ago: float = 0, image: bytes | None = None,
-             **fields: Any) -> bytes:
+    def make(
+        endorser: Endorser, *, ago: float = 0, image: bytes | None = None, **fields: Any
+    ) -> bytes:
         return sign(draft_entry(image, **fields), endorser, ago=ago)
 
     return make
