@@ -99,30 +99,6 @@ class World:
         return out
 
 
-class _RunningCloud:  # TEMPORARY until the testcloud fixture lands
-    cloud = "imagekit-test"
-    demo_cloud = "imagekit-test-demo"
-    clouds_yaml = Path("/var/tmp/imagekit-testcloud/clouds.yaml")
-
-    def env(self, *, demo: bool = False) -> dict[str, str]:
-        return {"OS_CLIENT_CONFIG_FILE": str(self.clouds_yaml)}
-
-    def connect(self, *, demo: bool = False) -> Any:
-        import openstack
-        from openstack.config import loader
-
-        cfg = loader.OpenStackConfig(config_files=[str(self.clouds_yaml)], vendor_files=[])
-        region = cfg.get_one(cloud=self.demo_cloud if demo else self.cloud)
-        return openstack.connection.Connection(config=region)
-
-
-@pytest.fixture(scope="session")
-def openstack_cloud() -> Any:
-    if not _RunningCloud.clouds_yaml.exists():
-        pytest.skip("no test cloud")
-    return _RunningCloud()
-
-
 @pytest.fixture
 def world(openstack_cloud, marketplace, make_endorser, tmp_path, cli) -> Iterator[World]:
     w = World(openstack_cloud, marketplace, make_endorser(), tmp_path, cli)
