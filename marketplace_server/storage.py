@@ -236,15 +236,25 @@ class Storage:
             )
             event.listen(self.engine, "connect", _sqlite_connect)
             event.listen(self.engine, "begin", _sqlite_begin)
+            # Writes read first (bindings, the latest entry), then write. A deferred BEGIN
+            # would let two worker processes both read and then fail the upgrade at once
+            # ("database is locked", busy_timeout does not apply): writers BEGIN IMMEDIATE,
+            # so the second waits for the first instead. Reads stay deferred (concurrent).
+            self._writer: Engine = create_engine(
+                url, connect_args={"check_same_thread": False, "timeout": 30}
+            )
+            event.listen(self._writer, "connect", _sqlite_connect)
+            event.listen(self._writer, "begin", _sqlite_begin_immediate)
         else:
             self.engine = create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
-        # SQLite has one writer; serialize ours so read-then-write never hits SQLITE_BUSY.
+            self._writer = self.engine
+        # SQLite has one writer; serialize this process's so they queue here, not in SQLite.
         self._write_lock = threading.Lock()
 
     def create_schema(self) -> None:
-        Base.metadata.create_all(self.engine)
+        Base.metadata.create_all(self._writer)
         if self.is_sqlite:
-            with self.engine.begin() as conn:
+            with self._writer.begin() as conn:
                 conn.execute(
                     text(
                         # contentless: only the index is kept, the text lives in entries.search
@@ -255,6 +265,7 @@ class Storage:
 
     def close(self) -> None:
         self.engine.dispose()
+        self._writer.dispose()
 
     # --- writes ------------------------------------------------------------------------
 
@@ -280,7 +291,7 @@ class Storage:
 
     def _add(self, entry: NewEntry, now: datetime) -> StoredEntry:
         t = _ENTRIES
-        with self.engine.begin() as conn:
+        with self._writer.begin() as conn:
             if entry.signer is not None:
                 self._check_binding(conn, entry.email, entry.signer, now)
             latest = conn.execute(
@@ -354,7 +365,7 @@ class Storage:
         """Bind ``email`` to the certificate with ``fingerprint`` (an admin's decision);
         return the binding it replaces, if any."""
         b = _BINDINGS
-        with self._write_lock, self.engine.begin() as conn:
+        with self._write_lock, self._writer.begin() as conn:
             old = conn.execute(select(b).where(b.c.email == email).with_for_update()).first()
             values = {
                 "fingerprint": fingerprint,
@@ -372,7 +383,7 @@ class Storage:
         """Bind ``email`` to ``signer`` unless it is bound already; True if it bound."""
         with self._write_lock:
             try:
-                with self.engine.begin() as conn:
+                with self._writer.begin() as conn:
                     if conn.execute(
                         select(_BINDINGS.c.email).where(_BINDINGS.c.email == email)
                     ).first():
@@ -436,7 +447,7 @@ class Storage:
             rows.append(values)
         # every distinct (e-mail, certificate), in order: the first binds, another refuses
         signers = {(e.email, e.signer): None for e in batch if e.signer is not None}
-        with self._write_lock, self.engine.begin() as conn:
+        with self._write_lock, self._writer.begin() as conn:
             for email, signer in signers:
                 self._check_binding(conn, email, signer, now)
             conn.execute(t.insert(), rows)
@@ -726,3 +737,7 @@ def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
 
 def _sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN")
+
+
+def _sqlite_begin_immediate(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
