@@ -574,6 +574,9 @@ def test_stop_start_and_snapshot_on_the_cloud(
         assert entry.bytes == out.stat().st_size
         assert str(entry.format) == "qcow2" and entry.is_draft
         assert snap.stdout.strip() == entry.identifier
+        # shown as a local snapshot is (one renderer): what it replaces, what comes next
+        assert f"replaces {identifier}" in snap.stderr
+        assert "next: imagekit sign" in snap.stderr
         # Nova's snapshot image was only a means: it is gone from Glance
         assert not [
             i for i in conn.image.images() if i.name.startswith(f"imagekit-snapshot-{name}")

@@ -326,12 +326,13 @@ def snapshot(
     fields: dict[str, Any],
     carry_base: bool,
     overwrite: bool,
-    as_json: bool,
-) -> None:
+) -> Any:
+    """The server's image as a new local appliance and draft entry (``imagekit snapshot``
+    shows it as it shows a local instance's)."""
     from ..cloud.snapshot import snapshot_server
 
     with _connect(cloud) as conn:
-        snap = snapshot_server(
+        return snapshot_server(
             settings(),
             conn,
             name,
@@ -341,22 +342,3 @@ def snapshot(
             carry_base=carry_base,
             overwrite=overwrite,
         )
-    if as_json:
-        emit_json(
-            {
-                "id": snap.entry.identifier,
-                "image": str(snap.image),
-                "entry": str(snap.entry_path),
-                "bytes": snap.entry.bytes,
-                "replaces": snap.entry.replaces,
-                "version": snap.entry.version,
-                "method": snap.method,
-                "seconds": round(snap.seconds, 2),
-            }
-        )
-        return
-    info(
-        f"snapshot of {name} ({snap.method}, {snap.seconds:.1f}s): {snap.image}, "
-        f"entry {snap.entry_path} (version {snap.entry.version})"
-    )
-    click.echo(snap.entry.identifier)

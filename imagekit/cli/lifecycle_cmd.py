@@ -168,7 +168,7 @@ def snapshot_cmd(
     if cloud:
         from . import cloud_cmd
 
-        return cloud_cmd.snapshot(
+        snap = cloud_cmd.snapshot(
             cloud,
             instance,
             output,
@@ -176,19 +176,19 @@ def snapshot_cmd(
             fields={k: v for k, v in fields.items() if v is not None},
             carry_base=not no_base,
             overwrite=overwrite,
-            as_json=as_json,
         )
-    snap = snapshot(
-        settings(),
-        instance,
-        output,
-        entry_output=entry_output,
-        fields={k: v for k, v in fields.items() if v is not None},
-        carry_base=not no_base,
-        overwrite=overwrite,
-        force_stop=force,
-        stop_timeout=timeout,
-    )
+    else:
+        snap = snapshot(
+            settings(),
+            instance,
+            output,
+            entry_output=entry_output,
+            fields={k: v for k, v in fields.items() if v is not None},
+            carry_base=not no_base,
+            overwrite=overwrite,
+            force_stop=force,
+            stop_timeout=timeout,
+        )
     if as_json:
         emit_json(
             {
