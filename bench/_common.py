@@ -53,8 +53,10 @@ import random
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -384,6 +386,51 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def start_marketplace(
+    data_dir: Path, *, files_dir: Path | None = None, db: str | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A real ``python -m marketplace_server`` of this checkout on a free loopback port,
+    answering (its base URL); the caller stops it with ``stop_process``."""
+    port = free_port()
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEKIT_")}
+    argv = [
+        sys.executable,
+        "-m",
+        "marketplace_server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+    ]
+    argv += ["--files-dir", str(files_dir)] if files_dir is not None else []
+    argv += ["--db", db] if db else []
+    proc = subprocess.Popen(
+        argv,
+        env=dict(env, PYTHONPATH=str(root)),
+        cwd=root,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the marketplace server exited with {proc.returncode}")
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(url + "/api/endorsers", timeout=2),
+        ):
+            return proc, url
+        if time.monotonic() > deadline:
+            stop_process(proc)
+            raise RuntimeError("the marketplace server did not come up")
+        time.sleep(0.1)
 
 
 def stop_process(proc: subprocess.Popen[Any]) -> None:

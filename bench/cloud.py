@@ -23,35 +23,18 @@ Alone: ``.venv/bin/python -m bench cloud --repeat=3``.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ._common import BenchArgs, Row, bench_dir, free_port, stop_process
+from ._common import BenchArgs, Row, bench_dir, start_marketplace, stop_process
 
 NAME = "cloud"
 ROOT = Path(__file__).resolve().parents[1]
 CLOUDS_YAML = Path("/var/tmp/imagekit-testcloud/clouds.yaml")
-
-
-def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"marketplace server exited with {proc.returncode}")
-        with contextlib.suppress(httpx.HTTPError):
-            httpx.get(url, timeout=2)
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer")
 
 
 class _Setup:
@@ -67,30 +50,7 @@ class _Setup:
         self.signer = load_signer(key=work / "bench.key", cert=work / "bench.crt")
         self.files = work / "mfiles"
         self.files.mkdir()
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEKIT_")}
-        self.server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "marketplace_server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(work / "mdata"),
-                "--files-dir",
-                str(self.files),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=dict(env, PYTHONPATH=str(ROOT)),
-            cwd=ROOT,
-        )
-        _wait_http(self.url + "/api/endorsers", self.server)
+        self.server, self.url = start_marketplace(work / "mdata", files_dir=self.files)
         from imagekit.settings import load_settings
 
         self.settings = load_settings(

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import httpx
 
-from ._common import BenchArgs, Row, bench_dir, env_bytes, free_port, stop_process
+from ._common import BenchArgs, Row, bench_dir, env_bytes, start_marketplace, stop_process
 
 NAME = "hostile"
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,37 +161,9 @@ def run(args: BenchArgs) -> list[Row]:
         ordinary = _ordinary(signer, n_ordinary + 20)
         template = ordinary[-1]
         hostile = {name: make(template, size) for name, make in HOSTILE.items()}
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEKIT_")}
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "marketplace_server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(work / "data"),
-            ],
-            env=dict(env, PYTHONPATH=str(ROOT)),
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        server, url = start_marketplace(work / "data")
         try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
-                deadline = time.monotonic() + 60
-                while True:
-                    try:
-                        client.get("/api/endorsers")
-                        break
-                    except httpx.HTTPError as e:
-                        if time.monotonic() > deadline or server.poll() is not None:
-                            raise RuntimeError("the marketplace server did not come up") from e
-                        time.sleep(0.1)
+            with httpx.Client(base_url=url, timeout=120) as client:
                 _post_all(client, server.pid, ordinary[n_ordinary:])  # warm up
                 base, statuses = _post_all(client, server.pid, ordinary[:n_ordinary])
                 if statuses != {201}:

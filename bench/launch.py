@@ -40,6 +40,7 @@ from ._common import (
     free_port,
     human_bytes,
     make_test_file,
+    start_marketplace,
     stop_process,
     time_call,
     time_command,
@@ -211,35 +212,15 @@ def warm(work: Path, args: BenchArgs) -> list[Row]:
     (work / "bench.key").write_bytes(key_pem)
     (work / "bench.crt").write_bytes(cert_pem)
     signer = load_signer(key=work / "bench.key", cert=work / "bench.crt")
-    mport = free_port()
+    server, market_url = start_marketplace(work / "mdata", files_dir=work / "mfiles")
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEKIT_")}
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "marketplace_server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(mport),
-            "--data-dir",
-            str(work / "mdata"),
-            "--files-dir",
-            str(work / "mfiles"),
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=dict(env, PYTHONPATH=str(ROOT)),
-        cwd=ROOT,
-    )
     # an installed imagekit has its bytecode compiled; this checkout may run with
     # PYTHONDONTWRITEBYTECODE, which would recompile every module in every launch
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.update(
         PYTHONPYCACHEPREFIX=str(work / "pycache"),
         HOME=str(home),
-        IMAGEKIT_MARKETPLACE=f"http://127.0.0.1:{mport}",
+        IMAGEKIT_MARKETPLACE=market_url,
         IMAGEKIT_TRUST=str(work / "bench.crt"),
         IMAGEKIT_ALLOW_PRIVATE_LOCATIONS="1",
         IMAGEKIT_ACCEL="auto",
@@ -264,7 +245,6 @@ def warm(work: Path, args: BenchArgs) -> list[Row]:
 
     try:
         with _nginx(work, www) as base:
-            _wait_port(mport, server)
             draft = describe_image(
                 tiny, kind="machine", format="raw", locations=(f"{base}/tiny.raw",)
             )

@@ -37,7 +37,7 @@ from typing import Any
 
 import httpx
 
-from ._common import BenchArgs, Row, bench_dir, free_port, stop_process
+from ._common import BenchArgs, Row, bench_dir, free_port, start_marketplace, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 OSES = [
@@ -312,28 +312,9 @@ def run(args: BenchArgs) -> list[Row]:
         pool, paths = _load(work / "data", total, signed_count, db_url)
         load_s = time.perf_counter() - t
         rows.append(Row.make(name, f"load {total} entries ({signed_count} signed)", load_s, "s"))
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEKIT_")}
-        env["PYTHONPATH"] = str(ROOT)
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "marketplace_server",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(work / "data"),
-                *(["--db", db_url] if db_url else []),
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        base = f"http://127.0.0.1:{port}"
+        server, base = start_marketplace(work / "data", db=db_url)
         nginx = None
         try:
-            _wait(base + "/api/endorsers", server)
             rng = random.Random(5)
             searches = []
             for _ in range(300):
